@@ -1,0 +1,22 @@
+"Shared fixtures: the repository root, and the real FracAtlas copy that sits beside the checkout."
+import os
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / 'shared'
+FRACATLAS = Path(os.environ.get('FRACATLAS_DIR', SHARED / 'data' / 'FracAtlas'))
+
+@pytest.fixture
+def fracatlas_dir():
+    "The real FracAtlas copy in ../shared/data/FracAtlas, or a skip that says why it is missing"
+    if not (FRACATLAS / 'dataset.csv').is_file():
+        pytest.skip(f'real FracAtlas data not found at {FRACATLAS} (it sits in ../shared beside the checkout; '
+                    'set FRACATLAS_DIR to use another copy)')
+    return FRACATLAS
+
+@pytest.fixture(autouse=True)
+def _no_course_env(monkeypatch):
+    "Tests start from the package's settings, whatever FRACTURE_* variables the shell has"
+    for k in list(os.environ):
+        if k.startswith('FRACTURE_'): monkeypatch.delenv(k)

@@ -1,0 +1,29 @@
+"The `fracture-course` command line: subcommands, JSON output, and errors that say what is accepted."
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+
+CLI = str(Path(sys.executable).parent/'fracture-course')
+
+def run(*args, env=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith('FRACTURE_')}
+    e.update(env or {})
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=e)
+
+def test_info_prints_profile_device_and_versions():
+    r = run('info')
+    assert r.returncode == 0, r.stderr
+    assert 'profile quick' in r.stdout and 'device cpu' in r.stdout and 'torch' in r.stdout
+
+def test_info_json_is_complete():
+    d = json.loads(run('info', '--json', '--profile', 'full').stdout)
+    assert d['settings']['profile'] == 'full' and d['settings']['image_size'] == 224
+    assert d['versions']['torch'] and d['data_source']
+
+def test_unknown_subcommand_and_bad_values_exit_non_zero_with_choices():
+    r = run('bogus')
+    assert r.returncode == 2 and "choose from" in r.stderr and 'info' in r.stderr
+    r = run('info', '--profile', 'fast')
+    assert r.returncode == 2 and "'quick', 'full', 'auto'" in r.stderr
+    r = run('info', env={'FRACTURE_EPOCHS': 'x'})
+    assert r.returncode == 1 and 'FRACTURE_EPOCHS' in r.stderr

@@ -1,0 +1,74 @@
+"The project's configuration: settings.ini, pyproject.toml and environment.yml agree, and config resolves them."
+import configparser, os, re, subprocess, sys, tomllib
+from pathlib import Path
+import pytest
+from conftest import ROOT
+from fracture_course import config
+
+def _name(req): return re.split(r'[<>=!~\[ ;]', req.strip(), maxsplit=1)[0].lower()
+
+def test_environment_yml_names_the_pyproject_packages():
+    proj = tomllib.loads((ROOT/'pyproject.toml').read_text())['project']
+    wanted = {r.replace(' ', '') for r in proj['dependencies'] + proj['optional-dependencies']['dev']}
+    text = (ROOT/'environment.yml').read_text()
+    lines = [l.strip()[2:].strip() for l in text.split('- pip:', 1)[1].splitlines() if l.strip().startswith('- ')]
+    pip_reqs = {l.replace(' ', '') for l in lines if not l.startswith('-e')}
+    assert pip_reqs == wanted
+    assert '-e .[dev]' in lines
+
+def test_settings_ini_matches_package_defaults():
+    "A fresh `pip install` without the repo must behave like the repo's settings.ini"
+    full, quick = config.read_settings(ROOT/'settings.ini')
+    assert full == config.DEFAULTS
+    assert quick == {**config.DEFAULTS, **config.QUICK}
+    cp = configparser.ConfigParser(default_section='-', inline_comment_prefixes=('#',), interpolation=None)
+    cp.read(ROOT/'settings.ini')
+    assert set(cp.options('DEFAULT')) == set(config.DEFAULTS)
+
+def test_profile_is_quick_under_nbdev_test_and_ci(monkeypatch):
+    monkeypatch.delenv('CI', raising=False); monkeypatch.setenv('IN_TEST', '1')
+    assert config.choose_profile() == ('quick', 'running under nbdev-test')
+    monkeypatch.delenv('IN_TEST'); monkeypatch.setenv('CI', 'true')
+    assert config.choose_profile()[0] == 'quick'
+    monkeypatch.setenv('FRACTURE_PROFILE', 'full')
+    assert config.choose_profile() == ('full', 'FRACTURE_PROFILE')
+    assert config.get_config().image_size == config.DEFAULTS['image_size']
+
+def test_bad_profile_and_values_say_what_is_accepted(monkeypatch):
+    with pytest.raises(ValueError, match='quick, full, auto'): config.choose_profile('fast')
+    monkeypatch.setenv('FRACTURE_EPOCHS', 'ten')
+    with pytest.raises(ValueError, match="FRACTURE_EPOCHS.*'ten'.*whole number"): config.get_config()
+    monkeypatch.setenv('FRACTURE_EPOCHS', '2'); monkeypatch.setenv('FRACTURE_DEVICE', 'tpu')
+    with pytest.raises(ValueError, match='auto, cuda'): config.get_config()
+
+def test_environment_overrides_file_and_arguments_override_environment(monkeypatch):
+    monkeypatch.setenv('FRACTURE_BATCH_SIZE', '7'); monkeypatch.setenv('FRACTURE_DATASET', '/data/xr')
+    cfg = config.get_config('quick')
+    assert (cfg.batch_size, cfg.dataset) == (7, '/data/xr')
+    assert config.get_config('quick', batch_size=3).batch_size == 3
+
+def test_bad_settings_file_is_named(tmp_path):
+    f = tmp_path/'settings.ini'; f.write_text('[DEFAULT]\nepochs = many\n')
+    with pytest.raises(ValueError, match=re.escape(str(f))): config.read_settings(f)
+    f.write_text('[DEFAULT]\nwidth = 3\n')
+    with pytest.raises(KeyError, match='width'): config.read_settings(f)
+    with pytest.raises(FileNotFoundError, match='FRACTURE_SETTINGS'):
+        os.environ['FRACTURE_SETTINGS'] = str(tmp_path/'missing.ini')
+        try: config.find_settings()
+        finally: del os.environ['FRACTURE_SETTINGS']
+
+def test_package_defaults_apply_outside_the_repo(tmp_path):
+    code = 'import fracture_course, fracture_course.config as c; g = c.get_config("full"); print(g.settings_file, g.image_size)'
+    out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ['None', str(config.DEFAULTS['image_size'])]
+
+def test_seed_everything_repeats_torch_and_numpy():
+    import numpy as np, torch
+    config.seed_everything(3); a = (torch.rand(4), np.random.rand(4))
+    config.seed_everything(3); b = (torch.rand(4), np.random.rand(4))
+    assert torch.equal(a[0], b[0]) and (a[1] == b[1]).all()
+
+def test_explicit_missing_device_is_an_error():
+    import torch
+    if torch.cuda.is_available(): pytest.skip('this machine has CUDA')
+    with pytest.raises(RuntimeError, match='CUDA is not available'): config.pick_device('cuda')

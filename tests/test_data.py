@@ -1,0 +1,180 @@
+"Data loading: every layout the course names, every kind of bad file, splits, the audit, and the real FracAtlas."
+import json, subprocess, sys, warnings
+from pathlib import Path
+import numpy as np
+import pytest
+from PIL import Image
+from fracture_course.data import (CLASSES, Item, UnreadableImage, DamagedImageWarning, audit, label_from_name,
+                                  load_dataset, load_image, split_items, read_manifest, trivial_baseline, resolve_source)
+from fracture_course.config import get_config
+
+def img(path, size=(40, 32), seed=0, **kw):
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    a = np.random.default_rng(seed).integers(0, 255, size[::-1], dtype=np.uint8)
+    Image.fromarray(a).save(path, **kw); return path
+
+def tree(root, splits, classes=('fractured', 'not fractured'), n=5, ext='.jpg', seed=0):
+    for s in splits:
+        for k, c in enumerate(classes):
+            for i in range(n): img(Path(root, s, c, f'{k}_{i}{ext}'), seed=seed + 1000*k + 100*len(s) + i)
+    return Path(root)
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch): monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+
+def test_label_names_map_fractured_to_positive_class():
+    assert CLASSES[1] == 'fractured'
+    for n in ['fractured', 'Fractured', 'fracture', 'FRACTURED']: assert label_from_name(n) == 1
+    for n in ['not fractured', 'Non_fractured', 'no_fracture', 'not-fractured', 'normal']: assert label_from_name(n) == 0
+    assert label_from_name('images') is None
+
+def test_multi_region_layout_nested_with_space_and_mixed_extensions(tmp_path):
+    root = tmp_path/'Bone_Fracture_Binary_Classification'/'Bone_Fracture_Binary_Classification'
+    tree(root, ['train', 'val', 'test'], n=4)
+    img(root/'train'/'fractured'/'x.png', seed=99); img(root/'train'/'fractured'/'y.jpeg', seed=98)
+    d = load_dataset(tmp_path)
+    assert d.counts() == {'train': {'not fractured': 4, 'fractured': 6}, 'valid': {'not fractured': 4, 'fractured': 4},
+                          'test': {'not fractured': 4, 'fractured': 4}}
+    assert all((o.label == 1) == (o.path.parent.name == 'fractured') for o in d.items)
+
+def test_devbatrax_layout_val_becomes_test_and_valid_is_carved_from_train(tmp_path):
+    d = load_dataset(tree(tmp_path/'dv', ['train', 'val'], n=20))
+    c = d.counts()
+    assert c['test'] == {'not fractured': 20, 'fractured': 20}
+    assert c['valid'] == {'not fractured': 2, 'fractured': 2} and c['train'] == {'not fractured': 18, 'fractured': 18}
+    assert 'test set' in d.notes[0]
+
+def test_class_folders_without_split_get_stratified_70_10_20(tmp_path):
+    root = tree(tmp_path/'foyez', [''], classes=('fractured', 'not fractured'), n=40)
+    d = load_dataset(root)
+    for s, n in [('train', 28), ('valid', 4), ('test', 8)]:
+        assert d.counts()[s] == {'not fractured': n, 'fractured': n}
+    again = load_dataset(root)
+    assert [o.split for o in d.items] == [o.split for o in again.items]
+    other = load_dataset(root, seed=7)
+    assert [o.split for o in d.items] != [o.split for o in other.items]
+
+def test_identical_files_never_straddle_splits(tmp_path):
+    root = tree(tmp_path/'dup', [''], n=30)
+    src = root/'fractured'/'0_0.jpg'
+    for i in range(6): (root/'fractured'/f'copy{i}.jpg').write_bytes(src.read_bytes())
+    for seed in range(5):
+        d = load_dataset(root, seed=seed)
+        assert len({o.split for o in d.items if o.path.read_bytes() == src.read_bytes()}) == 1
+
+def test_fracatlas_layout_with_metadata_boxes_and_label_conflicts(tmp_path):
+    r = tmp_path/'FracAtlas'
+    rows = ['image_id,hand,leg,hip,shoulder,mixed,hardware,multiscan,fractured,fracture_count,frontal,lateral,oblique']
+    for i in range(10):
+        cls = 'Fractured' if i < 4 else 'Non_fractured'
+        img(r/'images'/cls/f'IMG{i:07d}.jpg', seed=i)
+        csv_label = 1 if i < 4 or i == 9 else 0   # IMG0000009 disagrees with its folder
+        rows.append(f'IMG{i:07d}.jpg,{int(i%2==0)},{int(i%2==1)},0,0,0,0,0,{csv_label},{int(i<4)},1,0,0')
+        (r/'Annotations'/'YOLO').mkdir(parents=True, exist_ok=True)
+        (r/'Annotations'/'YOLO'/f'IMG{i:07d}.txt').write_text('0 0.5 0.5 0.2 0.4\n' if i < 4 else '')
+    (r/'dataset.csv').write_text('\n'.join(rows) + '\n')
+    d = load_dataset(r)
+    assert d.name == 'FracAtlas' and len(d) == 10 and sum(o.label for o in d.items) == 4
+    f = next(o for o in d.items if o.path.name == 'IMG0000000.jpg')
+    assert f.meta['region'] == 'hand' and f.meta['boxes_norm'] == [[0.4, 0.3, 0.6, 0.7]]
+    rep = audit(d)
+    assert [c['path'].endswith('IMG0000009.jpg') for c in rep.label_disagreements] == [True]
+
+def test_csv_manifest_with_and_without_split(tmp_path):
+    for i in range(8): img(tmp_path/'im'/f'{i}.png', seed=i)
+    (tmp_path/'m.csv').write_text('path,label,split,site\n' + ''.join(
+        f'im/{i}.png,{"fractured" if i%2 else "normal"},{"train" if i<6 else "test"},A\n' for i in range(8)))
+    d = load_dataset(tmp_path/'m.csv')
+    assert d.counts()['test'] == {'not fractured': 1, 'fractured': 1} and d.items[0].meta == {'site': 'A'}
+    (tmp_path/'n.csv').write_text('path,label\nim/0.png,1\nim/1.png,0\nim/gone.png,1\n')
+    d = read_manifest(tmp_path/'n.csv')
+    assert len(d) == 2 and 'gone.png' in d.skipped[0]['path'] and 'missing' in d.skipped[0]['reason']
+    (tmp_path/'bad.csv').write_text('path,label\nim/0.png,maybe\n')
+    with pytest.raises(ValueError, match='bad.csv line 2'): read_manifest(tmp_path/'bad.csv')
+    (tmp_path/'nolabel.csv').write_text('path,diagnosis\nim/0.png,1\n')
+    with pytest.raises(ValueError, match="'label' column"): read_manifest(tmp_path/'nolabel.csv')
+
+def test_empty_or_unrecognised_layouts_name_the_path_and_the_layouts(tmp_path):
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(ValueError, match=r'No fracture dataset layout found in .*empty[\s\S]*split folders'): load_dataset(tmp_path/'empty')
+    with pytest.raises(FileNotFoundError, match='FRACTURE_DATASET'): load_dataset(tmp_path/'nowhere')
+    tree(tmp_path/'one', ['train', 'test'], classes=('fractured',))
+    (tmp_path/'one'/'train'/'cats').mkdir()
+    with pytest.raises(ValueError, match="one folder per class"): load_dataset(tmp_path/'one')
+
+def test_bad_files_load_with_warnings_or_are_reported(tmp_path):
+    d = tmp_path/'bad'
+    g = img(d/'grey.png')
+    img(d/'full.jpg', size=(200, 160), quality=95)
+    (d/'trunc.jpg').write_bytes((d/'full.jpg').read_bytes()[:1500])
+    (d/'zero.png').write_bytes(b'')
+    (d/'text.jpg').write_text('not an image')
+    a16 = (np.arange(40*32).reshape(32, 40) * 50).astype(np.uint16)
+    Image.fromarray(a16).save(d/'deep.png')
+    Image.fromarray(np.zeros((32, 40, 4), np.uint8)).save(d/'rgba.png')
+    Image.open(g).convert('P').save(d/'pal.png')
+    Image.open(g).convert('CMYK').save(d/'cmyk.jpg')
+    im = Image.fromarray(np.zeros((20, 60), np.uint8)); ex = im.getexif(); ex[0x0112] = 6  # rotated 90 degrees
+    im.save(d/'exif.jpg', exif=ex)
+    Image.fromarray(np.zeros((5000, 3000), np.uint8)).save(d/'huge.png')
+    for f in ['grey.png', 'deep.png', 'rgba.png', 'pal.png', 'cmyk.jpg']:
+        out = load_image(d/f); assert out.mode == 'L' and out.size == (40, 32), f
+    deep = np.asarray(load_image(d/'deep.png')); assert deep.min() == 0 and deep.max() == 255
+    assert load_image(d/'exif.jpg').size == (20, 60)
+    assert max(load_image(d/'huge.png').size) == 2048 and load_image(d/'huge.png', max_side=None).size == (3000, 5000)
+    with pytest.warns(DamagedImageWarning, match='trunc.jpg.*truncated'): load_image(d/'trunc.jpg')
+    for f, why in [('zero.png', 'empty file'), ('text.jpg', 'not an image')]:
+        with pytest.raises(UnreadableImage, match=f'{f}.*{why}'): load_image(d/f)
+
+def test_audit_finds_unreadable_damaged_duplicates_leaks_and_stray_files(tmp_path):
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=4)
+    src = root/'train'/'fractured'/'0_0.jpg'
+    (root/'test'/'fractured'/'leak.jpg').write_bytes(src.read_bytes())
+    Image.open(src).save(root/'val'/'fractured'/'resaved.png')          # same picture, other bytes
+    (root/'test'/'not fractured'/'zero.jpg').write_bytes(b'')
+    img(root/'train'/'not fractured'/'big.jpg', size=(300, 300), quality=95)
+    (root/'train'/'not fractured'/'cut.jpg').write_bytes((root/'train'/'not fractured'/'big.jpg').read_bytes()[:3000])
+    (root/'train'/'fractured'/'readme.txt').write_text('x')
+    rep = audit(root)
+    assert [Path(u['path']).name for u in rep.unreadable] == ['zero.jpg']
+    assert [Path(p).name for p in rep.damaged] == ['cut.jpg']
+    assert len(rep.duplicates) == 1 and len(rep.leaks()) == 1
+    assert any({Path(o['path']).name for o in g} >= {'resaved.png'} for g in rep.near_duplicates)
+    assert rep.skipped[0]['path'].endswith('readme.txt')
+    assert rep.counts['train']['fractured'] == 4 and 'exact duplicate groups: 1 (1 across splits)' in rep.summary()
+    json.dumps(rep.to_dict())
+
+def test_trivial_baseline_on_imbalanced_items():
+    items = [Item(Path(f'{i}'), int(i < 18)) for i in range(100)]
+    assert trivial_baseline(items) == {'predicts': 'not fractured', 'accuracy': 0.82, 'sensitivity': 0.0, 'specificity': 1.0}
+
+def test_data_source_resolution(tmp_path, monkeypatch):
+    assert resolve_source(get_config(dataset='synthetic')) == ('synthetic', None)
+    assert resolve_source(get_config(dataset=str(tmp_path))) == ('path', tmp_path)
+    import fracture_course.data as D
+    monkeypatch.setattr(D, 'KAGGLE_INPUT', tmp_path/'input')
+    assert resolve_source(get_config(dataset='auto')) == ('synthetic', None)
+    tree(tmp_path/'input'/'fracture-detection-using-x-ray-images', ['train', 'val'], n=2)
+    kind, p = resolve_source(get_config(dataset='auto'))
+    assert kind == 'kaggle' and p.name == 'fracture-detection-using-x-ray-images'
+    assert resolve_source(get_config(dataset='kaggle:devbatrax/fracture-detection-using-x-ray-images'))[1] == p
+
+def test_real_fracatlas_loads_and_audits(fracatlas_dir):
+    d = load_dataset(fracatlas_dir)
+    assert len(d) == 3211 and d.counts()['test']['fractured'] > 0 and not d.skipped
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always', DamagedImageWarning)
+        for o in d.items: load_image(o.path)
+    assert len(w) == 48
+    rep = audit(d)
+    assert len(rep.duplicates) == 8 and not rep.leaks() and not rep.leaks('near_duplicates') and not rep.unreadable
+    assert rep.seconds < 60
+
+def test_audit_cli_writes_json(tmp_path):
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=2)
+    cli = str(Path(sys.executable).parent/'fracture-course')
+    r = subprocess.run([cli, 'audit', str(root), '--json', str(tmp_path/'a.json')], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'Audit of' in r.stdout and json.loads((tmp_path/'a.json').read_text())['counts']['test']['fractured'] == 2
+    r = subprocess.run([cli, 'audit', str(tmp_path/'nope')], capture_output=True, text=True)
+    assert r.returncode == 1 and 'nope' in r.stderr

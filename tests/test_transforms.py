@@ -1,0 +1,109 @@
+"Preprocessing presets, the decoded-image cache, augmentations with boxes, samplers and loaders."
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+from fracture_course.data import load_dataset
+from fracture_course.transforms import (IMAGENET_MEAN, IMAGENET_STD, CachedDataset, ImageCache, Preset, augment_with_boxes,
+    augmentations, balanced_sampler, class_weights, decode_resize, eval_tfms, get_dls, grey_preset, imagenet_preset,
+    resize_boxes, stats_preset, train_tfms)
+
+@pytest.fixture
+def ds(tmp_path):
+    "A split-folder dataset of 4+2+2 images per class; fractured images are brighter"
+    for s, n in [('train', 6), ('val', 3), ('test', 3)]:
+        for c, lvl in [('fractured', 180), ('not fractured', 60)]:
+            d = tmp_path/'ds'/s/c; d.mkdir(parents=True)
+            for i in range(n): Image.fromarray(np.full((50, 70), lvl, np.uint8)).save(d/f'{i}.png')
+    return load_dataset(tmp_path/'ds')
+
+@pytest.mark.parametrize('preset', [imagenet_preset(224), imagenet_preset(64), grey_preset(128), grey_preset(64)])
+@pytest.mark.parametrize('level', ['none', 'flip', 'light', 'medium', 'heavy'])
+def test_presets_give_shape_dtype_channels_and_range(preset, level):
+    x = torch.randint(0, 256, (1, preset.resize, preset.resize), dtype=torch.uint8)
+    x[0, 0, 0], x[0, -1, -1] = 0, 255
+    lo = min((0 - m) / s for m, s in zip(preset.mean, preset.std)); hi = max((1 - m) / s for m, s in zip(preset.mean, preset.std))
+    for t in (eval_tfms(preset), train_tfms(preset, level)):
+        y = t(x)
+        assert y.shape == (preset.channels, preset.size, preset.size) and y.dtype == torch.float32
+        assert y.min() >= lo - 1e-5 and y.max() <= hi + 1e-5
+
+def test_imagenet_preset_matches_the_textbook_pipeline(tmp_path):
+    yy, xx = np.mgrid[0:300, 0:410]
+    Image.fromarray(((np.sin(xx/17) + np.cos(yy/11)) * 60 + 128).astype(np.uint8)).save(tmp_path/'w.png')
+    p = imagenet_preset(224)
+    ref = v2.Compose([v2.Resize(256), v2.CenterCrop(224), v2.Grayscale(3), v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
+                      v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))])(Image.open(tmp_path/'w.png'))
+    ours = eval_tfms(p)(decode_resize(tmp_path/'w.png', p))
+    assert ours.shape == ref.shape == (3, 224, 224) and (ours - ref).abs().max() < 1e-5
+
+def test_preset_round_trips_through_a_dict():
+    for p in (imagenet_preset(96), grey_preset(64)): assert Preset.from_dict(p.to_dict()) == p
+
+def test_dataset_statistics_of_a_known_set(ds, tmp_path):
+    sp = stats_preset(ds, 32, cache_dir=tmp_path/'c')
+    v = np.array([180/255] * 6 + [60/255] * 6)
+    assert sp.mean[0] == pytest.approx(v.mean(), abs=1e-6) and sp.std[0] == pytest.approx(v.std(), abs=1e-6)
+    assert list((tmp_path/'c').glob('stats-*.json')), 'statistics are cached per dataset'
+    assert stats_preset(ds, 32, channels=3).mean == (sp.mean[0],) * 3
+
+def test_cache_on_disk_is_reused_and_equal(ds, tmp_path):
+    p = grey_preset(32)
+    a = ImageCache(ds.split('train'), p, tmp_path/'c')
+    b = ImageCache(ds.split('train'), p, tmp_path/'c')
+    assert a.source.startswith('decoded') and b.source.startswith('loaded')
+    assert np.array_equal(np.asarray(a.arr), np.asarray(b.arr)) and a.nbytes == 12 * 32 * 32
+    x = b[0]; x += 1
+    assert not np.array_equal(x.numpy(), np.asarray(b.arr[0])), 'items are copies; the cache stays unchanged'
+
+def test_augmentations_keep_labels(ds):
+    cache = ImageCache(ds.split('train'), grey_preset(32))
+    for level in ('heavy', 'medium'):
+        d = CachedDataset(cache, train_tfms(grey_preset(32), level))
+        assert [int(d[i][1]) for i in range(len(d))] == [o.label for o in ds.split('train')]
+
+def test_geometric_augmentations_move_boxes_with_the_fracture():
+    img = torch.zeros(1, 96, 96, dtype=torch.uint8); img[:, 20:30, 60:70] = 255
+    torch.manual_seed(0)
+    for t in [v2.RandomHorizontalFlip(1.0), v2.RandomRotation(15), v2.RandomAffine(10, (0.1, 0.1), (0.9, 1.1), 5),
+              v2.RandomResizedCrop(80, (0.7, 1.0))]:
+        for _ in range(5):
+            out, b = augment_with_boxes(img, [[60, 20, 70, 30]], t)
+            ys, xs = torch.nonzero(out[0] > 128, as_tuple=True)
+            if len(xs) == 0: continue   # the bright patch was cropped away: the box is clamped, nothing to check
+            cx, cy = xs.float().mean(), ys.float().mean()
+            x0, y0, x1, y1 = b[0].tolist()
+            assert x0 - 1 <= cx <= x1 + 1 and y0 - 1 <= cy <= y1 + 1, (t, b)
+
+def test_resize_boxes_follows_decode_resize(tmp_path):
+    a = np.zeros((200, 300), np.uint8); a[50:70, 200:240] = 255
+    Image.fromarray(a).save(tmp_path/'b.png')
+    for p in (grey_preset(64), imagenet_preset(96)):
+        x = decode_resize(tmp_path/'b.png', p)[0].float()
+        ys, xs = torch.nonzero(x > 128, as_tuple=True)
+        b = resize_boxes([[200, 50, 240, 70]], (300, 200), p)[0]
+        assert abs(xs.float().mean() - (b[0] + b[2]) / 2) < 1.5 and abs(ys.float().mean() - (b[1] + b[3]) / 2) < 1.5
+
+def test_class_weights_and_balanced_sampler():
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    w = class_weights(labels)
+    assert torch.allclose(w, torch.tensor([100 / 180, 100 / 20])) and torch.isclose(w[labels].mean(), torch.tensor(1.0))
+    drawn = labels[list(balanced_sampler(labels, seed=0))]
+    assert 0.35 < drawn.float().mean() < 0.65
+
+def test_get_dls_shapes_balance_and_errors(ds):
+    dls = get_dls(ds, imagenet_preset(32), 'medium', bs=4, balance='sampler')
+    xb, yb = next(iter(dls.train))
+    assert xb.shape == (4, 3, 32, 32) and yb.dtype == torch.long
+    assert len(dls.valid.dataset) == 6 and len(dls.test.dataset) == 6
+    with pytest.raises(ValueError, match='balance'): get_dls(ds, grey_preset(32), balance='oversample')
+    with pytest.raises(ValueError, match='Unknown augmentation level'): augmentations('extreme', 32)
+    ds.items = [o for o in ds.items if o.split != 'valid']
+    with pytest.raises(ValueError, match='no valid split'): get_dls(ds, grey_preset(32))
+
+def test_same_seed_same_batches(ds):
+    a = [yb.tolist() for _, yb in get_dls(ds, grey_preset(32), seed=3, bs=4).train]
+    b = [yb.tolist() for _, yb in get_dls(ds, grey_preset(32), seed=3, bs=4).train]
+    assert a == b

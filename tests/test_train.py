@@ -1,0 +1,53 @@
+"`fracture-course train` and `train_run`: a full run on a tiny dataset, its outputs, and bad options."
+import json, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from fracture_course.config import get_config
+from fracture_course.learner import load_checkpoint
+from fracture_course.train import recipe_for, train_run
+
+CLI = str(Path(sys.executable).parent/'fracture-course')
+
+@pytest.fixture
+def tiny(tmp_path):
+    "Split folders where fractured images carry a bright bar: learnable in one epoch"
+    rng = np.random.default_rng(0)
+    for s, n in [('train', 24), ('val', 8), ('test', 8)]:
+        for c in ('fractured', 'not fractured'):
+            d = tmp_path/'tiny'/s/c; d.mkdir(parents=True)
+            for i in range(n):
+                a = rng.integers(0, 80, (40, 40), dtype=np.uint8)
+                if c == 'fractured': a[18:22, 5:35] = 250
+                Image.fromarray(a).save(d/f'{i}.png')
+    return tmp_path/'tiny'
+
+def test_train_run_writes_checkpoint_metrics_and_curves(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    cfg = get_config('quick', epochs=2, image_size=32, batch_size=16, lr=3e-3)
+    r = train_run('simple_cnn', tiny, tmp_path/'out', cfg, progress=False)
+    m = json.loads((tmp_path/'out'/'metrics.json').read_text())
+    assert set(m['test']) >= {'accuracy', 'sensitivity', 'specificity', 'auroc'} and m['test_trivial']['accuracy'] == 0.5
+    assert len(m['history']) == 2 and m['preprocessing']['channels'] == 1 and (tmp_path/'out'/'curves.png').stat().st_size > 1000
+    model, info = load_checkpoint(tmp_path/'out'/'best.pt')
+    assert info['arch'] == 'simple_cnn' and info['preprocessing']['size'] == 32
+    x = next(iter(r['learner'].dls.test))[0]
+    assert torch.equal(model(x).argmax(1), r['learner'].model.eval()(x).argmax(1))
+
+def test_unknown_model_has_no_recipe():
+    with pytest.raises(ValueError, match='Known models: .*simple_cnn'): recipe_for('resnet9000')
+
+def test_cli_train_and_its_errors(tiny, tmp_path):
+    env = {'FRACTURE_CACHE_DIR': str(tmp_path/'cache'), 'PATH': str(Path(sys.executable).parent)}
+    r = subprocess.run([CLI, 'train', '--data', str(tiny), '--epochs', '1', '--size', '32', '--out', str(tmp_path/'o'), '--quiet'],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert 'simple_cnn on tiny' in r.stdout and 'trivial' in r.stdout and (tmp_path/'o'/'best.pt').is_file()
+    for args, msg in [(['--epochs', '0'], '--epochs must be positive'), (['--model', 'nope'], 'simple_cnn'),
+                      (['--data', str(tmp_path/'missing')], 'missing')]:
+        r = subprocess.run([CLI, 'train', '--out', str(tmp_path/'x'), '--quiet', *args], capture_output=True, text=True, env=env)
+        assert r.returncode == 1 and msg in r.stderr, (args, r.stderr)
+    r = subprocess.run([CLI, 'train', '--profile', 'huge'], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and 'quick' in r.stderr

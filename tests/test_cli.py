@@ -27,3 +27,10 @@ def test_unknown_subcommand_and_bad_values_exit_non_zero_with_choices():
     assert r.returncode == 2 and "'quick', 'full', 'auto'" in r.stderr
     r = run('info', env={'FRACTURE_EPOCHS': 'x'})
     assert r.returncode == 1 and 'FRACTURE_EPOCHS' in r.stderr
+
+def test_synth_writes_a_dataset_and_rejects_bad_values(tmp_path):
+    r = run('synth', str(tmp_path/'s'), '--n', '20', '--size', '32', '--no-progress')
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path/'s'/'manifest.csv').is_file() and len(list((tmp_path/'s').rglob('*.png'))) == 20
+    r = run('synth', str(tmp_path/'t'), '--n', '0')
+    assert r.returncode != 0 and 'n' in r.stderr

@@ -1,0 +1,41 @@
+"""Fine-tune EfficientNet-Lite0 (offline ImageNet weights) on FracAtlas and report AUROC, and sensitivity and
+specificity on the course's test split at a threshold chosen on its validation split, against the trivial
+classifier, with the wall time. The defaults are the course's CPU recipe (what `fracture-course train --model
+efficientnet_lite0 --profile full` runs).
+
+    python benchmarks/bench_fracatlas_transfer.py [--data ../shared/data/FracAtlas] [--device cpu] [options]
+"""
+import argparse, json, sys, time
+from pathlib import Path
+import torch
+from fracture_course.config import get_config, seed_everything
+from fracture_course.data import load_dataset, trivial_baseline
+from fracture_course.train import train_run, RECIPES
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--data', default=str(Path(__file__).resolve().parents[2]/'shared/data/FracAtlas'))
+    ap.add_argument('--model', default='efficientnet_lite0')
+    ap.add_argument('--device', default='auto'); ap.add_argument('--seed', type=int, default=42)
+    ap.add_argument('--override', default='{}', help='JSON dict of recipe fields to override, e.g. {"sizes": [160, 224]}')
+    ap.add_argument('--json', metavar='FILE', help='also write the results as JSON')
+    a = ap.parse_args()
+    if not Path(a.data).exists(): sys.exit(f'FracAtlas not found at {a.data}; pass --data (a FracAtlas folder or a manifest CSV)')
+    cfg = get_config('full', device=a.device, seed=a.seed)
+    data = load_dataset(a.data, seed=a.seed)
+    print(f'{a.model} on FracAtlas ({len(data)} images, course split {data.counts()}), device {cfg.device}, '
+          f'{torch.get_num_threads()} threads, torch {torch.__version__}')
+    print('recipe:', {**vars(RECIPES[a.model]), **json.loads(a.override)})
+    r = train_run(a.model, data, None, cfg, progress=False, recipe_overrides=json.loads(a.override))
+    v, t, triv = r['valid_at_threshold'], r['test_at_threshold'], r['test_trivial']
+    print(f"\ntraining wall time: {r['seconds']:.0f} s ({r['seconds']/60:.1f} min)")
+    print(f"threshold {r['threshold']:.3f} chosen on validation for sensitivity >= {r['target_sensitivity']}: "
+          f"valid sensitivity {v['sensitivity']:.3f}, specificity {v['specificity']:.3f}")
+    print(f"{'':10} {'AUROC':>6} {'sens':>6} {'spec':>6} {'acc':>6}")
+    print(f"{'test':10} {t['auroc']:6.3f} {t['sensitivity']:6.3f} {t['specificity']:6.3f} {t['accuracy']:6.3f}")
+    print(f"{'test@0.5':10} {r['test']['auroc']:6.3f} {r['test']['sensitivity']:6.3f} {r['test']['specificity']:6.3f} {r['test']['accuracy']:6.3f}")
+    print(f"{'trivial':10} {0.5:6.3f} {triv['sensitivity']:6.3f} {triv['specificity']:6.3f} {triv['accuracy']:6.3f}  (always '{triv['predicts']}')")
+    if a.json:
+        Path(a.json).write_text(json.dumps({k: v for k, v in r.items() if k != 'learner'}, indent=2, default=str))
+
+if __name__ == '__main__': main()

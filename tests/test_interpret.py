@@ -1,0 +1,183 @@
+"Interpretation: Grad-CAM against Captum, layer choice, boxes on the network input, the pointing game, and `fracture-course predict`."
+import argparse, subprocess, sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from fracture_course.data import Item
+from fracture_course.evaluate import load_inputs
+from fracture_course.interpret import (GradCAM, add_predict_args, boxes_on_input, cam_layer, gradcam, heatmap_peak, heatmaps,
+                                       item_input_boxes, point_in_boxes, pointing_baselines, pointing_game, predict_command)
+from fracture_course.learner import save_checkpoint
+from fracture_course.models import create_model
+from fracture_course.transforms import decode_resize, eval_tfms, grey_preset, imagenet_preset
+
+CLI = str(Path(sys.executable).parent/'fracture-course')
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    "Tiny tensors: one thread is faster, and immune to other processes competing for the cores"
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def bn_cnn():
+    "A small CNN with batch norm, in-place ReLUs and global average pooling (a different shape of network)"
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 2)).eval()
+
+
+# --- Grad-CAM -------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('which', ['simple_cnn', 'bn_cnn'])
+@pytest.mark.parametrize('target', [1, 0, 'per-image'])
+def test_gradcam_agrees_with_captum(which, target):
+    from captum.attr import LayerAttribution, LayerGradCam
+    if which == 'simple_cnn':
+        torch.manual_seed(0)
+        model, layer, x = create_model('simple_cnn', img_size=32, widths=(8, 16)).eval(), None, torch.randn(5, 1, 32, 32)
+        layer = model.body[1]
+    else:
+        model = bn_cnn(); layer = model[4]; x = torch.randn(5, 3, 24, 24)
+    tgt = torch.tensor([0, 1, 1, 0, 1]) if target == 'per-image' else target
+    with GradCAM(model, layer) as gc: ours = gc(x, tgt)
+    ref = LayerGradCam(model, layer).attribute(x, target=tgt, relu_attributions=True)
+    assert ref.shape == (5, 1, *ours.shape[-2:])
+    assert torch.allclose(ours, ref[:, 0], atol=1e-5)
+    assert ours.abs().max() > 1e-4  # not a trivial all-zero agreement
+    with GradCAM(model, layer) as gc: raw = gc(x, tgt, relu=False)
+    assert torch.allclose(raw, LayerGradCam(model, layer).attribute(x, target=tgt)[:, 0], atol=1e-5)
+    # after the same upsampling, too
+    up = LayerAttribution.interpolate(ref, x.shape[-2:], interpolate_mode='bilinear')[:, 0]
+    top = up.flatten(1).max(1).values.clamp(min=1e-12)[:, None, None]
+    assert torch.allclose(heatmaps(ours, x.shape[-2:]), (up / top).clamp(min=0), atol=1e-5)
+
+
+def test_gradcam_removes_its_hook_restores_mode_and_works_frozen():
+    model = bn_cnn().train()
+    for p in model.parameters(): p.requires_grad_(False)
+    x = torch.randn(2, 3, 24, 24)
+    with GradCAM(model, model[4]) as gc: cam = gc(x)
+    assert cam.shape == (2, 12, 12) and (cam >= 0).all() and model.training
+    assert len(model[4]._forward_hooks) == 0
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match='feature map'):
+        with GradCAM(model, model[-1]) as gc: gc(x)
+
+
+def test_cam_layer_and_gradcam_heatmaps():
+    model = create_model('simple_cnn', img_size=64, widths=(8, 16, 32)).eval()
+    name, layer = cam_layer(model, 64)
+    assert name == 'body.2' and layer is model.body[2]  # 8 x 8 maps: the last stage with side >= 64/16
+    h = gradcam(model, torch.randn(3, 1, 64, 64))
+    assert h.shape == (3, 64, 64) and h.min() >= 0 and h.max() <= 1 + 1e-6
+    assert torch.allclose(h.flatten(1).max(1).values[h.flatten(1).max(1).values > 0], torch.tensor(1.0))
+    with pytest.raises(ValueError, match='No stage'): cam_layer(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), 4, 1)
+
+
+# --- boxes and the pointing game ------------------------------------------------------------------------------------
+
+def test_boxes_follow_the_image_through_the_preset(tmp_path):
+    "A bright rectangle drawn in the original image lands where the mapped box says, for squash and crop presets"
+    a = np.zeros((90, 150), np.uint8); box = [60, 30, 96, 54]; a[30:54, 60:96] = 255
+    Image.fromarray(a).save(tmp_path/'x.png')
+    for preset in (grey_preset(48), imagenet_preset(64)):
+        x = eval_tfms(preset)(decode_resize(tmp_path/'x.png', preset))[0]
+        bright = (x > x.mean() + x.std()).nonzero()
+        b = boxes_on_input([box], (150, 90), preset)[0]
+        ys, xs = bright[:, 0].float() + 0.5, bright[:, 1].float() + 0.5
+        assert xs.min() >= b[0] - 1.5 and xs.max() <= b[2] + 1.5 and ys.min() >= b[1] - 1.5 and ys.max() <= b[3] + 1.5, (preset.name, b)
+        assert xs.max() - xs.min() > 0.8 * (b[2] - b[0]) - 2  # and fills it
+    it = Item(tmp_path/'x.png', 1, 'test', {'boxes_norm': [[0.4, 30 / 90, 0.64, 54 / 90]]})  # FracAtlas-style, normalised
+    assert torch.allclose(item_input_boxes(it, grey_preset(48)), boxes_on_input([box], (150, 90), grey_preset(48)), atol=1e-4)
+    assert item_input_boxes(Item(tmp_path/'x.png', 0), grey_preset(48)).shape == (0, 4)
+
+
+def test_pointing_game_on_a_toy_with_a_known_answer():
+    heat = torch.zeros(4, 10, 10)
+    heat[0, 2, 3] = 1; heat[1, 8, 8] = 1; heat[2, 5, 5] = 1; heat[3, 0, 0] = 1
+    assert heatmap_peak(heat)[:2].tolist() == [[3.5, 2.5], [8.5, 8.5]]
+    boxes = [[[2, 1, 5, 4]], [[0, 0, 4, 4]], [], [[1, 1, 3, 3], [0, 0, 0.4, 0.4]]]
+    r = pointing_game(heat, boxes)
+    assert r['hit'] == [True, False, None, False] and (r['hits'], r['images']) == (1, 3) and r['rate'] == pytest.approx(1 / 3)
+    r = pointing_game(heat, boxes, tolerance=0.2)  # image 3's peak (0.5, 0.5) is within 0.2 of the small box
+    assert r['hit'] == [True, False, None, True]
+    assert point_in_boxes((4, 4), [[0, 0, 4, 4]]) and not point_in_boxes((4.1, 4), [[0, 0, 4, 4]])
+    with pytest.raises(ValueError, match='heat maps'): pointing_game(heat, boxes[:2])
+    base = pointing_baselines([[[0, 0, 5, 10]], [[4, 4, 6, 6]]], 10)
+    assert base['centre'] == 1.0 and base['random'] == pytest.approx((0.5 + 0.04) / 2)
+
+
+# --- the command ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp('pred')
+    rng = np.random.default_rng(0)
+    for i in range(3): Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8)).save(root/f'img{i}.png')
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(root/'colour.jpg')
+    (root/'bad.png').write_bytes(b'\x89PNG\r\n\x1a\nbroken')
+    torch.manual_seed(0)
+    model = create_model('simple_cnn', img_size=32, widths=(4, 8), hidden=8)
+    save_checkpoint(root/'model.pt', model, preprocessing=grey_preset(32).to_dict(), metrics={'threshold': 0.37})
+    return root
+
+
+def run_predict(argv):
+    p = argparse.ArgumentParser(); add_predict_args(p)
+    return predict_command(p.parse_args([str(a) for a in argv]))
+
+
+def test_predict_prints_probabilities_and_calls(tiny, capsys):
+    files = [tiny/'img0.png', tiny/'img1.png', tiny/'colour.jpg']
+    assert run_predict([tiny/'model.pt', *files, '--device', 'cpu']) == 0
+    out = capsys.readouterr().out
+    assert 'threshold 0.370 (saved in the checkpoint)' in out
+    rows = [l.split('\t') for l in out.splitlines() if l.endswith(('.png', '.jpg'))]
+    assert [r[2] for r in rows] == [str(f) for f in files]
+    from fracture_course.learner import load_checkpoint
+    from fracture_course.evaluate import predict_inputs
+    model, _ = load_checkpoint(tiny/'model.pt')
+    x, _, _ = load_inputs(files, grey_preset(32))
+    probs = predict_inputs(model, x, grey_preset(32))
+    for r, p in zip(rows, probs.tolist()):
+        assert float(r[0]) == pytest.approx(p, abs=1e-4) and r[1] == ('fractured' if p > 0.37 else 'not fractured')
+    assert run_predict([tiny/'model.pt', files[0], '--threshold', '0']) == 0
+    assert '\tfractured\t' in capsys.readouterr().out
+
+
+def test_predict_gradcam_overlays_and_bad_images(tiny, tmp_path, capsys):
+    rc = run_predict([tiny/'model.pt', tiny/'img0.png', tiny/'bad.png', tmp_path/'missing.png', tiny/'img1.png', '--gradcam', tmp_path/'cams'])
+    assert rc == 1
+    cap = capsys.readouterr()
+    assert 'img0.png' in cap.out and 'img1.png' in cap.out and 'bad.png' not in cap.out
+    assert 'error: ' + str(tiny/'bad.png') in cap.err and 'missing.png' in cap.err and '2 of 4' in cap.err
+    pngs = sorted(p.name for p in (tmp_path/'cams').glob('*.png'))
+    assert pngs == ['img0_gradcam.png', 'img1_gradcam.png'] and all((tmp_path/'cams'/p).stat().st_size > 2000 for p in pngs)
+
+
+def test_predict_bad_arguments(tiny, tmp_path):
+    with pytest.raises(FileNotFoundError, match='does not exist'): run_predict([tmp_path/'none.pt', tiny/'img0.png'])
+    (tmp_path/'junk.pt').write_bytes(b'\x00' * 10)
+    with pytest.raises(ValueError, match='could not be read as a checkpoint'): run_predict([tmp_path/'junk.pt', tiny/'img0.png'])
+    with pytest.raises(ValueError, match='--threshold'): run_predict([tiny/'model.pt', tiny/'img0.png', '--threshold', '-1'])
+    with pytest.raises(SystemExit): run_predict([tiny/'model.pt'])  # no image: argparse refuses
+
+
+def test_cli_predict_when_wired(tiny, tmp_path):
+    from fracture_course.cli import build_parser
+    if 'predict' not in build_parser()._subparsers._group_actions[0].choices:
+        pytest.skip('fracture-course predict is not wired into the CLI yet')
+    r = subprocess.run([CLI, 'predict', str(tiny/'model.pt'), str(tiny/'img0.png'), str(tiny/'bad.png')], capture_output=True, text=True)
+    assert r.returncode == 1 and 'img0.png' in r.stdout and 'bad.png' in r.stderr
+    r = subprocess.run([CLI, 'predict', str(tmp_path/'missing.pt'), str(tiny/'img0.png')], capture_output=True, text=True)
+    assert r.returncode == 1 and 'missing.pt' in r.stderr

@@ -83,7 +83,7 @@ class SimpleCNN(nn.Module):
                              "in_channels/img_size.")
         return self.head(self.body(x))
 
-# %% ../nbs/06_overfitting.ipynb #2867d6ed
+# %% ../nbs/06_overfitting.ipynb #8e04f587
 def bn_conv_block(c_in:int, # input channels
                   c_out:int, # output channels (filters)
                   kernel_size:int=3, # odd, so that padding keeps the size

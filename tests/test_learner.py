@@ -438,3 +438,13 @@ def test_checkpoint_of_a_pretrained_backbone_loads_without_fetching_weights(tmp_
     monkeypatch.setattr(models, 'pretrained_state', lambda *a, **k: (_ for _ in ()).throw(AssertionError('fetched weights')))
     loaded, info = load_checkpoint(tmp_path/'r.pt')
     assert info['arch'] == 'resnet18' and torch.equal(loaded.fc.weight, m.fc.weight)
+
+@pytest.mark.parametrize('n_batches', [1, 2, 3, 4, 5])
+def test_one_cycle_survives_very_short_fits(n_batches):
+    "A tiny dataset (a handful of batches) must not crash the one-cycle schedule"
+    from fracture_course.learner import Learner
+    x, y = torch.randn(8 * n_batches, 4), torch.randint(0, 2, (8 * n_batches,))
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    learn = Learner(nn.Linear(4, 2), SimpleNamespace(train=dl, valid=dl), progress=False, device='cpu')
+    learn.fit_one_cycle(1, 1e-2)
+    assert len(learn.history) == 1 and math.isfinite(learn.history[0]['train_loss'])

@@ -1,0 +1,182 @@
+"Student editions and grading: every chapter's exercises, tiny synthetic notebooks, and one real chapter."
+import argparse, csv, json, shutil, subprocess, sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import ROOT
+from fracture_course.grading import (BEGIN, END, STUB, InvalidNotebook, find_exercises, grade, grade_command, add_grade_args,
+                                     add_student_args, student_command, read_notebook, restore_checks, student_edition,
+                                     strip_solutions, parse_points, write_grades)
+
+NBS = ROOT/'nbs'
+REFERENCE_ONLY = {'index.ipynb', '90_cli.ipynb', '91_train.ipynb', '11_grading.ipynb'}
+CHAPTERS = sorted(p for p in NBS.glob('*.ipynb') if p.name not in REFERENCE_ONLY)
+NBDEV_TEST = shutil.which('nbdev-test', path=str(Path(sys.executable).parent)) or shutil.which('nbdev-test')
+
+def code(*srcs): return [nbformat.v4.new_code_cell(s) for s in srcs]
+def solution(name, body): return '\n'.join([f'def {name}(x):', f'    "{name} of x"', f'    {BEGIN}', f'    {body}', f'    {END}'])
+
+@pytest.fixture
+def tiny(tmp_path):
+    "A 3-exercise reference notebook (1 + 2 + 3 points), its student edition, and a folder for submissions"
+    ref = tmp_path/'ref'; ref.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell('# Tiny'), *code('base = 10'),
+        *code(solution('double', 'return 2 * x'), '#| points: 1\nassert double(2) == 4'),
+        nbformat.v4.new_markdown_cell('Exercise 2'),
+        *code(solution('add_base', 'return x + base'), '#| points: 2\nassert add_base(1) == 11\nassert add_base(0) == base'),
+        *code(solution('square', 'return x * x'), '#| points: 3\nassert square(3) == 9', 'done = True')])
+    nbformat.write(nb, ref/'tiny.ipynb')
+    student_edition(ref, tmp_path/'student')
+    return ref, tmp_path/'student'/'tiny.ipynb', tmp_path/'subs'
+
+def hand_in(student_nb, dest, edits=None, drop=()):
+    "A copy of the student edition with cell sources replaced (`edits`) and cells removed (`drop`)"
+    nb = read_notebook(student_nb)
+    for i, s in (edits or {}).items(): nb.cells[i].source = s
+    nb.cells = [c for i, c in enumerate(nb.cells) if i not in drop]
+    dest.parent.mkdir(parents=True, exist_ok=True); nbformat.write(nb, dest)
+    return dest
+
+SOLVED = {2: 'def double(x): return x + x', 5: 'def add_base(x): return base + x', 7: 'def square(x): return x ** 2'}
+
+# --- every chapter ---
+
+def test_student_edition_of_every_notebook(tmp_path):
+    out = student_edition(NBS, tmp_path)
+    assert sorted(p.name for p in out) == sorted(p.name for p in NBS.glob('*.ipynb'))
+    for p in out:
+        ref, stu = read_notebook(NBS/p.name), read_notebook(p)
+        assert len(ref.cells) == len(stu.cells), p.name
+        for r, s in zip(ref.cells, stu.cells):
+            assert not any(l.strip() in (BEGIN, END) for l in s.source.splitlines()), f'{p.name}: solution marker left'
+            if s.cell_type == 'code': assert s.outputs == [] and s.execution_count is None
+            if not any(l.strip() == BEGIN for l in r.source.splitlines()): assert r.source == s.source, f'{p.name}: cell changed'
+        if p.name not in REFERENCE_ONLY:
+            assert any(STUB in c.source for c in stu.cells if c.cell_type == 'code'), f'{p.name}: no exercise stub'
+
+def test_every_chapter_has_three_graded_exercises():
+    counts = {p.name: len(find_exercises(read_notebook(p), p.name)) for p in CHAPTERS}
+    short = {k: v for k, v in counts.items() if v < 3}
+    print('graded exercises per chapter:', counts)
+    assert not short, f'chapters with fewer than 3 graded exercises (#| points: cells): {short}'
+
+@pytest.mark.skipif(NBDEV_TEST is None, reason='nbdev-test is not installed (pip install nbdev)')
+def test_real_chapter_student_fails_reference_passes_and_scores_full(tmp_path):
+    student_edition(NBS/'00_setup.ipynb', tmp_path/'student')
+    run = subprocess.run([NBDEV_TEST, str(tmp_path/'student'/'00_setup.ipynb')], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode != 0 and 'NotImplementedError' in run.stderr, run.stderr[-2000:]
+    run = subprocess.run([NBDEV_TEST, str(NBS/'00_setup.ipynb')], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    shutil.copy(NBS/'00_setup.ipynb', tmp_path/'00_setup.ipynb')  # the reference itself, handed in as a submission
+    (r,) = grade(tmp_path/'00_setup.ipynb', NBS, timeout=120)
+    assert r['status'] == 'completed' and r['points'] == r['max_points'] > 0, r
+    assert all(e['passed'] for e in r['exercises'])
+
+# --- the student edition ---
+
+def test_strip_keeps_signature_docstring_and_indentation():
+    src = '\n'.join(['class A:', '    def f(self):', '        "doc"', f'        {BEGIN}', '        return 1', f'        {END}', '    g = 2'])
+    assert strip_solutions(src) == 'class A:\n    def f(self):\n        "doc"\n        raise NotImplementedError()\n    g = 2'
+
+@pytest.mark.parametrize('src, msg', [(f'{BEGIN}\nx = 1', 'never closed'), (f'x = 1\n{END}', 'without'),
+                                      (f'{BEGIN}\n{BEGIN}\n{END}', 'inside another')])
+def test_broken_markers_are_errors(src, msg):
+    with pytest.raises(ValueError, match=msg): strip_solutions(src)
+
+def test_solution_without_check_and_bad_points_are_errors(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=code(solution('f', 'return 1'), 'assert f(1) == 1'))
+    with pytest.raises(ValueError, match="followed by a check cell"): find_exercises(nb, 'x.ipynb')
+    with pytest.raises(ValueError, match='must be a number'): parse_points('#| points: lots')
+    nbformat.write(nb, tmp_path/'x.ipynb')
+    with pytest.raises(ValueError, match='x.ipynb, cell 0'): student_edition(tmp_path/'x.ipynb', tmp_path/'out')
+
+def test_student_cli_and_refusing_to_overwrite_the_reference(tiny, tmp_path, capsys):
+    ref, stu, _ = tiny
+    p = argparse.ArgumentParser(); add_student_args(p)
+    assert student_command(p.parse_args([str(ref), str(tmp_path/'cli')])) == 0
+    assert 'tiny.ipynb: 3 exercise(s)' in capsys.readouterr().out
+    assert read_notebook(tmp_path/'cli'/'tiny.ipynb') == read_notebook(stu)
+    with pytest.raises(ValueError, match='overwrite the reference'): student_edition(ref, ref)
+    (tmp_path/'none').mkdir()
+    with pytest.raises(FileNotFoundError, match='no notebooks'): student_edition(tmp_path/'none', tmp_path/'o')
+
+# --- grading ---
+
+def test_reference_scores_full_student_edition_zero_and_failures_do_not_stop_the_run(tiny):
+    ref, stu, subs = tiny
+    (subs/'ref').mkdir(parents=True); shutil.copy(ref/'tiny.ipynb', subs/'ref'/'tiny.ipynb')
+    hand_in(stu, subs/'blank'/'tiny.ipynb')
+    hand_in(stu, subs/'partial'/'tiny.ipynb', {2: SOLVED[2], 7: SOLVED[7]})
+    res = {r['student']: r for r in grade(subs, ref, timeout=30, workers=2)}
+    assert [res[s]['points'] for s in ('blank', 'partial', 'ref')] == [0, 4, 6]
+    assert res['ref']['max_points'] == 6 and all(r['status'] == 'completed' for r in res.values())
+    assert [e['passed'] for e in res['partial']['exercises']] == [True, False, True]
+    assert res['partial']['exercises'][1]['error'].startswith('NotImplementedError (line 2: assert add_base(1) == 11')
+
+def test_weakened_moved_or_deleted_checks_are_restored(tiny):
+    ref, stu, subs = tiny
+    # solved 1 and 2 (wrongly), check 2 "fixed" to assert True
+    hand_in(stu, subs/'a'/'tiny.ipynb', {2: SOLVED[2], 5: 'def add_base(x): return x', 6: '#| points: 2\nassert True'})
+    # the same, with the check's directive removed and its cell id changed
+    b = hand_in(stu, subs/'b'/'tiny.ipynb', {2: SOLVED[2], 5: 'def add_base(x): return x', 6: 'assert True'})
+    nb = read_notebook(b); nb.cells[6]['id'] = 'changed1'; nbformat.write(nb, b)
+    # check 2 deleted, unsolved exercise 3 with its check deleted too
+    hand_in(stu, subs/'c'/'tiny.ipynb', {2: SOLVED[2], 5: 'def add_base(x): return x'}, drop=(6, 8))
+    res = {r['student']: r for r in grade(subs, ref, timeout=30)}
+    for s in 'abc':
+        assert [e['points'] for e in res[s]['exercises']] == [1, 0, 0], (s, res[s])
+        assert 'AssertionError' in res[s]['exercises'][1]['error']
+    assert len(res['c']['notes']) == 2 and 'not found' in res['c']['notes'][0] and len(res['b']['notes']) == 1
+
+def test_restore_checks_uses_reference_source_and_keeps_other_cells(tiny):
+    ref, stu, _ = tiny
+    exs = find_exercises(read_notebook(ref/'tiny.ipynb'))
+    sub = read_notebook(stu); sub.cells[6].source = '#| points: 99\nassert True'
+    sub.cells.insert(3, nbformat.v4.new_code_cell('scratch = 1'))
+    nb, checks, notes = restore_checks(sub, exs)
+    assert [nb.cells[i].source for i in checks] == [e.check_source for e in exs] and notes == []
+    assert nb.cells[3].source == 'scratch = 1' and len(nb.cells) == len(sub.cells)
+
+def test_timeout_crash_invalid_and_unmatched_are_reported_and_the_rest_graded(tiny, tmp_path, capsys):
+    ref, stu, subs = tiny
+    hand_in(stu, subs/'loop'/'tiny.ipynb', {2: SOLVED[2], 5: 'while True: pass'})
+    hand_in(stu, subs/'crash'/'tiny.ipynb', {2: SOLVED[2], 5: 'import os; os._exit(3)'})
+    hand_in(stu, subs/'good'/'tiny.ipynb', SOLVED)
+    (subs/'broken').mkdir(); (subs/'broken'/'tiny.ipynb').write_text('{"cells": [{"cell_type": "code", ')
+    (subs/'notjson').mkdir(); (subs/'notjson'/'tiny.ipynb').write_text('[1, 2]')
+    hand_in(stu, subs/'good'/'other.ipynb')
+    (subs/'.ipynb_checkpoints').mkdir(); hand_in(stu, subs/'.ipynb_checkpoints'/'tiny.ipynb')
+    p = argparse.ArgumentParser(); add_grade_args(p)
+    args = p.parse_args([str(subs), '--reference', str(ref), '--timeout', '3', '--out', str(tmp_path/'out'), '--workers', '2'])
+    assert grade_command(args) == 0
+    shown = capsys.readouterr().out
+    doc = json.loads((tmp_path/'out'/'grades.json').read_text())
+    res = {f"{r['student']}/{r['notebook']}": r for r in doc['notebooks']}
+    assert sorted(res) == ['broken/tiny.ipynb', 'crash/tiny.ipynb', 'good/other.ipynb', 'good/tiny.ipynb', 'loop/tiny.ipynb', 'notjson/tiny.ipynb']
+    assert res['good/tiny.ipynb']['points'] == 6
+    assert res['loop/tiny.ipynb']['status'] == 'stopped' and res['loop/tiny.ipynb']['points'] == 1
+    assert 'timeout' in res['loop/tiny.ipynb']['message'] and 'not run' in res['loop/tiny.ipynb']['exercises'][2]['error']
+    assert res['crash/tiny.ipynb']['status'] == 'crashed' and res['crash/tiny.ipynb']['points'] == 1
+    for k in ('broken/tiny.ipynb', 'notjson/tiny.ipynb'):
+        assert res[k]['status'] == 'invalid' and res[k]['points'] == 0 and res[k]['max_points'] == 6
+    assert 'not valid JSON' in res['broken/tiny.ipynb']['message'] and 'not a Jupyter notebook' in res['notjson/tiny.ipynb']['message']
+    assert res['good/other.ipynb']['status'] == 'no reference'
+    assert 'not valid JSON' in shown and 'loop/tiny.ipynb' in shown and 'Wrote' in shown
+    rows = list(csv.DictReader(open(tmp_path/'out'/'grades.csv')))
+    per_nb = {}
+    for row in rows: per_nb[f"{row['student']}/{row['notebook']}"] = per_nb.get(f"{row['student']}/{row['notebook']}", 0) + float(row['points'])
+    assert per_nb == {k: r['points'] for k, r in res.items()}
+    assert sum(per_nb.values()) == doc['points'] == 8 and doc['max_points'] == 30
+
+def test_bad_arguments_name_the_problem(tiny, tmp_path):
+    ref, stu, subs = tiny
+    with pytest.raises(FileNotFoundError, match='reference notebooks not found'): grade(subs, tmp_path/'nope')
+    with pytest.raises(FileNotFoundError, match='no such folder'): grade(tmp_path/'nope', ref)
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match='no submitted notebooks'): grade(tmp_path/'empty', ref)
+    p = argparse.ArgumentParser(); add_grade_args(p)
+    with pytest.raises(ValueError, match='--timeout'): grade_command(p.parse_args([str(subs), '--timeout', '0']))
+    (tmp_path/'bad.ipynb').write_text('nope')
+    with pytest.raises(InvalidNotebook, match='bad.ipynb: not valid JSON'): read_notebook(tmp_path/'bad.ipynb')

@@ -34,3 +34,18 @@ def test_synth_writes_a_dataset_and_rejects_bad_values(tmp_path):
     assert (tmp_path/'s'/'manifest.csv').is_file() and len(list((tmp_path/'s').rglob('*.png'))) == 20
     r = run('synth', str(tmp_path/'t'), '--n', '0')
     assert r.returncode != 0 and 'n' in r.stderr
+
+def test_student_and_grade_commands(tmp_path):
+    import shutil
+    ref = tmp_path/'ref'; ref.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1]/'nbs'/'00_setup.ipynb', ref)
+    r = run('student', str(ref), str(tmp_path/'student'))
+    assert r.returncode == 0, r.stderr
+    assert 'raise NotImplementedError()' in (tmp_path/'student'/'00_setup.ipynb').read_text()
+    subs = tmp_path/'subs'; subs.mkdir(); shutil.copy(ref/'00_setup.ipynb', subs)
+    (subs/'broken.ipynb').write_text('{not json')
+    r = run('grade', str(subs), '--reference', str(ref), '--out', str(tmp_path/'g'), '--timeout', '60')
+    assert (tmp_path/'g'/'grades.json').is_file() and (tmp_path/'g'/'grades.csv').is_file(), r.stderr
+    assert '00_setup' in r.stdout and 'broken' in r.stdout
+    r = run('grade', str(tmp_path/'nowhere'))
+    assert r.returncode != 0 and 'nowhere' in r.stderr

@@ -20,3 +20,11 @@ def _no_course_env(monkeypatch):
     "Tests start from the package's settings, whatever FRACTURE_* variables the shell has"
     for k in list(os.environ):
         if k.startswith('FRACTURE_'): monkeypatch.delenv(k)
+
+@pytest.fixture(autouse=True, scope='session')
+def _one_torch_thread():
+    "The tests' tensors are tiny: one thread is faster, and immune to other processes competing for the cores"
+    import torch
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -178,3 +178,12 @@ def test_audit_cli_writes_json(tmp_path):
     assert 'Audit of' in r.stdout and json.loads((tmp_path/'a.json').read_text())['counts']['test']['fractured'] == 2
     r = subprocess.run([cli, 'audit', str(tmp_path/'nope')], capture_output=True, text=True)
     assert r.returncode == 1 and 'nope' in r.stderr
+
+def test_kaggle_dataset_found_in_newer_nested_mount(tmp_path, monkeypatch):
+    import fracture_course.data as D
+    monkeypatch.setattr(D, 'KAGGLE_INPUT', tmp_path/'input')
+    root = tmp_path/'input'/'datasets'/'foyez767'/'x-ray-images-of-fractured-and-healthy-bones'
+    tree(root, [''], n=3)
+    kind, p = resolve_source(get_config(dataset='kaggle:foyez767/x-ray-images-of-fractured-and-healthy-bones'))
+    assert (kind, p) == ('kaggle', root)
+    assert resolve_source(get_config(dataset='kaggle:someone/absent'))[1] is None

@@ -21,13 +21,6 @@ CLI = str(Path(sys.executable).parent/'fracture-course')
 P8 = torch.tensor([0.9, 0.8, 0.4, 0.3, 0.6, 0.2, 0.1, 0.7]); T8 = torch.tensor([1, 1, 1, 0, 0, 0, 0, 1])
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "Tiny tensors: one thread is faster, and immune to other processes competing for the cores"
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def random_scores(n=300, seed=0, ties=True):
     g = torch.Generator().manual_seed(seed)

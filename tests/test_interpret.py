@@ -20,13 +20,6 @@ from fracture_course.transforms import decode_resize, eval_tfms, grey_preset, im
 CLI = str(Path(sys.executable).parent/'fracture-course')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "Tiny tensors: one thread is faster, and immune to other processes competing for the cores"
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def bn_cnn():
     "A small CNN with batch norm, in-place ReLUs and global average pooling (a different shape of network)"

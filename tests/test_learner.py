@@ -17,13 +17,6 @@ from fracture_course.models import MODELS, create_model
 SIZE = 16
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    "These tensors are tiny: one thread is faster, and immune to other processes competing for the cores"
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 
 

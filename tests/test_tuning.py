@@ -21,14 +21,6 @@ SIZE = 16
 TINY_SPACE = partial(search_space, base_widths=(2, 4), n_stages=2)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    "Tiny networks train faster on one thread, and much faster when other programs share the cores"
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
     "A dataset of 16x16 PNGs in the split-folder layout: 24 train, 8 valid, 8 test images (half fractured)"

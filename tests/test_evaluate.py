@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import bar_xrays
 import torch
 from PIL import Image
 from torchmetrics.functional.classification import binary_calibration_error
@@ -154,14 +155,7 @@ def test_get_logits_restores_training_mode():
 def tiny(tmp_path_factory):
     "Split folders of 32-px images (fractured ones carry a bright bar) and an untrained checkpoint"
     root = tmp_path_factory.mktemp('eval')
-    rng = np.random.default_rng(0)
-    for s, n in [('train', 6), ('val', 10), ('test', 12)]:
-        for c in ('fractured', 'not fractured'):
-            d = root/'data'/s/c; d.mkdir(parents=True)
-            for i in range(n):
-                a = rng.integers(0, 80, (40, 40), dtype=np.uint8)
-                if c == 'fractured': a[18:22, 5:35] = 250
-                Image.fromarray(a).save(d/f'{c[:3]}{i}.png')
+    bar_xrays(root/'data', (('train', 6), ('val', 10), ('test', 12)))
     torch.manual_seed(0)
     model = create_model('simple_cnn', img_size=32, widths=(4, 8), hidden=8)
     ckpt = save_checkpoint(root/'model.pt', model, preprocessing=grey_preset(32).to_dict())

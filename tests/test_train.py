@@ -3,6 +3,7 @@ import json, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
+from conftest import bar_xrays
 import torch
 from PIL import Image
 from fracture_course.config import get_config
@@ -14,15 +15,7 @@ CLI = str(Path(sys.executable).parent/'fracture-course')
 @pytest.fixture
 def tiny(tmp_path):
     "Split folders where fractured images carry a bright bar: learnable in one epoch"
-    rng = np.random.default_rng(0)
-    for s, n in [('train', 24), ('val', 8), ('test', 8)]:
-        for c in ('fractured', 'not fractured'):
-            d = tmp_path/'tiny'/s/c; d.mkdir(parents=True)
-            for i in range(n):
-                a = rng.integers(0, 80, (40, 40), dtype=np.uint8)
-                if c == 'fractured': a[18:22, 5:35] = 250
-                Image.fromarray(a).save(d/f'{i}.png')
-    return tmp_path/'tiny'
+    return bar_xrays(tmp_path/'tiny')
 
 def test_train_run_writes_checkpoint_metrics_and_curves(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))

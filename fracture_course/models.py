@@ -111,13 +111,13 @@ class EnhancedCNN(SimpleCNN):
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(self.n_features, hidden), nn.ReLU(),
                                   nn.Dropout(dropout), nn.Linear(hidden, n_classes))
 
-# %% ../nbs/07_inception.ipynb #4293f1f5
+# %% ../nbs/07_inception.ipynb #ec11754a
 from typing import Sequence
 
 import torch
 from torch import nn
 
-# %% ../nbs/07_inception.ipynb #aefc2901
+# %% ../nbs/07_inception.ipynb #9f73154a
 def inception_conv(c_in:int, # input channels
                    c_out:int, # output channels
                    kernel_size:int=1 # odd: padding kernel_size//2 keeps height and width
@@ -126,7 +126,7 @@ def inception_conv(c_in:int, # input channels
     if kernel_size % 2 == 0: raise ValueError(f"inception_conv needs an odd kernel_size to keep the size, got {kernel_size}.")
     return [nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size//2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
-# %% ../nbs/07_inception.ipynb #639c0749
+# %% ../nbs/07_inception.ipynb #88c7eda9
 def _inception_widths(v, what:str) -> tuple:
     "`v` as a tuple of four positive ints (one int is repeated)"
     t = (v,)*4 if isinstance(v, int) else tuple(v)
@@ -160,7 +160,7 @@ class InceptionBlock(nn.Module):
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch1x1(x), self.branch3x3(x), self.branch5x5(x), self.branch_pool(x)], dim=1)
 
-# %% ../nbs/07_inception.ipynb #99574919
+# %% ../nbs/07_inception.ipynb #f724fc8b
 @register_model('inception')
 class InceptionNet(nn.Module):
     "The write-up's Inception network: 7x7 stem, four Inception blocks with 1x1 reductions, global average pool; returns logits"

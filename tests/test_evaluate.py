@@ -11,10 +11,11 @@ from torchmetrics.functional.classification import binary_calibration_error
 
 from fracture_course.evaluate import (METRIC_NAMES, add_evaluate_args, borderline, bootstrap_ci, classification_report,
                                       confusion_matrix, evaluate_command, evaluation_metrics, expected_calibration_error,
-                                      fit_temperature, get_logits, group_metrics, load_inputs, nll, operating_point,
+                                      fit_temperature, group_metrics, load_inputs, nll, operating_point,
                                       reliability_table, threshold_for_sensitivity, top_losses, trivial_probs,
                                       weighted_metrics)
 from fracture_course.learner import save_checkpoint
+from fracture_course.tta import get_logits
 from fracture_course.models import create_model
 from fracture_course.transforms import grey_preset
 

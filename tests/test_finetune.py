@@ -124,3 +124,27 @@ def test_focal_loss_is_cross_entropy_at_gamma_zero_and_down_weights_easy_example
     assert torch.allclose(FocalLoss(0.0)(logits, t), F.cross_entropy(logits, t))
     easy = torch.tensor([[4.0, -4.0]]); t0 = torch.tensor([0])
     assert FocalLoss(2.0)(easy, t0) < 1e-3 * F.cross_entropy(easy, t0)
+
+
+# --- weight averaging ----------------------------------------------------------------------------------
+
+def _tiny_fit(*cbs):
+    from types import SimpleNamespace
+    from fracture_course.learner import Learner
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 8, generator=g), torch.randint(0, 2, (64,), generator=g)
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    torch.manual_seed(0); net = nn.Linear(8, 2); start = net.weight.detach().clone()
+    learn = Learner(net, SimpleNamespace(train=dl, valid=dl), lr=0.1, progress=False, device='cpu').fit(3, cbs=list(cbs))
+    return start, net.weight.detach(), learn
+
+def test_ema_validates_with_the_average_and_finishes_on_it():
+    from fracture_course.finetune import EMACB
+    from fracture_course.learner import SaveBestCB
+    start, plain, learn = _tiny_fit()
+    assert torch.allclose(_tiny_fit(EMACB(0.0))[1], plain)           # decay 0: the latest weights
+    s, w, frozen = _tiny_fit(EMACB(1.0), SaveBestCB(monitor='valid_loss'))  # decay 1: never leaves the start
+    assert torch.equal(w, s) and len({h['valid_loss'] for h in frozen.history}) == 1
+    assert len({h['valid_loss'] for h in learn.history}) == 3         # while plain training moves every epoch
+    _, half, _ = _tiny_fit(EMACB(0.9))
+    assert 0 < (half - start).norm() < (plain - start).norm()

@@ -1,4 +1,4 @@
-"Transfer learning: offline weights and their checks, where weights come from, freezing, channels-last, imbalance options."
+"Transfer learning: offline weights and their checks, where weights come from, freezing, channels-last, imbalance options, the box loss."
 import pytest
 import torch
 from torch import nn
@@ -148,3 +148,93 @@ def test_ema_validates_with_the_average_and_finishes_on_it():
     assert len({h['valid_loss'] for h in learn.history}) == 3         # while plain training moves every epoch
     _, half, _ = _tiny_fit(EMACB(0.9))
     assert 0 < (half - start).norm() < (plain - start).norm()
+
+
+# --- fracture boxes as a second target -------------------------------------------------------------------
+
+from fracture_course.data import Item
+from fracture_course.transforms import BoxMapDataset, ImageCache, box_map, grey_preset
+from fracture_course.finetune import BoxLossCB, feature_layer
+from fracture_course.learner import Learner
+
+def test_box_map_marks_exactly_the_cells_a_box_touches():
+    m = box_map(torch.tensor([[0., 0., 10., 10.], [30., 50., 40., 64.]]), 64, 4)  # 16-px cells
+    assert m.tolist() == [[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 1, 0]]
+    assert box_map(torch.tensor([[64., 0., 64., 10.]]), 64, 4).sum() == 0  # clamped to a line at the border: no cell
+
+def _block_image(tmp_path, name='block.png'):
+    "A 64-px image, dark but for a bright block at x 37-51, y 10-22, with that block as its fracture box"
+    import numpy as np
+    from PIL import Image
+    a = np.zeros((64, 64), np.uint8); a[10:22, 37:51] = 255
+    Image.fromarray(a).save(tmp_path/name)
+    return Item(tmp_path/name, 1, 'train', {'boxes': [[37, 10, 51, 22]]})
+
+def test_box_map_dataset_moves_the_map_with_the_image(tmp_path):
+    pre = grey_preset(64)
+    ds = BoxMapDataset(ImageCache([_block_image(tmp_path)], pre), pre, 'medium', cells=8)
+    for seed in range(8):  # flips, rotations, shifts and zooms: the marked cells follow the bright block
+        torch.manual_seed(seed)
+        x, (y, m) = ds[0]
+        bright = F.adaptive_max_pool2d((x[:1] > x.max() * 0.5).float(), 8)[0]
+        assert y == 1 and bright.sum() > 0 and (m * bright).sum() == bright.sum()
+
+def _tiny_backbone():
+    "A two-layer network shaped like the course's backbones: `body` gives a feature map, `head` names the classifier"
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__(); self.body = nn.Sequential(nn.Conv2d(1, 4, 3, stride=4, padding=1), nn.ReLU())
+            self.classifier = nn.Linear(4, 2); self.head = 'classifier'
+        def forward(self, x): return self.classifier(self.body(x).mean((2, 3)))
+    return Tiny()
+
+def _box_batches(n=4):
+    torch.manual_seed(0)
+    x, y = torch.randn(n * 8, 1, 32, 32), torch.randint(0, 2, (n * 8,))
+    maps = torch.zeros(n * 8, 8, 8); maps[y == 1, 2:4, 2:4] = 1
+    train = [(x[i:i + 8], (y[i:i + 8], maps[i:i + 8])) for i in range(0, n * 8, 8)]
+    valid = [(x[i:i + 8], y[i:i + 8]) for i in range(0, n * 8, 8)]
+    from types import SimpleNamespace
+    return SimpleNamespace(train=train, valid=valid)
+
+def test_box_loss_cb_trains_its_own_head_and_leaves_the_model_alone():
+    torch.manual_seed(0); net = _tiny_backbone(); keys = set(net.state_dict())
+    cb = BoxLossCB(weight=1.0, layer='body')
+    Learner(net, _box_batches(), lr=1e-2, progress=False, device='cpu').fit(3, cbs=[cb])
+    assert set(net.state_dict()) == keys and cb.head.weight.shape == (1, 4, 1, 1)
+    assert len(cb.losses) == 12 and cb.losses[-1] < cb.losses[0]  # one box loss per training batch, and it learns
+    assert not net.body[0]._forward_hooks  # the hook is gone after the fit
+
+def test_box_weight_zero_trains_exactly_like_no_box_loss():
+    def weights(cbs):
+        torch.manual_seed(0); net = _tiny_backbone(); dls = _box_batches()
+        if not cbs: dls.train = [(x, y) for x, (y, m) in dls.train]
+        Learner(net, dls, lr=1e-2, progress=False, device='cpu').fit(2, cbs=cbs)
+        return net.body[0].weight.detach()
+    plain = weights([])
+    assert torch.allclose(weights([BoxLossCB(weight=0.0, layer='body')]), plain)
+    assert not torch.allclose(weights([BoxLossCB(weight=5.0, layer='body')]), plain)
+
+def test_feature_layer_of_the_backbones_and_a_clear_error_otherwise(lite0):
+    assert feature_layer(lite0) == 'bn2'
+    with pytest.raises(ValueError, match='pass layer='): feature_layer(nn.Linear(2, 2))
+
+def test_train_run_uses_boxes_when_the_dataset_has_them(tmp_path, monkeypatch, capsys):
+    import csv, json
+    from conftest import bar_xrays
+    from fracture_course.config import get_config
+    from fracture_course.train import train_run
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    root = bar_xrays(tmp_path/'bars', counts=(('train', 8), ('val', 4), ('test', 4)))
+    listed = tmp_path/'listed'; listed.mkdir()
+    with open(listed/'manifest.csv', 'w', newline='') as f:  # the same images, now with the bar's box
+        w = csv.writer(f); w.writerow(['path', 'label', 'split', 'boxes'])
+        for p in sorted(root.rglob('*.png')):
+            frac = p.parent.name == 'fractured'
+            w.writerow([p, p.parent.name, p.parent.parent.name, json.dumps([[5, 18, 35, 22]]) if frac else ''])
+    cfg = get_config('quick', epochs=1, image_size=32, batch_size=8)
+    ov = {'box_weight': 1.0, 'frozen': (), 'sizes': None, 'freeze_epochs': 0}
+    r = train_run('efficientnet_lite0', listed/'manifest.csv', None, cfg, progress=False, recipe_overrides=ov)
+    assert r['box_loss'] == 'weight 1.0, 8 of 16 training images have boxes'
+    r = train_run('efficientnet_lite0', root, None, cfg, progress=True, recipe_overrides=ov)  # split folders: no boxes
+    assert r['box_loss'] == 'off' and 'has no fracture boxes' in capsys.readouterr().out

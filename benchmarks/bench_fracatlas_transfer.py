@@ -3,7 +3,7 @@ specificity on the course's test split at a threshold chosen on its validation s
 classifier, with the wall time. The defaults are the course's CPU recipe (what `fracture-course train --model
 efficientnet_lite0 --profile full` runs).
 
-    python benchmarks/bench_fracatlas_transfer.py [--data ../shared/data/FracAtlas] [--device cpu] [options]
+    python benchmarks/bench_fracatlas_transfer.py [--data ../shared/data/FracAtlas] [--device cpu] [--seed N] [options]
 """
 import argparse, json, sys, time
 from pathlib import Path
@@ -16,14 +16,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--data', default=str(Path(__file__).resolve().parents[2]/'shared/data/FracAtlas'))
     ap.add_argument('--model', default='efficientnet_lite0')
-    ap.add_argument('--device', default='auto'); ap.add_argument('--seed', type=int, default=42)
+    ap.add_argument('--device', default='auto'); ap.add_argument('--seed', type=int, default=42, help='seed of the training run (initialisation, shuffling, augmentation)')
+    ap.add_argument('--split-seed', type=int, default=42, help="seed of the course's train/valid/test split (42: the course split)")
     ap.add_argument('--override', default='{}', help='JSON dict of recipe fields to override, e.g. {"sizes": [160, 224]}')
     ap.add_argument('--json', metavar='FILE', help='also write the results as JSON')
     a = ap.parse_args()
     if not Path(a.data).exists(): sys.exit(f'FracAtlas not found at {a.data}; pass --data (a FracAtlas folder or a manifest CSV)')
     cfg = get_config('full', device=a.device, seed=a.seed)
-    data = load_dataset(a.data, seed=a.seed)
-    print(f'{a.model} on FracAtlas ({len(data)} images, course split {data.counts()}), device {cfg.device}, '
+    data = load_dataset(a.data, seed=a.split_seed)
+    print(f'{a.model} on FracAtlas ({len(data)} images, split seed {a.split_seed}: {data.counts()}), training seed {a.seed}, device {cfg.device}, '
           f'{torch.get_num_threads()} threads, torch {torch.__version__}')
     print('recipe:', {**vars(RECIPES[a.model]), **json.loads(a.override)})
     r = train_run(a.model, data, None, cfg, progress=False, recipe_overrides=json.loads(a.override))

@@ -233,7 +233,7 @@ def test_train_run_uses_boxes_when_the_dataset_has_them(tmp_path, monkeypatch, c
             frac = p.parent.name == 'fractured'
             w.writerow([p, p.parent.name, p.parent.parent.name, json.dumps([[5, 18, 35, 22]]) if frac else ''])
     cfg = get_config('quick', epochs=1, image_size=32, batch_size=8)
-    ov = {'box_weight': 1.0, 'frozen': (), 'sizes': None, 'freeze_epochs': 0}
+    ov = {'box_weight': 1.0, 'frozen': (), 'sizes': None, 'freeze_epochs': 0, 'zoom': 1}
     r = train_run('efficientnet_lite0', listed/'manifest.csv', None, cfg, progress=False, recipe_overrides=ov)
     assert r['box_loss'] == 'weight 1.0, 8 of 16 training images have boxes'
     r = train_run('efficientnet_lite0', root, None, cfg, progress=True, recipe_overrides=ov)  # split folders: no boxes

@@ -44,3 +44,14 @@ def test_cli_train_and_its_errors(tiny, tmp_path):
         assert r.returncode == 1 and msg in r.stderr, (args, r.stderr)
     r = subprocess.run([CLI, 'train', '--profile', 'huge'], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and 'quick' in r.stderr
+
+def test_zoom_trains_on_crops_and_predicts_on_the_whole_larger_image(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    cfg = get_config('quick', epochs=1, image_size=32, batch_size=8)
+    ov = {'zoom': 1.5, 'frozen': (), 'sizes': None, 'freeze_epochs': 0}
+    r = train_run('inception', tiny, tmp_path/'out', cfg, progress=False, recipe_overrides=ov)
+    assert next(iter(r['learner'].dls.train))[0].shape[-1] == 32 and r['preprocessing']['size'] == 48
+    model, info = load_checkpoint(tmp_path/'out'/'best.pt')
+    assert info['preprocessing']['size'] == 48 and model(next(iter(r['learner'].dls.test))[0]).shape[-1] == 2
+    with pytest.raises(ValueError, match='one fixed size'): train_run('simple_cnn', tiny, None, cfg, progress=False, recipe_overrides={'zoom': 1.5})
+    with pytest.raises(ValueError, match='at least 1'): train_run('inception', tiny, None, cfg, progress=False, recipe_overrides={'zoom': 0.5})

@@ -107,3 +107,40 @@ def test_same_seed_same_batches(ds):
     a = [yb.tolist() for _, yb in get_dls(ds, grey_preset(32), seed=3, bs=4).train]
     b = [yb.tolist() for _, yb in get_dls(ds, grey_preset(32), seed=3, bs=4).train]
     assert a == b
+
+def _boxed_bars(tmp_path):
+    "bar_xrays listed in a manifest that gives each fractured image its bar's box"
+    import csv, json
+    from conftest import bar_xrays
+    root = bar_xrays(tmp_path/'bars', counts=(('train', 8), ('val', 4), ('test', 4)))
+    with open(tmp_path/'manifest.csv', 'w', newline='') as f:
+        w = csv.writer(f); w.writerow(['path', 'label', 'split', 'boxes'])
+        for p in sorted(root.rglob('*.png')):
+            frac = p.parent.name == 'fractured'
+            w.writerow([p, p.parent.name, p.parent.parent.name, json.dumps([[5, 18, 35, 22]]) if frac else ''])
+    return load_dataset(tmp_path/'manifest.csv')
+
+def test_crop_origin_keeps_the_box_centre_inside_or_says_the_crop_is_too_big():
+    from fracture_course.transforms import crop_origin
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(300):  # the centre (55, 25) lies at least 8 px inside the 40-px window, which stays in the image
+        l, t = crop_origin(100, 40, torch.tensor([[50., 20., 60., 30.]])); seen.add((l, t))
+        assert 23 <= l <= 47 and 0 <= t <= 17
+    assert len(seen) > 100
+    assert crop_origin(100, 40, torch.tensor([[0., 96., 4., 100.]])) == (0, 60)  # a centre by the corner: the corner crop
+    assert len({crop_origin(100, 40, torch.zeros(0, 4)) for _ in range(100)}) > 50
+    with pytest.raises(ValueError, match='does not fit'): crop_origin(32, 40, torch.zeros(0, 4))
+
+def test_train_crop_aims_crops_at_the_fracture_and_keeps_validation_whole(tmp_path):
+    from fracture_course.transforms import CropDataset
+    data = _boxed_bars(tmp_path)
+    dls = get_dls(data, grey_preset(40), 'none', bs=4, train_crop=16)
+    xb, yb = next(iter(dls.train))
+    assert xb.shape == (4, 1, 16, 16) and next(iter(dls.valid))[0].shape == (4, 1, 40, 40) and dls.preset.size == 40
+    tr = dls.train.dataset
+    assert isinstance(tr, CropDataset) and sum(len(b) > 0 for b in tr.boxes) == 8
+    bright = lambda x: (x > 1.5).any()  # normalised, the bar (250) is 1.92 and the background (0-80) below -0.7
+    for i, b in enumerate(tr.boxes):  # no augmentation: every crop of a fractured image shows part of its bar
+        if len(b): assert all(bright(tr[i][0]) for _ in range(20))
+    with pytest.raises(ValueError, match='cannot be combined'): get_dls(data, grey_preset(40), bs=4, train_crop=16, box_maps=True)

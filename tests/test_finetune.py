@@ -236,5 +236,7 @@ def test_train_run_uses_boxes_when_the_dataset_has_them(tmp_path, monkeypatch, c
     ov = {'box_weight': 1.0, 'frozen': (), 'sizes': None, 'freeze_epochs': 0, 'zoom': 1}
     r = train_run('efficientnet_lite0', listed/'manifest.csv', None, cfg, progress=False, recipe_overrides=ov)
     assert r['box_loss'] == 'weight 1.0, 8 of 16 training images have boxes'
+    with pytest.raises(ValueError, match='needs zoom 1'):
+        train_run('efficientnet_lite0', listed/'manifest.csv', None, cfg, progress=False, recipe_overrides={**ov, 'zoom': 1.5})
     r = train_run('efficientnet_lite0', root, None, cfg, progress=True, recipe_overrides=ov)  # split folders: no boxes
     assert r['box_loss'] == 'off' and 'has no fracture boxes' in capsys.readouterr().out

@@ -55,3 +55,5 @@ def test_zoom_trains_on_crops_and_predicts_on_the_whole_larger_image(tiny, tmp_p
     assert info['preprocessing']['size'] == 48 and model(next(iter(r['learner'].dls.test))[0]).shape[-1] == 2
     with pytest.raises(ValueError, match='one fixed size'): train_run('simple_cnn', tiny, None, cfg, progress=False, recipe_overrides={'zoom': 1.5})
     with pytest.raises(ValueError, match='at least 1'): train_run('inception', tiny, None, cfg, progress=False, recipe_overrides={'zoom': 0.5})
+    with pytest.raises(ValueError, match='leaves no room for crops'): train_run('inception', tiny, None, cfg, progress=False, recipe_overrides={'zoom': 1.1})
+    assert r['train_crops'].startswith('zoom 1.5, crops aimed at the boxes of 0 of 48')  # split folders have no boxes

@@ -108,18 +108,6 @@ def test_same_seed_same_batches(ds):
     b = [yb.tolist() for _, yb in get_dls(ds, grey_preset(32), seed=3, bs=4).train]
     assert a == b
 
-def _boxed_bars(tmp_path):
-    "bar_xrays listed in a manifest that gives each fractured image its bar's box"
-    import csv, json
-    from conftest import bar_xrays
-    root = bar_xrays(tmp_path/'bars', counts=(('train', 8), ('val', 4), ('test', 4)))
-    with open(tmp_path/'manifest.csv', 'w', newline='') as f:
-        w = csv.writer(f); w.writerow(['path', 'label', 'split', 'boxes'])
-        for p in sorted(root.rglob('*.png')):
-            frac = p.parent.name == 'fractured'
-            w.writerow([p, p.parent.name, p.parent.parent.name, json.dumps([[5, 18, 35, 22]]) if frac else ''])
-    return load_dataset(tmp_path/'manifest.csv')
-
 def test_crop_origin_keeps_the_box_centre_inside_or_says_the_crop_is_too_big():
     from fracture_course.transforms import crop_origin
     torch.manual_seed(0)
@@ -133,14 +121,27 @@ def test_crop_origin_keeps_the_box_centre_inside_or_says_the_crop_is_too_big():
     with pytest.raises(ValueError, match='does not fit'): crop_origin(32, 40, torch.zeros(0, 4))
 
 def test_train_crop_aims_crops_at_the_fracture_and_keeps_validation_whole(tmp_path):
+    import csv, json
     from fracture_course.transforms import CropDataset
-    data = _boxed_bars(tmp_path)
-    dls = get_dls(data, grey_preset(40), 'none', bs=4, train_crop=16)
+    rng = np.random.default_rng(0)
+    with open(tmp_path/'manifest.csv', 'w', newline='') as f:  # fractured: a bright square near the left edge
+        w = csv.writer(f); w.writerow(['path', 'label', 'split', 'boxes'])
+        for s, n in [('train', 6), ('val', 4), ('test', 4)]:
+            for c in ('fractured', 'not fractured'):
+                for i in range(n):
+                    a = rng.integers(0, 80, (40, 40), dtype=np.uint8)
+                    if c == 'fractured': a[16:22, 2:8] = 250
+                    p = tmp_path/f'{s}_{c[:3]}{i}.png'; Image.fromarray(a).save(p)
+                    w.writerow([p, c, s, json.dumps([[2, 16, 8, 22]]) if c == 'fractured' else ''])
+    data = load_dataset(tmp_path/'manifest.csv')
+    dls = get_dls(data, grey_preset(40), 'flip', bs=4, train_crop=24)
     xb, yb = next(iter(dls.train))
-    assert xb.shape == (4, 1, 16, 16) and next(iter(dls.valid))[0].shape == (4, 1, 40, 40) and dls.preset.size == 40
+    assert xb.shape == (4, 1, 24, 24) and next(iter(dls.valid))[0].shape == (4, 1, 40, 40) and dls.preset.size == 40
     tr = dls.train.dataset
-    assert isinstance(tr, CropDataset) and sum(len(b) > 0 for b in tr.boxes) == 8
-    bright = lambda x: (x > 1.5).any()  # normalised, the bar (250) is 1.92 and the background (0-80) below -0.7
-    for i, b in enumerate(tr.boxes):  # no augmentation: every crop of a fractured image shows part of its bar
-        if len(b): assert all(bright(tr[i][0]) for _ in range(20))
+    assert isinstance(tr, CropDataset) and sum(len(b) > 0 for b in tr.boxes) == 6
+    bright = lambda x: (x > 1.5).any()  # normalised, the square (250) is 1.92 and the background (0-80) below -0.7
+    # flips move the square to the right edge half the time: a crop that ignored the flipped box would miss it
+    for i, b in enumerate(tr.boxes):
+        if len(b): assert all(bright(tr[i][0]) for _ in range(40))
     with pytest.raises(ValueError, match='cannot be combined'): get_dls(data, grey_preset(40), bs=4, train_crop=16, box_maps=True)
+    with pytest.raises(ValueError, match='train_crop 48 must be'): get_dls(data, grey_preset(40), bs=4, train_crop=48)

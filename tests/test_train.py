@@ -38,6 +38,7 @@ def test_cli_train_and_its_errors(tiny, tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert 'simple_cnn on tiny' in r.stdout and 'trivial' in r.stdout and (tmp_path/'o'/'best.pt').is_file()
+    assert f'data {tiny} |' in r.stdout.splitlines()[0]  # the settings line names the data it trains on
     for args, msg in [(['--epochs', '0'], '--epochs must be positive'), (['--model', 'nope'], 'simple_cnn'),
                       (['--data', str(tmp_path/'missing')], 'missing')]:
         r = subprocess.run([CLI, 'train', '--out', str(tmp_path/'x'), '--quiet', *args], capture_output=True, text=True, env=env)

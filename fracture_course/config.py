@@ -32,7 +32,7 @@ DEFAULTS = dict(
     synthetic_size=224,    # their side in pixels
     n_trials=30,           # Optuna trials in the overfitting chapter
 )
-QUICK = dict(image_size=64, batch_size=64, epochs=3, synthetic_n=1200, synthetic_size=64, n_trials=4)
+QUICK = dict(image_size=64, batch_size=32, epochs=12, synthetic_n=4000, synthetic_size=64, n_trials=4)
 ENV_PREFIX = 'FRACTURE_'
 
 # %% ../nbs/00_setup.ipynb #f485f548

@@ -415,7 +415,7 @@ def sample_scene(rng:np.random.Generator, # the scene's own random stream
     ang = math.radians(rng.normal(90, 15)) if rng.random() > 0.2 else rng.uniform(0, math.pi)
     if rng.random() < 0.5: ang += math.pi
     d = np.array([math.cos(ang), math.sin(ang)]); nrm = np.array([-d[1], d[0]])
-    c = S/2 + rng.uniform(-0.12, 0.12, 2)*S
+    c = S/2 + rng.uniform(-0.2, 0.2, 2)*S               # off-centre, as real radiographs often are
     bones, tissues = [], []
     kind = 'pair' if rng.random() < 0.6 else 'single'
     L = rng.uniform(0.32, 0.55)*S
@@ -516,7 +516,7 @@ def sample_fracture(rng:np.random.Generator, # the fracture's own random stream
 
 # %% ../nbs/01_synthetic.ipynb #497d4428
 CLASSES = ('not fractured', 'fractured')
-GENERATOR_VERSION = 2       # bump when a change alters images, so cached datasets are regenerated
+GENERATOR_VERSION = 3       # bump when a change alters images, so cached datasets are regenerated
 MIN_SIZE = 32
 DEFAULT_DIFFICULTY = {'easy': 0.4, 'medium': 0.35, 'hard': 0.25}
 

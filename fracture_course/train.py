@@ -10,6 +10,7 @@ import json, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from .config import get_config, seed_everything, CourseConfig
@@ -22,8 +23,9 @@ from .tta import tta_probs, hflip
 from .evaluate import threshold_for_sensitivity
 
 # %% auto #0
-__all__ = ['RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes', 'SizeScheduleCB',
-           'train_run', 'add_train_args', 'train_command']
+__all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
+           'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
+           'write_run', 'train_run', 'add_train_args', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -56,13 +58,22 @@ RECIPES.update({n: Recipe(**_PRETRAINED) for n in ('resnet18', 'densenet121')})
 RECIPES['efficientnet_lite0'] = Recipe(**{**_PRETRAINED, 'preset': 'imagenet_squash', 'aug': 'medium', 'lr': 2e-3, 'div': 3.0},
                                        frozen=('conv_stem', 'bn1', 'blocks.0', 'blocks.1', 'blocks.2'), channels_last=True,
                                        sizes=(6/7,) * 3 + (8/7,))
+# The quick profile's changes, measured on its 4,000 synthetic 64 px images on a CPU (benchmarks/bench_quick.py, README):
+# the base CNN, which has no batch norm, sits on a loss plateau at ln 2 for epochs unless its peak learning rate is higher;
+# flips are the augmentation it can afford (a rotation costs four times the data time and did not help)
+QUICK_RECIPES = {'simple_cnn': dict(aug='flip', lr=3e-3, epochs=16, model_kwargs={'widths': (8, 16, 32)})}
 
-def recipe_for(name:str, **overrides) -> Recipe:
-    "The recipe of model `name` (the default recipe for models without one), with `overrides`"
+def recipe_for(name:str, # a registered model name
+               profile:str='full', # 'quick' applies the quick profile's changes (`QUICK_RECIPES`)
+               **overrides) -> Recipe: # fields to change, e.g. epochs=3
+    "The recipe of model `name` on `profile` (the default recipe for models without one), with `overrides`"
     if name not in model_names(): raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(model_names())}.")
+    if profile not in ('quick', 'full'): raise ValueError(f"profile must be 'quick' or 'full', got {profile!r}")
     bad = set(overrides) - set(Recipe.__dataclass_fields__)
     if bad: raise ValueError(f"Unknown recipe field(s) {sorted(bad)}; fields: {', '.join(Recipe.__dataclass_fields__)}")
-    return replace(RECIPES.get(name, Recipe()), **overrides)
+    rc = RECIPES.get(name, Recipe())
+    if profile == 'quick': rc = replace(rc, **QUICK_RECIPES.get(name, {}))
+    return replace(rc, **overrides)
 
 # %% ../nbs/91_train.ipynb #3f304873
 def make_preset(recipe:Recipe, data:FractureData, size:int, cache_dir:Path|None=None) -> Preset:
@@ -88,13 +99,6 @@ def build_model(name:str, preset:Preset, **kwargs) -> torch.nn.Module:
     return create_model(name, **extra, **kwargs)
 
 # %% ../nbs/91_train.ipynb #56aa2837
-def _jsonable(o):
-    if isinstance(o, dict): return {k: _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
-    if isinstance(o, Path): return str(o)
-    if isinstance(o, float) and o != o: return None  # NaN is not JSON
-    return o
-
 def epoch_sizes(recipe:Recipe, image_size:int, n_epochs:int) -> list:
     "The input side of each of `n_epochs` epochs: the recipe's `sizes` (pixels, or fractions of `image_size` rounded to a multiple of 16), the last one repeated"
     side = lambda s: s if isinstance(s, int) else max(32, round(s * image_size / 16) * 16)
@@ -107,7 +111,111 @@ class SizeScheduleCB(Callback):
     def __init__(self, dls_by_epoch:list): self.dls_by_epoch = dls_by_epoch
     def before_epoch(self, learn): learn.dls = self.dls_by_epoch[min(learn.epoch, len(self.dls_by_epoch) - 1)]
 
-# %% ../nbs/91_train.ipynb #65e0d65a
+# %% ../nbs/91_train.ipynb #88ee5431
+def whole_side(recipe:Recipe, side:int) -> int:
+    "The side that validation and prediction see when training on `side`-pixel inputs: `side` itself unless the recipe zooms"
+    return side if recipe.zoom == 1 else round(side * recipe.zoom / 16) * 16
+
+def check_zoom(model:str, # a registered model name
+               recipe:Recipe, sizes:list # the input side of each epoch (`epoch_sizes`)
+              ) -> None:
+    "Raise a clear error when the recipe's `zoom` cannot work for `model` at input sides `sizes`"
+    if recipe.zoom < 1: raise ValueError(f"zoom must be at least 1 (the whole image is decoded zoom times the training crop), got {recipe.zoom}")
+    if recipe.zoom == 1: return
+    if fixed_input_size(model): raise ValueError(f"{model} takes inputs of one fixed size, so it cannot train on crops and predict on whole images; use zoom 1 with it.")
+    if any(whole_side(recipe, s) <= s for s in sizes):
+        raise ValueError(f"zoom {recipe.zoom} leaves no room for crops at input sides {sorted(set(sizes))} (whole images are rounded to a multiple of 16 pixels); "
+                         "use a larger zoom or larger images (--size), or zoom 1.")
+
+# %% ../nbs/91_train.ipynb #4b902033
+def box_plan(recipe:Recipe, data:FractureData, progress:bool=True) -> tuple[str, str]:
+    "How the run uses fracture boxes, in words: (box loss, training crops), each 'off' when unused"
+    train = data.split('train')
+    boxed = sum(bool(o.meta.get('boxes') or o.meta.get('boxes_norm')) for o in train)
+    box_loss = f"weight {recipe.box_weight}, {boxed} of {len(train)} training images have boxes" if recipe.box_weight and boxed else 'off'
+    if recipe.box_weight and not boxed and progress: print(f'{data.name} has no fracture boxes: training without the box loss (box_weight {recipe.box_weight})')
+    if recipe.zoom != 1 and box_loss != 'off':
+        raise ValueError(f"box_weight {recipe.box_weight} needs zoom 1: the box maps are made for the whole input, not for crops of it; add 'zoom': 1 to the recipe overrides.")
+    crops = 'off' if recipe.zoom == 1 else f"zoom {recipe.zoom}, crops aimed at the boxes of {boxed} of {len(train)} training images"
+    if recipe.zoom != 1 and not boxed and progress:
+        print(f'{data.name} has no fracture boxes: training crops are drawn anywhere, so some crops of fractured images miss the fracture (zoom {recipe.zoom})')
+    return box_loss, crops
+
+def run_loaders(recipe:Recipe, data:FractureData, cfg:CourseConfig,
+                sizes:list, # the input side of each epoch; one set of loaders per distinct side
+                box_maps:bool=False, # training batches carry box maps (for the box loss)
+                balance:str|None=None, # None, or 'sampler' for class-balanced training batches
+                progress:bool=True) -> dict:
+    "Cached loaders for each input side in `sizes`, keyed by side"
+    cache = cfg.cache_dir/'tensors'
+    return {s: get_dls(data, make_preset(recipe, data, whole_side(recipe, s), cache), recipe.aug, cfg.batch_size, balance, cache_dir=cache,
+                       box_maps=box_maps, num_workers=cfg.num_workers, device=cfg.device, seed=cfg.seed, progress=progress,
+                       train_crop=s if recipe.zoom != 1 else None)
+            for s in dict.fromkeys(sizes)}
+
+# %% ../nbs/91_train.ipynb #32256a84
+def fit_recipe(learn:Learner, recipe:Recipe,
+               by_size:dict, # loaders per input side (`run_loaders`)
+               sizes:list, # the input side of each epoch, head-only epochs first
+               epochs:int, lr:float, # epochs after the head-only ones, and the peak learning rate
+               cbs:list=()) -> Learner: # callbacks for the main fit, e.g. `SaveBestCB`
+    "Train `learn` as `recipe` says: frozen stages, head-only epochs, then one-cycle with its learning rates, sizes and weight averaging"
+    net = learn.model
+    if recipe.frozen: learn.freeze(recipe.frozen)
+    if recipe.freeze_epochs:
+        learn.freeze(except_=net.head)
+        learn.fit_one_cycle(recipe.freeze_epochs, {'': lr}, cbs=[SizeScheduleCB([by_size[s] for s in sizes[:recipe.freeze_epochs]])])
+        learn.unfreeze()
+        if recipe.frozen: learn.freeze(recipe.frozen)
+    lrs = discriminative_lrs(net, lr, recipe.div) if recipe.div else lr
+    learn.fit_one_cycle(epochs, lrs, cbs=[*cbs, SizeScheduleCB([by_size[s] for s in sizes[recipe.freeze_epochs:]]), *([EMACB(recipe.ema)] if recipe.ema else [])])
+    learn.dls = by_size[sizes[-1]]
+    return learn
+
+# %% ../nbs/91_train.ipynb #1b5ef2d9
+def evaluate_run(learn:Learner, data:FractureData,
+                 tta:bool=False, # average each image's prediction with its mirror image's
+                 target_sensitivity:float=0.9 # the threshold is chosen on validation to reach this sensitivity
+                ) -> dict:
+    "Validation and test metrics at 0.5 and at the threshold chosen on validation, with the trivial classifier's"
+    views = (lambda x: x, hflip) if tta else (lambda x: x,)
+    preds = {split: tta_probs(learn.model, dl, views, learn.device) for split, dl in (('valid', learn.dls.valid), ('test', learn.dls.test)) if dl is not None}
+    thr = threshold_for_sensitivity(*preds['valid'], target_sensitivity)
+    res = {'threshold': thr, 'target_sensitivity': target_sensitivity}
+    for split, (probs, targets) in preds.items():
+        res[split] = binary_metrics(probs, targets, 0.5)
+        res[f'{split}_at_threshold'] = binary_metrics(probs, targets, thr)
+        res[f'{split}_trivial'] = trivial_baseline(data.split(split))
+    return res
+
+# %% ../nbs/91_train.ipynb #bd45e34b
+def _jsonable(o):
+    if isinstance(o, dict): return {k: _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
+    if isinstance(o, Path): return str(o)
+    if isinstance(o, float) and o != o: return None  # NaN is not JSON
+    return o
+
+def write_run(res:dict, # what the run measured (made JSON-safe here)
+              learn:Learner, out:Path|str, # the trained learner, and the folder to write to
+              saved:bool=True # whether `SaveBestCB` wrote out/best.pt already
+             ) -> dict:
+    "Write metrics.json and curves.png (and best.pt if `saved` is False) to `out`; return their paths"
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    paths = {'checkpoint': out/'best.pt', 'metrics': out/'metrics.json', 'curves': out/'curves.png'}
+    if not saved: learn.save(paths['checkpoint'], class_names=list(learn.dls.classes), preprocessing=learn.dls.preset.to_dict())
+    paths['metrics'].write_text(json.dumps(_jsonable(res), indent=2))
+    fig = plot_history(learn.history); fig = getattr(fig, 'figure', fig)
+    fig.savefig(paths['curves'], dpi=110, bbox_inches='tight')
+    import matplotlib.pyplot as plt; plt.close(fig)
+    return {k: str(v) for k, v in paths.items()}
+
+# %% ../nbs/91_train.ipynb #0696b131
+def _as_data(data, cfg:CourseConfig, progress:bool) -> FractureData:
+    "The configured dataset for None, `load_dataset` for a path, a `FractureData` as it is"
+    if data is None: return load_course_data(cfg, verbose=progress)
+    return data if isinstance(data, FractureData) else load_dataset(data, seed=cfg.seed)
+
 def train_run(model:str='simple_cnn', # a registered model name
               data:FractureData|Path|str|None=None, # a dataset, a path for `load_dataset`, or None for the configured one
               out:Path|str|None=None, # folder for best.pt, metrics.json, curves.png (None: write nothing)
@@ -117,69 +225,31 @@ def train_run(model:str='simple_cnn', # a registered model name
               **model_kwargs) -> dict:
     "Train `model` on `data` with its recipe; return (and write to `out`) metrics, history and paths"
     cfg = cfg or get_config()
-    rc = recipe_for(model, **(recipe_overrides or {}))
-    sizes = epoch_sizes(rc, cfg.image_size, rc.freeze_epochs + (rc.epochs or cfg.epochs))
-    whole = lambda s: s if rc.zoom == 1 else round(s * rc.zoom / 16) * 16  # the side validation and prediction see
-    if rc.zoom < 1: raise ValueError(f"zoom must be at least 1 (the whole image is decoded zoom times the training crop), got {rc.zoom}")
-    if rc.zoom != 1 and fixed_input_size(model): raise ValueError(f"{model} takes inputs of one fixed size, so it cannot train on crops and predict on whole images; use zoom 1 with it.")
-    if any(whole(s) <= s for s in sizes) and rc.zoom != 1:
-        raise ValueError(f"zoom {rc.zoom} leaves no room for crops at input sides {sorted(set(sizes))} (whole images are rounded to a multiple of 16 pixels); "
-                         "use a larger zoom or larger images (--size), or zoom 1.")
+    rc = recipe_for(model, cfg.profile, **(recipe_overrides or {}))
+    epochs, lr = rc.epochs or cfg.epochs, rc.lr or cfg.lr
+    sizes = epoch_sizes(rc, cfg.image_size, rc.freeze_epochs + epochs)
+    check_zoom(model, rc, sizes)
     seed_everything(cfg.seed)
     t0 = time.perf_counter()
-    if data is None: data = load_course_data(cfg, verbose=progress)
-    elif not isinstance(data, FractureData): data = load_dataset(data, seed=cfg.seed)
-    cache, epochs, lr = cfg.cache_dir/'tensors', rc.epochs or cfg.epochs, rc.lr or cfg.lr
+    data = _as_data(data, cfg, progress)
     loss_func, balance = imbalance_setup(rc.imbalance, [o.label for o in data.split('train')])
-    boxed = sum(bool(o.meta.get('boxes') or o.meta.get('boxes_norm')) for o in data.split('train'))
-    box_loss = f"weight {rc.box_weight}, {boxed} of {len(data.split('train'))} training images have boxes" if rc.box_weight and boxed else 'off'
-    if rc.box_weight and not boxed and progress: print(f'{data.name} has no fracture boxes: training without the box loss (box_weight {rc.box_weight})')
-    if rc.zoom != 1 and box_loss != 'off': raise ValueError(f"box_weight {rc.box_weight} needs zoom 1: the box maps are made for the whole input, not for crops of it; add 'zoom': 1 to the recipe overrides.")
-    crops = 'off' if rc.zoom == 1 else f"zoom {rc.zoom}, crops aimed at the boxes of {boxed} of {len(data.split('train'))} training images"
-    if rc.zoom != 1 and not boxed and progress:
-        print(f'{data.name} has no fracture boxes: training crops are drawn anywhere, so some crops of fractured images miss the fracture (zoom {rc.zoom})')
-    by_size = {s: get_dls(data, make_preset(rc, data, whole(s), cache), rc.aug, cfg.batch_size, balance, cache_dir=cache, box_maps=box_loss != 'off',
-                          num_workers=cfg.num_workers, device=cfg.device, seed=cfg.seed, progress=progress, train_crop=s if rc.zoom != 1 else None)
-               for s in dict.fromkeys(sizes)}
-    dls = by_size[sizes[-1]]; preset = dls.preset
+    box_loss, crops = box_plan(rc, data, progress)
+    by_size = run_loaders(rc, data, cfg, sizes, box_loss != 'off', balance, progress)
+    preset = by_size[sizes[-1]].preset
     seed_everything(cfg.seed)
     net = build_model(model, preset, **{**rc.model_kwargs, **model_kwargs})
     if rc.channels_last: net = net.to(memory_format=torch.channels_last)
-    out = Path(out) if out is not None else None
-    best = SaveBestCB(out/'best.pt' if out else None, monitor=rc.monitor, preprocessing=preset.to_dict(), class_names=list(dls.classes))
+    best = SaveBestCB(Path(out)/'best.pt' if out is not None else None, monitor=rc.monitor, preprocessing=preset.to_dict(),
+                      class_names=list(by_size[sizes[-1]].classes))
     learn = Learner(net, by_size[sizes[0]], loss_func=loss_func, lr=lr, device=cfg.device, progress=progress,
                     cbs=[BoxLossCB(rc.box_weight)] if box_loss != 'off' else [])
-    if rc.frozen: learn.freeze(rc.frozen)
-    if rc.freeze_epochs:
-        learn.freeze(except_=net.head)
-        learn.fit_one_cycle(rc.freeze_epochs, {'': lr}, cbs=[SizeScheduleCB([by_size[s] for s in sizes[:rc.freeze_epochs]])])
-        learn.unfreeze()
-        if rc.frozen: learn.freeze(rc.frozen)
-    lrs = discriminative_lrs(net, lr, rc.div) if rc.div else lr
-    learn.fit_one_cycle(epochs, lrs, cbs=[best, SizeScheduleCB([by_size[s] for s in sizes[rc.freeze_epochs:]]), *([EMACB(rc.ema)] if rc.ema else [])])
-    learn.dls = dls
-    t_train = time.perf_counter() - t0
+    fit_recipe(learn, rc, by_size, sizes, epochs, lr, cbs=[best])
     res = {'model': model, 'dataset': data.name, 'data_root': str(data.root), 'counts': data.counts(),
            'settings': {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
            'recipe': asdict(rc), 'preprocessing': preset.to_dict(), 'weights': getattr(net, 'weights_source', 'random initialisation'),
-           'box_loss': box_loss, 'train_crops': crops, 'best_epoch': best.best_epoch, 'seconds': round(t_train, 1), 'target_sensitivity': rc.target_sensitivity}
-    views = (lambda x: x, hflip) if rc.tta else (lambda x: x,)
-    preds = {split: tta_probs(learn.model, dl, views, learn.device) for split, dl in (('valid', dls.valid), ('test', dls.test)) if dl is not None}
-    res['threshold'] = thr = threshold_for_sensitivity(*preds['valid'], rc.target_sensitivity)
-    for split, (probs, targets) in preds.items():
-        res[split] = binary_metrics(probs, targets, 0.5)
-        res[f'{split}_at_threshold'] = binary_metrics(probs, targets, thr)
-        res[f'{split}_trivial'] = trivial_baseline(data.split(split))
-    res['history'] = learn.history
-    res = _jsonable(res)
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        if best.best is None: learn.save(out/'best.pt', class_names=list(dls.classes), preprocessing=preset.to_dict())
-        (out/'metrics.json').write_text(json.dumps(res, indent=2))
-        fig = plot_history(learn.history); fig = getattr(fig, 'figure', fig)
-        fig.savefig(out/'curves.png', dpi=110, bbox_inches='tight')
-        import matplotlib.pyplot as plt; plt.close(fig)
-        res['paths'] = {'checkpoint': str(out/'best.pt'), 'metrics': str(out/'metrics.json'), 'curves': str(out/'curves.png')}
+           'box_loss': box_loss, 'train_crops': crops, 'best_epoch': best.best_epoch, 'seconds': round(time.perf_counter() - t0, 1)}
+    res = _jsonable({**res, **evaluate_run(learn, data, rc.tta, rc.target_sensitivity), 'history': learn.history})
+    if out is not None: res['paths'] = write_run(res, learn, out, saved=best.best is not None)
     res['learner'] = learn
     return res
 
@@ -206,7 +276,8 @@ def train_command(args) -> int:
     cfg = get_config(args.profile, **{k: v for k, v in ov.items() if v is not None})
     print(cfg.summary())
     if args.model not in model_names(): raise ValueError(f"Unknown model {args.model!r}; choose one of: {', '.join(model_names())}")
-    r = train_run(args.model, None, args.out, cfg, progress=not args.quiet)
+    given = {k: v for k, v in dict(epochs=args.epochs, lr=args.lr).items() if v is not None}  # options win over the recipe
+    r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
     print(f"\n{r['model']} on {r['dataset']} ({r['weights']}): best epoch {r['best_epoch']}, {r['seconds']:.0f} s")
     print(f"Test split; threshold {r['threshold']:.3f} chosen on validation for sensitivity >= {r['target_sensitivity']}:")
     rows = [('at threshold', r.get('test_at_threshold', {})), ('at 0.5', r.get('test', {})), ('trivial', r.get('test_trivial', {}))]

@@ -61,7 +61,7 @@ RECIPES['efficientnet_lite0'] = Recipe(**{**_PRETRAINED, 'preset': 'imagenet_squ
 # The quick profile's changes, measured on its 4,000 synthetic 64 px images on a CPU (benchmarks/bench_quick.py, README):
 # the base CNN, which has no batch norm, sits on a loss plateau at ln 2 for epochs unless its peak learning rate is higher;
 # flips are the augmentation it can afford (a rotation costs four times the data time and did not help)
-QUICK_RECIPES = {'simple_cnn': dict(aug='flip', lr=3e-3, epochs=16, model_kwargs={'widths': (8, 16, 32)})}
+QUICK_RECIPES = {'simple_cnn': dict(aug='flip', lr=3e-3, model_kwargs={'widths': (8, 16, 32)})}
 
 def recipe_for(name:str, # a registered model name
                profile:str='full', # 'quick' applies the quick profile's changes (`QUICK_RECIPES`)

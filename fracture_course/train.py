@@ -277,6 +277,9 @@ def train_command(args) -> int:
     print(cfg.summary())
     if args.model not in model_names(): raise ValueError(f"Unknown model {args.model!r}; choose one of: {', '.join(model_names())}")
     given = {k: v for k, v in dict(epochs=args.epochs, lr=args.lr).items() if v is not None}  # options win over the recipe
+    rc = recipe_for(args.model, cfg.profile, **given)
+    print(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {rc.lr or cfg.lr:g}, "
+          f"{rc.epochs or cfg.epochs} epochs" + (f", {rc.model_kwargs}" if rc.model_kwargs else ''))
     r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
     print(f"\n{r['model']} on {r['dataset']} ({r['weights']}): best epoch {r['best_epoch']}, {r['seconds']:.0f} s")
     print(f"Test split; threshold {r['threshold']:.3f} chosen on validation for sensitivity >= {r['target_sensitivity']}:")

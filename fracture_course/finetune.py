@@ -14,7 +14,8 @@ from .models import create_model, model_names, register_model
 
 # %% auto #0
 __all__ = ['HOPPER_CLASSES', 'IMBALANCE', 'BACKBONE_FEATURES', 'imagenet_top5', 'check_imagenet_weights', 'discriminative_lrs',
-           'fine_tune', 'train_speed', 'EMACB', 'FocalLoss', 'imbalance_setup', 'feature_layer', 'BoxLossCB']
+           'fine_tune', 'train_speed', 'EMACB', 'FocalLoss', 'imbalance_setup', 'layer_features', 'probe_head',
+           'feature_layer', 'BoxLossCB']
 
 # %% ../nbs/08_transfer_learning.ipynb #4be5ab06
 def imagenet_top5(model:nn.Module, # an ImageNet classifier (1,000 outputs)
@@ -134,6 +135,39 @@ def imbalance_setup(method:str, # none, weighted_loss, sampler or focal
     if method == 'sampler': return nn.CrossEntropyLoss(), 'sampler'
     if method == 'focal': return FocalLoss(2.0, w), None
     return nn.CrossEntropyLoss(), None
+
+# %% ../nbs/08_transfer_learning.ipynb #93dae5b4
+class _StopForward(Exception): "Raised by the hook of `layer_features` once it has the output it wants"
+
+@torch.no_grad()
+def layer_features(model:nn.Module, # a network, used as a fixed feature extractor (it is put in eval mode)
+                   layer:str, # the module whose output is wanted, e.g. 'blocks.5'
+                   dl, # yields (x, y) batches, in a fixed order
+                   channels_last:bool=True # faster convolutions on CPUs, the same numbers (the model is converted)
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    "The output of `layer` for every image of `dl` ([N, C, H, W], float32, on the CPU) and the labels; later layers never run"
+    dev = next(model.parameters()).device
+    model.eval()
+    if channels_last: model.to(memory_format=torch.channels_last)
+    feats, ys = [], []
+    def grab(mod, inp, out): feats.append(out.float().cpu().contiguous()); raise _StopForward
+    hook = model.get_submodule(layer).register_forward_hook(grab)
+    try:
+        for xb, yb in dl:
+            xb = xb.to(dev)
+            try: model(xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
+            except _StopForward: pass
+            ys.append(yb)
+    finally: hook.remove()
+    return torch.cat(feats), torch.cat(ys)
+
+# %% ../nbs/08_transfer_learning.ipynb #d081acf4
+def probe_head(channels:int, # channels of the stored feature maps
+               cells:int=3, # the maps are average-pooled to cells x cells
+               n_classes:int=2) -> nn.Sequential:
+    "A new head for stored feature maps: average-pool to a small grid, standardise every feature, one linear layer"
+    n = channels * cells * cells
+    return nn.Sequential(nn.AdaptiveAvgPool2d(cells), nn.Flatten(), nn.BatchNorm1d(n, affine=False), nn.Linear(n, n_classes))
 
 # %% ../nbs/08_transfer_learning.ipynb #fe7b4cd8
 BACKBONE_FEATURES = {'EfficientNet': 'bn2', 'ResNet': 'layer4', 'DenseNet': 'features'}

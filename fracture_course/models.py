@@ -87,14 +87,18 @@ class SimpleCNN(nn.Module):
 def bn_conv_block(c_in:int, # input channels
                   c_out:int, # output channels (filters)
                   kernel_size:int=3, # odd, so that padding keeps the size
-                  batch_norm:bool=True): # add batch normalisation after the convolution
-    "Convolution, batch normalisation (optional), ReLU, then 2x2 max-pooling"
-    conv = nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size//2, bias=not batch_norm)
-    return nn.Sequential(conv, *([nn.BatchNorm2d(c_out)] if batch_norm else []), nn.ReLU(), nn.MaxPool2d(2))
+                  batch_norm:bool=True, # add batch normalisation after each convolution
+                  convs:int=1): # convolutions before the pooling
+    "`convs` times convolution, batch normalisation (optional) and ReLU, then 2x2 max-pooling"
+    layers = []
+    for i in range(convs):
+        layers += [nn.Conv2d(c_in if i == 0 else c_out, c_out, kernel_size, padding=kernel_size//2, bias=not batch_norm),
+                   *([nn.BatchNorm2d(c_out)] if batch_norm else []), nn.ReLU()]
+    return nn.Sequential(*layers, nn.MaxPool2d(2))
 
 @register_model('enhanced_cnn')
 class EnhancedCNN(SimpleCNN):
-    "`SimpleCNN` with batch normalisation after each convolution and dropout before each fully connected layer"
+    "`SimpleCNN` with batch normalisation, dropout before each fully connected layer, optionally deeper stages and a pooled head"
     def __init__(self,
                  in_channels:int=1, # 1 for greyscale X-rays, 3 for RGB-style inputs
                  n_classes:int=2, # outputs (logits)
@@ -103,12 +107,18 @@ class EnhancedCNN(SimpleCNN):
                  hidden:int=128, # units of the hidden fully connected layer
                  kernel_size:int=3, # side of the conv filters (odd)
                  dropout:float=0.5, # probability of zeroing each input of the fully connected layers (0: none)
-                 batch_norm:bool=True): # batch normalisation after each convolution
+                 batch_norm:bool=True, # batch normalisation after each convolution
+                 convs:int=1, # convolutions per stage (two 3x3 in a row see 5x5, VGG-style)
+                 head:str='flatten'): # 'flatten' (SimpleCNN's) or 'avg': average each feature map over the image first
         if not 0 <= dropout < 1: raise ValueError(f"EnhancedCNN needs 0 <= dropout < 1, got {dropout}.")
+        if head not in ('flatten', 'avg'): raise ValueError(f"head must be 'flatten' or 'avg', got {head!r}.")
+        if convs < 1: raise ValueError(f"Each stage needs at least one convolution, got convs={convs}.")
         super().__init__(in_channels, n_classes, img_size, widths, hidden, kernel_size)
         chans = (in_channels, *widths)
-        self.body = nn.Sequential(*[bn_conv_block(a, b, kernel_size, batch_norm) for a, b in zip(chans[:-1], chans[1:])])
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(self.n_features, hidden), nn.ReLU(),
+        self.body = nn.Sequential(*[bn_conv_block(a, b, kernel_size, batch_norm, convs) for a, b in zip(chans[:-1], chans[1:])])
+        pool = [nn.AdaptiveAvgPool2d(1)] if head == 'avg' else []  # [B, C, h, w] -> [B, C, 1, 1]: one number per feature map
+        n_in = widths[-1] if head == 'avg' else self.n_features
+        self.head = nn.Sequential(*pool, nn.Flatten(), nn.Dropout(dropout), nn.Linear(n_in, hidden), nn.ReLU(),
                                   nn.Dropout(dropout), nn.Linear(hidden, n_classes))
 
 # %% ../nbs/07_inception.ipynb #ec11754a

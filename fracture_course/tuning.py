@@ -11,20 +11,23 @@ from dataclasses import replace
 from functools import partial
 from typing import Callable, Sequence
 
+import numpy as np
 import optuna
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .config import seed_everything
 from .data import FractureData
-from .learner import Callback, Learner, count_params
+from .learner import Callback, Learner, OneCycleCB, count_params
 from .models import create_model
-from .transforms import CachedDataset, DataLoaders, eval_tfms, get_dls, grey_preset, train_tfms
+from .transforms import (CachedDataset, DataLoaders, ImageCache, Preset, eval_tfms, get_dls, grey_preset,
+                                        train_tfms)
 
 # %% auto #0
-__all__ = ['VALID_METRICS', 'MODEL_KEYS', 'subsample', 'preload', 'train_eval_loader', 'remake_dls', 'run_experiment',
-           'search_space', 'PruningCB', 'make_objective', 'run_study', 'plot_study']
+__all__ = ['BATCH_AUGS', 'VALID_METRICS', 'MODEL_KEYS', 'subsample', 'preload', 'train_eval_loader', 'PreparedImages',
+           'remake_dls', 'fast_layout', 'measure', 'run_experiment', 'search_space', 'PruningCB', 'make_objective',
+           'known_trial', 'run_study', 'plot_study']
 
 # %% ../nbs/06_overfitting.ipynb #512612b7
 def subsample(data:FractureData, # a dataset with a train split
@@ -60,7 +63,27 @@ def train_eval_loader(dls:DataLoaders, # from `get_dls`
     return DataLoader(CachedDataset(cache, eval_tfms(dls.preset)), batch_size=bs or dls.valid.batch_size,
                       shuffle=False, num_workers=dls.valid.num_workers, pin_memory=dls.valid.pin_memory)
 
+# %% ../nbs/06_overfitting.ipynb #695a5feb
+def _whole_batch(batch): return batch  # `PreparedImages` returns finished batches: nothing left to collate
+
+class PreparedImages(Dataset):
+    "The images of an `ImageCache` prepared once as one tensor (crop, scale, normalise); batches are slices, optionally flipped"
+    def __init__(self, cache:ImageCache, # decoded images, e.g. `dls.train.dataset.cache`
+                 preset:Preset, # how they become network inputs
+                 flip:bool=False): # mirror each image of a batch left-right with probability 0.5 (torch's random generator)
+        self.cache, self.preset, self.flip = cache, preset, flip
+        self.x, self.y = eval_tfms(preset)(torch.from_numpy(np.asarray(cache.arr))), cache.labels
+    def __len__(self): return len(self.y)
+    def __getitem__(self, i): return self.__getitems__([i])[0][0], self.y[i]
+    def __getitems__(self, idxs:list) -> tuple:
+        "A whole batch at once: (inputs [B, C, H, W], labels [B])"
+        x = self.x[idxs]
+        if self.flip: x = torch.where(torch.rand(len(idxs), 1, 1, 1) < 0.5, x.flip(-1), x)
+        return x, self.y[idxs]
+
 # %% ../nbs/06_overfitting.ipynb #5d44e21e
+BATCH_AUGS = ('none', 'flip')  # levels `remake_dls` applies to whole batches of `PreparedImages`
+
 def remake_dls(dls:DataLoaders, # from `get_dls`
                bs:int|None=None, # training batch size (default: unchanged)
                aug:str|None=None, # augmentation level of the training images (default: unchanged)
@@ -68,24 +91,42 @@ def remake_dls(dls:DataLoaders, # from `get_dls`
               ) -> DataLoaders:
     "`dls` with another training batch size and/or augmentation level, sharing the decoded images"
     tr = dls.train.dataset
-    if aug is not None: tr = CachedDataset(tr.cache, train_tfms(dls.preset, aug))
+    if aug in BATCH_AUGS: tr = PreparedImages(tr.cache, dls.preset, flip=aug == 'flip')
+    elif aug is not None: tr = CachedDataset(tr.cache, train_tfms(dls.preset, aug))
     bs = bs or dls.train.batch_size
     if bs < 1: raise ValueError(f"The batch size must be at least 1, got {bs}.")
     nw = dls.train.num_workers
     train = DataLoader(tr, batch_size=bs, shuffle=True, generator=torch.Generator().manual_seed(seed),
-                       drop_last=len(tr) > bs, num_workers=nw, pin_memory=dls.train.pin_memory, persistent_workers=nw > 0)
+                       drop_last=len(tr) > bs, num_workers=nw, pin_memory=dls.train.pin_memory, persistent_workers=nw > 0,
+                       collate_fn=_whole_batch if isinstance(tr, PreparedImages) else None)
     return replace(dls, train=train)
 
 # %% ../nbs/06_overfitting.ipynb #723ac52b
 VALID_METRICS = ('accuracy', 'sensitivity', 'specificity', 'auroc')
 
+def fast_layout(learn:Learner) -> Learner:
+    "On a CPU, store the model's weights channels-last: its convolutions run faster so (the arithmetic is the same)"
+    if learn.device.type == 'cpu': learn.model.to(memory_format=torch.channels_last)
+    return learn
+
+def measure(name:str, # the row's name in the results table
+            learn:Learner, # trained; its `dls` has the train and valid loaders
+            seconds:float=float('nan') # how long the training took
+           ) -> dict:
+    "One row of the results table: honest train loss, valid loss, their gap, valid metrics, size and time"
+    tr, va = learn.validate(train_eval_loader(learn.dls)), learn.validate()
+    return {'model': name, 'epochs': len(learn.history), 'train_loss': tr['loss'], 'valid_loss': va['loss'],
+            'gap': va['loss'] - tr['loss'], 'train_accuracy': tr['accuracy'],
+            **{f'valid_{k}': va[k] for k in VALID_METRICS}, 'params': count_params(learn.model)['total'],
+            'seconds': seconds}
+
 def run_experiment(name:str, # the row's name in the results table
                    model:nn.Module|Callable[[], nn.Module], # a model, or a function building one (after seeding)
                    dls:DataLoaders, # train and valid loaders (the test split is never used)
                    epochs:int, # the training budget
-                   lr:float=1e-3, # learning rate
+                   lr:float=1e-3, # learning rate (the peak, with `OneCycleCB`)
                    weight_decay:float=0., # AdamW's decoupled weight decay (0: plain Adam)
-                   cbs:Sequence[Callback]=(), # extra callbacks, e.g. early stopping
+                   cbs:Sequence[Callback]=(), # extra callbacks, e.g. `OneCycleCB()`, early stopping
                    seed:int=42, # seeds Python, NumPy and torch before the model is built
                    device:str|torch.device|None=None # None: CUDA, then MPS, then CPU
                   ) -> tuple[dict, Learner]:
@@ -93,31 +134,30 @@ def run_experiment(name:str, # the row's name in the results table
     seed_everything(seed)
     if getattr(dls.train, 'generator', None) is not None: dls.train.generator.manual_seed(seed)  # the same shuffles
     if not isinstance(model, nn.Module): model = model()
-    learn = Learner(model, dls, lr=lr, opt_func=partial(torch.optim.AdamW, weight_decay=weight_decay),
-                    cbs=cbs, device=device, progress=False)
+    learn = fast_layout(Learner(model, dls, lr=lr, opt_func=partial(torch.optim.AdamW, weight_decay=weight_decay),
+                                cbs=cbs, device=device, progress=False))
     t0 = time.perf_counter()
     learn.fit(epochs)
-    seconds = time.perf_counter() - t0
-    tr, va = learn.validate(train_eval_loader(dls)), learn.validate()
-    row = {'model': name, 'epochs': len(learn.history), 'train_loss': tr['loss'], 'valid_loss': va['loss'],
-           'gap': va['loss'] - tr['loss'], 'train_accuracy': tr['accuracy'],
-           **{f'valid_{k}': va[k] for k in VALID_METRICS}, 'params': count_params(learn.model)['total'],
-           'seconds': seconds}
-    return row, learn
+    return measure(name, learn, time.perf_counter() - t0), learn
 
 # %% ../nbs/06_overfitting.ipynb #3ce06945
 def search_space(trial:optuna.Trial, # asks for each hyperparameter
                  base_widths:Sequence[int]=(8, 16, 32), # choices for the first stage's filters (the others double)
-                 n_stages:int=3 # conv stages
+                 n_stages:int=3, # conv stages
+                 hiddens:Sequence[int]=(64, 128, 256), # choices for the hidden units
+                 max_dropout:float=0.7, # dropout from 0 to this, in steps of 0.1
+                 lrs:tuple=(1e-4, 1e-2), # learning-rate range (log scale)
+                 batch_sizes:Sequence[int]=(16, 32, 64), # choices for the batch size
+                 weight_decays:tuple=(1e-5, 1e-1) # weight-decay range (log scale)
                 ) -> dict:
     "Hyperparameters of one trial: conv widths, hidden units, dropout, learning rate, batch size, weight decay"
     base = trial.suggest_categorical('base_width', list(base_widths))
     return dict(widths=tuple(base * 2**i for i in range(n_stages)),
-                hidden=trial.suggest_categorical('hidden', [64, 128, 256]),
-                dropout=trial.suggest_float('dropout', 0.0, 0.7, step=0.1),
-                lr=trial.suggest_float('lr', 1e-4, 1e-2, log=True),
-                batch_size=trial.suggest_categorical('batch_size', [16, 32, 64]),
-                weight_decay=trial.suggest_float('weight_decay', 1e-5, 1e-1, log=True))
+                hidden=trial.suggest_categorical('hidden', list(hiddens)),
+                dropout=trial.suggest_float('dropout', 0.0, max_dropout, step=0.1),
+                lr=trial.suggest_float('lr', *lrs, log=True),
+                batch_size=trial.suggest_categorical('batch_size', list(batch_sizes)),
+                weight_decay=trial.suggest_float('weight_decay', *weight_decays, log=True))
 
 MODEL_KEYS = ('widths', 'hidden', 'dropout')
 
@@ -140,7 +180,9 @@ def make_objective(data:FractureData|DataLoaders, # a dataset, or loaders from `
                    space:Callable[[optuna.Trial], dict]=search_space, # trial -> hyperparameters
                    aug:str='light', # augmentation level of the training images
                    arch:str='enhanced_cnn', # registered model built with the space's `MODEL_KEYS`
-                   monitor:str='valid_loss' # reported each epoch and returned (a key of the history)
+                   monitor:str='valid_loss', # reported each epoch and returned (a key of the history)
+                   model_kw:dict|None=None, # fixed arguments of every trial's model, e.g. `dict(convs=2, head='avg')`
+                   one_cycle:bool=False # train each trial with the one-cycle schedule peaking at its learning rate
                   ) -> Callable[[optuna.Trial], float]:
     "The Optuna objective: train on the train split with a trial's hyperparameters, score on the valid split"
     if not isinstance(data, DataLoaders):  # leave the test split out: the search must never see it
@@ -151,18 +193,34 @@ def make_objective(data:FractureData|DataLoaders, # a dataset, or loaders from `
     if n_epochs < 1: raise ValueError(f"Each trial needs at least one epoch, got epochs={n_epochs}.")
     def objective(trial:optuna.Trial) -> float:
         p = space(trial)
-        seed_everything(cfg.seed + trial.number)
-        model = create_model(arch, in_channels=dls.preset.channels, img_size=dls.preset.size, **{k: p[k] for k in MODEL_KEYS})
-        learn = Learner(model, remake_dls(dls, p['batch_size'], aug, seed=cfg.seed + trial.number), lr=p['lr'],
-                        opt_func=partial(torch.optim.AdamW, weight_decay=p['weight_decay']),
-                        cbs=[PruningCB(trial, monitor)], device=cfg.device, progress=False)
+        seed_everything(cfg.seed)  # every trial starts from the same random state: trials differ by their settings only
+        model = create_model(arch, in_channels=dls.preset.channels, img_size=dls.preset.size, **(model_kw or {}),
+                             **{k: p[k] for k in MODEL_KEYS})
+        learn = fast_layout(Learner(model, remake_dls(dls, p['batch_size'], aug, seed=cfg.seed), lr=p['lr'],
+                                    opt_func=partial(torch.optim.AdamW, weight_decay=p['weight_decay']),
+                                    cbs=[*([OneCycleCB()] if one_cycle else []), PruningCB(trial, monitor)],
+                                    device=cfg.device, progress=False))
+        objective.learners[trial.number] = learn
         learn.fit(n_epochs)
         last = learn.history[-1]
         for k in ('train_loss', 'valid_loss', *(f'valid_{m}' for m in VALID_METRICS)): trial.set_user_attr(k, last[k])
         return last[monitor]
     objective.direction = 'minimize' if 'loss' in monitor else 'maximize'
-    objective.dls = dls
+    objective.dls, objective.learners = dls, {}  # trial number -> its trained Learner: the best one needs no retraining
     return objective
+
+# %% ../nbs/06_overfitting.ipynb #5ac628a9
+def known_trial(space:Callable[[optuna.Trial], dict], # the study's search space
+                params:dict, # the settings, as the space names them (e.g. `base_width`, not `widths`)
+                learn:Learner, # trained with them, e.g. by `run_experiment`
+                monitor:str='valid_loss' # the study's score (a key of the history)
+               ) -> optuna.trial.FrozenTrial:
+    "A finished trial made from settings trained outside the study, with its per-epoch scores"
+    fixed = optuna.trial.FixedTrial(params)
+    space(fixed)  # records the distributions, and fails if a setting is outside the space
+    return optuna.trial.create_trial(params=fixed.params, distributions=fixed.distributions,
+                                     value=learn.history[-1][monitor],
+                                     intermediate_values={row['epoch']: row[monitor] for row in learn.history})
 
 # %% ../nbs/06_overfitting.ipynb #ef46e045
 def run_study(objective:Callable[[optuna.Trial], float], # e.g. from `make_objective`
@@ -170,6 +228,7 @@ def run_study(objective:Callable[[optuna.Trial], float], # e.g. from `make_objec
               seed:int=42, # seeds the sampler
               direction:str|None=None, # 'minimize' or 'maximize' (default: the objective's `direction`, else minimize)
               pruner:optuna.pruners.BasePruner|None=None, # default: median pruner after 2 trials and 1 epoch
+              known:Sequence[optuna.trial.FrozenTrial]=(), # finished trials to start from (see `known_trial`)
               study_name:str|None=None, storage:str|None=None, # e.g. 'sqlite:///tuning.db' to keep and resume a study
               timeout:float|None=None, # stop starting new trials after this many seconds
               verbose:bool=False # print Optuna's line per trial
@@ -180,6 +239,7 @@ def run_study(objective:Callable[[optuna.Trial], float], # e.g. from `make_objec
     study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
                                 study_name=study_name, storage=storage, load_if_exists=storage is not None)
+    for t in known: study.add_trial(t)
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
     try: study.optimize(objective, n_trials=n_trials, timeout=timeout)

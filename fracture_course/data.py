@@ -15,12 +15,13 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'IMAGE_EXTS', 'REGIONS', 'LAYOUTS', 'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'label_from_name',
-           'Item', 'FractureData', 'UnreadableImage', 'DamagedImageWarning', 'load_image', 'file_digest',
-           'fingerprints', 'split_items', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest',
-           'item_boxes', 'load_dataset', 'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset',
-           'AuditReport', 'audit', 'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance',
-           'show_samples', 'image_stats', 'plot_image_stats']
+__all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'REGIONS', 'LAYOUTS', 'KNOWN_KAGGLE', 'KAGGLE_INPUT',
+           'label_from_name', 'Item', 'FractureData', 'UnreadableImage', 'DamagedImageWarning', 'is_dicom',
+           'load_image', 'write_dicom', 'dicom_summary', 'read_dicom', 'file_digest', 'fingerprints', 'split_items',
+           'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes', 'load_dataset',
+           'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport', 'audit',
+           'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats',
+           'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -39,7 +40,8 @@ def label_from_name(name:str # a class folder name or a label value from a CSV
 
 # %% ../nbs/02_data.ipynb #c70a648e
 SPLITS = ('train', 'valid', 'test')
-IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif', '.webp'}
+DICOM_EXTS = ('.dcm', '.dicom')
+IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif', '.webp', *DICOM_EXTS}
 
 @dataclass
 class Item:
@@ -93,15 +95,31 @@ def _to_grey(img:Image.Image) -> Image.Image:
     return img.convert('L') if img.mode != 'L' else img
 
 # %% ../nbs/02_data.ipynb #54fd5ad7
+def is_dicom(path:Path|str, # a file
+             head:bytes|None=None, # its first 132 bytes, if already read
+            ) -> bool:
+    "True for files named `*.dcm` or `*.dicom`, or carrying DICOM's `DICM` marker at byte 128"
+    path = Path(path)
+    if path.suffix.lower() in DICOM_EXTS: return True
+    if head is None:
+        try:
+            with open(path, 'rb') as f: head = f.read(132)
+        except OSError: return False
+    return head[128:132] == b'DICM'
+
 def load_image(path:Path|str, # image file
                max_side:int|None=2048, # shrink larger images to this side while decoding (None: keep)
                warn:bool=True, # warn about files that decode only partly
               ) -> Image.Image:
-    "Read any radiograph as an upright 8-bit greyscale PIL image, or raise `UnreadableImage`"
+    "Read any radiograph (PNG, JPEG, ..., DICOM) as an upright 8-bit greyscale PIL image, or raise `UnreadableImage`"
     path = Path(path)
     try: data = path.read_bytes()
     except OSError as e: raise UnreadableImage(path, f"cannot read the file ({e.strerror})") from None
     if not data: raise UnreadableImage(path, "empty file (0 bytes); re-download or delete it")
+    if is_dicom(path, data[:132]):  # see "DICOM radiographs" below
+        img = _dicom_image(io.BytesIO(data), path)
+        if max_side and max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+        return img
     try:
         img = Image.open(io.BytesIO(data))
         if max_side and img.format == 'JPEG': img.draft('L', (max_side, max_side))  # decode JPEGs at reduced size
@@ -124,6 +142,182 @@ def _load_truncated(data:bytes) -> Image.Image:
         img = Image.open(io.BytesIO(data)); img.load()
         return img
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+# %% ../nbs/02_data.ipynb #296e7752
+def _dcmread(src, # a path or a binary file object
+             path:Path, # the file's name, for messages
+             **kw) -> 'pydicom.Dataset':
+    "pydicom's `dcmread`, its failures turned into `UnreadableImage` (whose messages quote no tag values)"
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    try: ds = pydicom.dcmread(src, **kw)
+    except InvalidDicomError:  # no 'DICM' marker: perhaps an older file that starts with its header
+        if hasattr(src, 'seek'): src.seek(0)
+        try: ds = pydicom.dcmread(src, force=True, **kw)
+        except Exception: ds = None
+        if ds is None or ('SOPClassUID' not in ds and 'Rows' not in ds):
+            raise UnreadableImage(path, "not a DICOM file (no 'DICM' marker and no DICOM header)") from None
+    except Exception as e: raise UnreadableImage(path, f"damaged DICOM file ({type(e).__name__} while reading its header)") from None
+    if 'TransferSyntaxUID' not in ds.file_meta:  # then the pixels are encoded as the header is
+        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    return ds
+
+# %% ../nbs/02_data.ipynb #3d2d6fea
+_SOP_CLASSES = {'CR': '1.2.840.10008.5.1.4.1.1.1', 'DX': '1.2.840.10008.5.1.4.1.1.1.1'}  # others: Secondary Capture
+
+def write_dicom(arr:np.ndarray, # greyscale stored values (rows, columns): uint8, uint16 or int16
+                path:Path|str, # file to write
+                photometric:str='MONOCHROME2', # or 'MONOCHROME1' (low values shown white)
+                bits_stored:int|None=None, # default: all the bits of the array's type
+                rescale:tuple|None=None, # Modality LUT (slope, intercept): modality value = slope * stored + intercept
+                window:tuple|None=None, # (centre, width) in modality values
+                voi_lut:np.ndarray|None=None, # VOI lookup table: entry i is the display value of modality value i
+                modality:str='OT', # 'CR', 'DX', ... ('OT': other)
+                **tags # more elements by keyword, e.g. BodyPartExamined='HAND'
+               ) -> Path:
+    "Save `arr` as a single-frame greyscale DICOM file (explicit VR little endian), for tests and demonstrations"
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+    path = Path(path)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _SOP_CLASSES.get(modality, SecondaryCaptureImageStorage)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(path, {}, file_meta=meta, preamble=b'\0' * 128)
+    ds.SOPClassUID, ds.Modality = meta.MediaStorageSOPClassUID, modality
+    ds.set_pixel_data(np.ascontiguousarray(arr), photometric, bits_stored or arr.dtype.itemsize * 8)
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if rescale is not None: ds.RescaleSlope, ds.RescaleIntercept = rescale
+    if window is not None: ds.WindowCenter, ds.WindowWidth = window
+    if voi_lut is not None:
+        lut = Dataset()
+        lut.add_new('LUTDescriptor', 'US', [len(voi_lut), 0, 8 if voi_lut.max() < 256 else 16])
+        lut.add_new('LUTData', 'US', [int(v) for v in voi_lut])
+        ds.VOILUTSequence = [lut]
+    for k, v in tags.items(): setattr(ds, k, v)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+# %% ../nbs/02_data.ipynb #dfc4992a
+_SUMMARY_TAGS = dict(modality='Modality', body_part='BodyPartExamined', rows='Rows', columns='Columns',
+                     photometric_interpretation='PhotometricInterpretation', samples_per_pixel='SamplesPerPixel',
+                     bits_allocated='BitsAllocated', bits_stored='BitsStored')
+
+def _first(v):
+    "The first value of an element that may hold several (window centres and widths often do)"
+    from pydicom.multival import MultiValue
+    return v[0] if isinstance(v, (MultiValue, list, tuple)) else v
+
+def _tsyntax(ds):
+    "The dataset's transfer syntax UID, or None"
+    return getattr(ds, 'file_meta', {}).get('TransferSyntaxUID')
+
+def dicom_summary(path:Path|str # a DICOM file
+                 ) -> dict:
+    "Technical facts of a DICOM file, from an allow-list of tags: never patient, study, institution or device identifiers"
+    path = Path(path)
+    ds = _dcmread(path, path, stop_before_pixels=True)
+    d = {k: ds.get(tag) for k, tag in _SUMMARY_TAGS.items()}
+    d = {k: None if v is None else str(v).strip() if isinstance(v, str) else int(v) for k, v in d.items()}
+    ts = _tsyntax(ds)
+    return {**d, 'frames': int(ds.get('NumberOfFrames') or 1), 'signed': bool(ds.get('PixelRepresentation')),
+            'rescale': (float(ds.RescaleSlope), float(ds.RescaleIntercept)) if 'RescaleSlope' in ds and 'RescaleIntercept' in ds else None,
+            'window': (float(_first(ds.WindowCenter)), float(_first(ds.WindowWidth))) if 'WindowCenter' in ds and 'WindowWidth' in ds else None,
+            'voi_lut': bool(ds.get('VOILUTSequence')), 'transfer_syntax': ts.name if ts else None, 'compressed': bool(ts and ts.is_compressed)}
+
+# %% ../nbs/02_data.ipynb #f3305d8f
+_PIP_NAMES = {'gdcm': 'python-gdcm'}  # pydicom names the module; pip wants the distribution
+
+def _decoder_hint(ts) -> str:
+    "How to install a decoder for transfer syntax `ts`, from pydicom's list of the plugins it lacks"
+    from pydicom.pixels import get_decoder
+    try: missing = get_decoder(ts).missing_dependencies  # e.g. 'pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1'
+    except NotImplementedError: return f"pydicom has no decoder for {ts.name}"
+    opts = []
+    for dep in missing:
+        pkgs = [re.split(r'[<>=!~ ]', p.strip())[0] for p in dep.split('requires', 1)[-1].split(' and ')]
+        opts.append('`pip install ' + ' '.join(_PIP_NAMES.get(p, p) for p in pkgs if p != 'numpy') + '`')
+    return 'install a decoder: ' + ' or '.join(opts) if opts else 'no other decoder is known to pydicom'
+
+def _check_supported(ds, path:Path):
+    "Raise `UnreadableImage` for a DICOM object that is not one greyscale radiograph the course can decode"
+    if 'PixelData' not in ds:
+        if 'Rows' in ds: raise UnreadableImage(path, "DICOM image header without pixel data: the file is probably cut short (re-export or re-download it)")
+        raise UnreadableImage(path, "DICOM file without pixel data (a report, structure set or other non-image object)")
+    frames = int(ds.get('NumberOfFrames') or 1)
+    if frames > 1:
+        raise UnreadableImage(path, f"multi-frame DICOM ({frames} frames): the course reads single radiographs; save the frame you need as its own file")
+    pi, spp = str(ds.get('PhotometricInterpretation', '?')).strip(), int(ds.get('SamplesPerPixel') or 1)
+    if spp > 1 or pi not in ('MONOCHROME1', 'MONOCHROME2'):
+        raise UnreadableImage(path, f"colour DICOM ({pi}, {spp} samples per pixel): radiographs are greyscale, MONOCHROME1 or MONOCHROME2")
+    bits = int(ds.get('BitsStored') or 0)
+    if not 8 <= bits <= 16: raise UnreadableImage(path, f"{bits}-bit pixels: only 8 to 16 bits stored are read")
+    ts = _tsyntax(ds)
+    if ts is not None and ts.is_compressed:
+        from pydicom.pixels import get_decoder
+        try: ok = get_decoder(ts).is_available
+        except NotImplementedError: ok = False
+        if not ok: raise UnreadableImage(path, f"compressed as {ts.name} and no decoder for it is installed; {_decoder_hint(ts)}")
+
+# %% ../nbs/02_data.ipynb #629b6ba2
+def _voi_table(ds) -> tuple:
+    "The file's first VOI LUT as (entries, first value mapped); read here since pydicom 3.0 indexes 8-bit tables with 8-bit integers"
+    item = ds.VOILUTSequence[0]
+    n, first = item.LUTDescriptor[:2]
+    data = item.LUTData
+    if isinstance(data, bytes): table = np.frombuffer(data, '<u2' if ds.original_encoding[1] is not False else '>u2')
+    else: table = np.atleast_1d(np.asarray(data))
+    return table[:n or 65536].astype(np.int64), first
+
+def _with_window(ds, centre:float, width:float):
+    "A small dataset with `ds`'s pixel description and a linear window (centre, width) in place of its VOI"
+    from pydicom.dataset import Dataset
+    out = Dataset()
+    for k in ('PhotometricInterpretation', 'BitsStored', 'PixelRepresentation', 'RescaleSlope', 'RescaleIntercept', 'ModalityLUTSequence'):
+        if k in ds: out[k] = ds[k]
+    out.WindowCenter, out.WindowWidth = float(centre), float(width)
+    return out
+
+def _voi(mod:np.ndarray, ds, window=None) -> tuple:
+    "(values, lowest, highest) after the VOI step: `window`, else the file's VOI LUT or window, else the data's range"
+    from pydicom.pixels import apply_voi_lut
+    if window is not None: ds = _with_window(ds, *window)
+    if ds.get('VOILUTSequence'):  # a table (preferred to a window, as in pydicom): its entries bound the output
+        table, first = _voi_table(ds)
+        return table[np.clip(np.rint(mod) - first, 0, len(table) - 1).astype(np.intp)], table.min(), table.max()
+    if 'WindowCenter' in ds and 'WindowWidth' in ds:  # pydicom sets values outside the window to its output limits
+        lo, hi = apply_voi_lut(np.array([-np.inf, np.inf]), ds)
+        return apply_voi_lut(mod, ds), min(lo, hi), max(lo, hi)
+    plain = (int(ds.BitsStored) <= 8 and not ds.get('PixelRepresentation') and 'ModalityLUTSequence' not in ds
+             and float(ds.get('RescaleSlope', 1)) == 1 and float(ds.get('RescaleIntercept', 0)) == 0)
+    return mod, *((0, 255) if plain else (mod.min(), mod.max()))  # as 8-bit and 16-bit PNGs are read
+
+def _dicom_image(src, path:Path, window=None) -> Image.Image:
+    "The 8-bit image of DICOM `src` (a path or file object), bone bright; `path` names it in errors"
+    from pydicom.pixels import apply_modality_lut
+    ds = _dcmread(src, path)
+    _check_supported(ds, path)
+    try: arr = ds.pixel_array
+    except Exception as e:
+        ts = _tsyntax(ds)
+        hint = f"; {_decoder_hint(ts)}" if ts is not None and ts.is_compressed else ''
+        raise UnreadableImage(path, f"damaged or undecodable DICOM pixel data ({' '.join(str(e).split())}){hint}") from None
+    vals, lo, hi = _voi(apply_modality_lut(arr, ds), ds, window)
+    v = np.clip((np.asarray(vals, np.float64) - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros(arr.shape)
+    if str(ds.PhotometricInterpretation).strip() == 'MONOCHROME1': v = 1 - v  # low values are white
+    return Image.fromarray(np.rint(v * 255).astype(np.uint8))
+
+def read_dicom(path:Path|str, # a DICOM file
+               window:tuple|None=None, # (centre, width) in modality values; None: the file's VOI LUT or window, else the image's range
+              ) -> Image.Image:
+    "Read a single-frame greyscale DICOM radiograph as an 8-bit PIL image with bone bright, or raise `UnreadableImage`"
+    path = Path(path)
+    try: data = path.read_bytes()
+    except OSError as e: raise UnreadableImage(path, f"cannot read the file ({e.strerror})") from None
+    if not data: raise UnreadableImage(path, "empty file (0 bytes); re-download or delete it")
+    return _dicom_image(io.BytesIO(data), path, window)
 
 # %% ../nbs/02_data.ipynb #47b8bf15
 def file_digest(path:Path|str) -> str:
@@ -221,7 +415,7 @@ def _scan_class_dirs(dirs:dict, split, skipped:list) -> list:
         for d in ds:
             for f in sorted(p for p in d.rglob('*') if p.is_file()):
                 if f.name.startswith('.'): continue
-                if f.suffix.lower() in IMAGE_EXTS: items.append(Item(f, label, split, {'class_folder': d.name}))
+                if f.suffix.lower() in IMAGE_EXTS or is_dicom(f): items.append(Item(f, label, split, {'class_folder': d.name}))
                 else: skipped.append({'path': str(f), 'reason': f'not an image file ({f.suffix or "no extension"})'})
     return items
 
@@ -449,11 +643,16 @@ def _file_facts(path:Path) -> dict:
     try:
         with Image.open(io.BytesIO(data)) as im: d.update(width=im.width, height=im.height, mode=im.mode, format=im.format)
     except Exception: pass
+    if is_dicom(path, data[:132]):
+        try: s = dicom_summary(path)
+        except UnreadableImage: s = None  # load_image below gives the reason
+        if s: d.update(format='DICOM', mode='DICOM', width=s['columns'], height=s['rows'],
+                       dicom={k: s[k] for k in ('modality', 'photometric_interpretation', 'bits_stored', 'transfer_syntax')})
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always', DamagedImageWarning)
         try: img = load_image(path)
         except UnreadableImage as e: return {**d, 'error': e.reason}
-    if w: d['damaged'] = 'truncated'
+    if any(issubclass(o.category, DamagedImageWarning) for o in w): d['damaged'] = 'truncated'
     d['phash'] = int(str(imagehash.phash(img)), 16)
     return d
 
@@ -492,6 +691,7 @@ class AuditReport:
     "What the audit found in one dataset"
     name:str; root:str; counts:dict; sizes:dict; modes:dict; unreadable:list; damaged:list; skipped:list
     duplicates:list; near_duplicates:list; label_disagreements:list; seconds:float
+    dicom:dict=field(default_factory=dict)  # DICOM files: count, photometric interpretations, bit depths, ...
 
     def leaks(self, kind:str='duplicates') -> list:
         "Groups of `kind` ('duplicates' or 'near_duplicates') whose files sit in more than one split"
@@ -506,6 +706,10 @@ class AuditReport:
             n = sum(c.values()); L.append(f"  {s:6} {n:6} images  {c['fractured']:6} fractured ({c['fractured']/max(n,1):.0%})  {c['not fractured']:6} not fractured")
         sz = self.sizes
         if sz: L.append(f"  sizes: width {sz['width_min']}-{sz['width_max']} (median {sz['width_median']}), height {sz['height_min']}-{sz['height_max']} (median {sz['height_median']}); modes {self.modes}")
+        if self.dicom:
+            c = lambda k: ', '.join(f'{v}: {n}' for v, n in self.dicom[k].items())
+            L.append(f"  DICOM files: {self.dicom['files']} (photometric {c('photometric_interpretation')}; bits stored {c('bits_stored')}; "
+                     f"modality {c('modality')}; transfer syntax {c('transfer_syntax')})")
         L.append(f"  unreadable: {len(self.unreadable)}; decoded only partly: {len(self.damaged)}; other files skipped: {len(self.skipped)}")
         L.append(f"  exact duplicate groups: {len(self.duplicates)} ({len(self.leaks())} across splits)")
         L.append(f"  near-duplicate groups: {len(self.near_duplicates)} ({len(self.leaks('near_duplicates'))} across splits)")
@@ -534,12 +738,14 @@ def audit(data:FractureData|Path|str, # a loaded dataset, or a path for `load_da
     pairs = [(idx[a], idx[b]) for a, b in _near_pairs(np.array([facts[i]['phash'] for i in idx], dtype=np.uint64), near_bits)]
     pairs = [(i, j) for i, j in pairs if facts[i]['sha1'] != facts[j]['sha1']]  # exact copies are reported above
     near = [[brief(i) for i in g] for g in _merge(pairs, len(facts))]
+    dcm = [f['dicom'] for f in facts if 'dicom' in f]
+    dicom = {'files': len(dcm), **{k: dict(Counter(str(o[k]) for o in dcm)) for k in ('photometric_interpretation', 'bits_stored', 'modality', 'transfer_syntax')}} if dcm else {}
     conflicts = [{'path': str(o.path), 'folder_label': o.label_name, 'other_label': CLASSES[o.meta['csv_label']]}
                  for o in data.items if 'csv_label' in o.meta and o.meta['csv_label'] != o.label]
     return AuditReport(data.name, str(data.root), data.counts(), sizes, dict(Counter(f.get('mode', '?') for f in ok)),
                        [{'path': f['path'], 'reason': f['error']} for f in facts if 'error' in f],
                        [f['path'] for f in facts if f.get('damaged')], data.skipped, dups, near, conflicts,
-                       round(time.perf_counter() - t0, 2))
+                       round(time.perf_counter() - t0, 2), dicom)
 
 # %% ../nbs/02_data.ipynb #639ea90d
 def add_audit_args(p):

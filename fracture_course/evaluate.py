@@ -31,7 +31,8 @@ __all__ = ['METRIC_NAMES', 'fracture_probs', 'evaluation_metrics', 'confusion_ma
            'metrics_table', 'weighted_metrics', 'bootstrap_ci', 'plot_confusion', 'plot_roc', 'plot_pr',
            'threshold_for_sensitivity', 'operating_point', 'reliability_table', 'expected_calibration_error', 'nll',
            'fit_temperature', 'plot_reliability', 'item_losses', 'top_losses', 'borderline', 'show_cases',
-           'group_metrics', 'load_inputs', 'predict_inputs', 'add_evaluate_args', 'evaluate_command']
+           'group_metrics', 'load_inputs', 'predict_inputs', 'saved_operating_point', 'add_evaluate_args',
+           'evaluate_command']
 
 # %% ../nbs/09_evaluation.ipynb #3cb3db88
 def fracture_probs(logits:torch.Tensor, # [N, 2]
@@ -336,6 +337,18 @@ def predict_inputs(model:nn.Module, x:torch.Tensor, # uint8 images [N, 1, R, R] 
         out.append(torch.stack([fracture_probs(model(v).float().cpu(), temperature) for v in views]).mean(0))
     return torch.cat(out) if out else torch.zeros(0)
 
+# %% ../nbs/09_evaluation.ipynb #b2d0e601
+def saved_operating_point(info:dict # checkpoint information, from `load_checkpoint`
+                         ) -> dict:
+    "The checkpoint's operating point: threshold (on probabilities after the temperature), temperature, and its source"
+    op = info.get('operating_point') or {}
+    legacy = (info.get('metrics') or {}).get('threshold')  # checkpoints of course versions before operating points
+    if isinstance(op.get('threshold'), (int, float)): thr, src = float(op['threshold']), f"saved in the checkpoint: {op.get('source') or 'no source recorded'}"
+    elif isinstance(legacy, (int, float)): thr, src = float(legacy), 'saved in the checkpoint'
+    else: thr, src = 0.5, 'default'
+    return {'threshold': thr, 'temperature': float(op.get('temperature') or 1.0), 'source': src,
+            'target_sensitivity': op.get('target_sensitivity')}
+
 # %% ../nbs/09_evaluation.ipynb #98d612b0
 def add_evaluate_args(p):
     "Arguments of `fracture-course evaluate`"
@@ -352,10 +365,10 @@ def add_evaluate_args(p):
     p.add_argument('--seed', type=int, default=42, help='seed for splits the dataset lacks and for the bootstrap (default 42)')
     p.add_argument('--device', default='auto', help='auto (default: CUDA, then MPS, then CPU), cuda, mps or cpu')
 
-def _score(model, items, preset, args, device):
+def _score(model, items, preset, args, device, temperature:float=1.0):
     "Probabilities and targets of the readable `items`, and the (path, reason) of the others"
     x, ok, failed = load_inputs([o.path for o in items], preset)
-    probs = predict_inputs(model, x, preset, args.batch_size, args.tta, device=device)
+    probs = predict_inputs(model, x, preset, args.batch_size, args.tta, temperature, device=device)
     return probs, torch.tensor([items[i].label for i in ok], dtype=torch.long), failed
 
 def _checked_preset(info:dict, path) -> Preset:
@@ -379,18 +392,17 @@ def evaluate_command(args) -> int:
     data = load_dataset(args.data, seed=args.seed) if args.data else load_course_data(cfg, verbose=False)
     items = list(data.items) if args.split == 'all' else data.split(args.split)
     if not items: raise ValueError(f"{data.name} has no {args.split} split (its counts: {data.counts()}); use --split all or another split.")
-    failed_all = []
+    failed_all, op = [], saved_operating_point(info)
+    T = op['temperature']  # the checkpoint's calibration applies whichever threshold is used
     if args.threshold is not None: thr, source = args.threshold, '--threshold'
     elif args.target_sensitivity is not None:
         vitems = data.split('valid')
         if not vitems: raise ValueError(f"{data.name} has no validation split to choose a threshold on; pass --threshold instead.")
-        vp, vy, vfail = _score(model, vitems, preset, args, device); failed_all += vfail
+        vp, vy, vfail = _score(model, vitems, preset, args, device, T); failed_all += vfail
         thr = threshold_for_sensitivity(vp, vy, args.target_sensitivity)
         source = f'validation split, sensitivity >= {args.target_sensitivity}'
-    elif isinstance((info.get('metrics') or {}).get('threshold'), (int, float)):
-        thr, source = float(info['metrics']['threshold']), 'saved in the checkpoint'
-    else: thr, source = 0.5, 'default'
-    probs, targets, failed = _score(model, items, preset, args, device); failed_all += failed
+    else: thr, source = op['threshold'], op['source']
+    probs, targets, failed = _score(model, items, preset, args, device, T); failed_all += failed
     for path, reason in dict(failed_all).items(): print(f"error: {path}: {reason}", file=sys.stderr)
     if len(probs) == 0: raise ValueError(f"None of the {len(items)} images of {data.name} ({args.split}) could be read.")
     train_items = data.split('train')
@@ -399,7 +411,7 @@ def evaluate_command(args) -> int:
     m = evaluation_metrics(probs, targets, thr)
     cm = confusion_matrix(probs, targets, thr)
     res = {'checkpoint': str(args.checkpoint), 'arch': info.get('arch'), 'data': str(data.root), 'dataset': data.name, 'split': args.split,
-           'images': len(targets), 'fractured': int(targets.sum()), 'threshold': thr, 'threshold_source': source, 'tta': bool(args.tta),
+           'images': len(targets), 'fractured': int(targets.sum()), 'threshold': thr, 'threshold_source': source, 'temperature': T, 'tta': bool(args.tta),
            **m, 'confusion_matrix': cm.tolist(), 'confusion_matrix_layout': '[[TN, FP], [FN, TP]]: rows true, columns predicted',
            'ece': expected_calibration_error(probs, targets),
            'ci95': ci[['low', 'high']].T.to_dict() if ci is not None else None,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .data import CLASSES
 from .transforms import Preset, eval_tfms, resize_boxes, decoded_boxes
 from .learner import load_checkpoint
-from .evaluate import load_inputs, predict_inputs, _checked_preset
+from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point
 
 # %% auto #0
 __all__ = ['GradCAM', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input', 'item_input_boxes',
@@ -199,7 +199,7 @@ def pointing_baselines(boxes:Sequence, size:int, tolerance:float=0.0) -> dict:
 def add_predict_args(p:argparse.ArgumentParser):
     "Arguments of `fracture-course predict`"
     p.add_argument('checkpoint', help='a model checkpoint written by fracture-course train (best.pt) or save_checkpoint')
-    p.add_argument('images', nargs='+', metavar='IMAGE', help='image files (PNG, JPEG, ...)')
+    p.add_argument('images', nargs='+', metavar='IMAGE', help='image files (PNG, JPEG, DICOM, ...)')
     p.add_argument('--gradcam', metavar='DIR', help='write a Grad-CAM overlay PNG per image into DIR')
     p.add_argument('--threshold', type=float, metavar='T', help="call fractured above this probability (default: the checkpoint's, else 0.5)")
     p.add_argument('--tta', action='store_true', help='average each image with its mirror image')
@@ -221,11 +221,10 @@ def predict_command(args) -> int:
     device = pick_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
     preset = _checked_preset(info, args.checkpoint)
-    saved = (info.get('metrics') or {}).get('threshold')
-    thr = args.threshold if args.threshold is not None else float(saved) if isinstance(saved, (int, float)) else 0.5
-    source = '--threshold' if args.threshold is not None else 'saved in the checkpoint' if isinstance(saved, (int, float)) else 'default'
+    op = saved_operating_point(info)
+    thr, source = (args.threshold, '--threshold') if args.threshold is not None else (op['threshold'], op['source'])
     x, ok, failed = load_inputs(args.images, preset)
-    probs = predict_inputs(model, x, preset, args.batch_size, args.tta, device=device)
+    probs = predict_inputs(model, x, preset, args.batch_size, args.tta, op['temperature'], device=device)
     names = info.get('class_names') or list(CLASSES)
     print(f"# {info.get('arch')} from {args.checkpoint}; threshold {thr:.3f} ({source}){'; flip TTA' if args.tta else ''}")
     print("probability\tcall\timage")

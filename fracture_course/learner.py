@@ -30,7 +30,7 @@ __all__ = ['METRICS', 'DEFAULT_METRICS', 'EVENTS', 'CHECKPOINT_FORMAT', 'CHECKPO
            'CancelBatchException', 'Callback', 'param_groups', 'Learner', 'DeviceCB', 'MixedPrecisionCB', 'Recorder',
            'ProgressCB', 'plot_history', 'LRFindResult', 'lr_suggestion', 'LRFinderCB', 'BatchSchedulerCB',
            'OneCycleCB', 'SaveBestCB', 'EarlyStoppingCB', 'GradClipCB', 'freeze', 'unfreeze', 'trainable',
-           'count_params', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint']
+           'count_params', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'update_checkpoint']
 
 # %% ../nbs/05_learner.ipynb #fcb77291
 def _nan_unless(ok:bool, f):
@@ -575,7 +575,8 @@ def save_checkpoint(path:str|Path, # file to write (folders are created)
                     class_names:Sequence[str]=CLASSES, # names of the outputs, in order
                     preprocessing:Mapping|None=None, # how inputs were made: preset name, size, channels, mean, std
                     metrics:Mapping|None=None, # figures to remember, e.g. the last history row
-                    arch:str|None=None, arch_kwargs:Mapping|None=None # default: `model.arch`, `model.arch_kwargs`
+                    arch:str|None=None, arch_kwargs:Mapping|None=None, # default: `model.arch`, `model.arch_kwargs`
+                    operating_point:Mapping|None=None # e.g. {'threshold': 0.31, 'temperature': 1.2, 'source': 'validation split, ...'}
                    ) -> Path:
     "Write the weights and everything needed to rebuild and reuse `model` to `path`"
     arch = arch or getattr(model, 'arch', None)
@@ -585,7 +586,11 @@ def save_checkpoint(path:str|Path, # file to write (folders are created)
             'arch': arch, 'arch_kwargs': _plain(arch_kwargs if arch_kwargs is not None else getattr(model, 'arch_kwargs', {}), 'arch_kwargs'),
             'class_names': [str(c) for c in class_names], 'preprocessing': _plain(preprocessing or {}, 'preprocessing'),
             'metrics': _plain(metrics or {}, 'metrics'),
+            **({'operating_point': _plain(operating_point, 'operating_point')} if operating_point else {}),
             'state_dict': {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    return _write_checkpoint(ckpt, path)
+
+def _write_checkpoint(ckpt:dict, path:str|Path) -> Path:
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')
     torch.save(ckpt, tmp); os.replace(tmp, path)  # write then rename: a crash never leaves half a checkpoint
@@ -652,4 +657,16 @@ def _load(self:Learner, path:str|Path) -> dict:
     if ckpt['arch'] != getattr(self.model, 'arch', ckpt['arch']):
         raise ValueError(f"{path} holds a {ckpt['arch']!r} model but this learner's model is {self.model.arch!r}; use load_checkpoint.")
     self.model.load_state_dict(ckpt['state_dict'])
+    return {k: v for k, v in ckpt.items() if k != 'state_dict'}
+
+# %% ../nbs/05_learner.ipynb #a1c0e502
+def update_checkpoint(path:str|Path, # a file written by `save_checkpoint`
+                      **fields # e.g. operating_point={'threshold': 0.31, ...}
+                     ) -> dict:
+    "Add or replace `fields` (plain values) in the checkpoint at `path`; return its information (all but the weights)"
+    reserved = {'format', 'format_version', 'arch', 'arch_kwargs', 'state_dict'} & set(fields)
+    if reserved: raise ValueError(f"update_checkpoint cannot change {sorted(reserved)}; save the model again instead.")
+    ckpt = read_checkpoint(path)
+    ckpt.update({k: _plain(v, k) for k, v in fields.items()})
+    _write_checkpoint(ckpt, path)
     return {k: v for k, v in ckpt.items() if k != 'state_dict'}

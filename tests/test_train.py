@@ -39,6 +39,14 @@ def test_cli_train_and_its_errors(tiny, tmp_path):
     assert r.returncode == 0, r.stderr
     assert 'simple_cnn on tiny' in r.stdout and 'trivial' in r.stdout and (tmp_path/'o'/'best.pt').is_file()
     assert f'data {tiny} |' in r.stdout.splitlines()[0]  # the settings line names the data it trains on
+    # the operating point chosen on validation travels in the checkpoint, and predict uses it unless told otherwise
+    op = load_checkpoint(tmp_path/'o'/'best.pt')[1]['operating_point']
+    assert op['threshold'] == json.loads((tmp_path/'o'/'metrics.json').read_text())['threshold'] and 'validation split of tiny' in op['source']
+    img = str(next((tiny/'test'/'fractured').glob('*.png')))
+    r = subprocess.run([CLI, 'predict', str(tmp_path/'o'/'best.pt'), img], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and f"threshold {op['threshold']:.3f} (saved in the checkpoint: validation split of tiny" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([CLI, 'predict', str(tmp_path/'o'/'best.pt'), img, '--threshold', '0.7'], capture_output=True, text=True, env=env)
+    assert 'threshold 0.700 (--threshold)' in r.stdout
     for args, msg in [(['--epochs', '0'], '--epochs must be positive'), (['--model', 'nope'], 'simple_cnn'),
                       (['--data', str(tmp_path/'missing')], 'missing')]:
         r = subprocess.run([CLI, 'train', '--out', str(tmp_path/'x'), '--quiet', *args], capture_output=True, text=True, env=env)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse, importlib, json, platform, sys
 from importlib import metadata
 
-from .config import get_config, DEFAULTS, ENV_PREFIX
-
 # %% auto #0
 __all__ = ['COMMANDS', 'library_versions', 'info', 'describe_data_source', 'build_parser', 'main']
 
@@ -26,6 +24,7 @@ def library_versions() -> dict:
 
 def info(profile:str|None=None) -> dict:
     "Resolved settings, profile, device, data source and library versions, as a dict"
+    from fracture_course.config import get_config
     cfg = get_config(profile)
     d = {k: str(v) if not isinstance(v, (int, float, type(None))) else v for k, v in vars(cfg).items()}
     return {'settings': d, 'data_source': describe_data_source(cfg), 'versions': library_versions()}
@@ -39,6 +38,7 @@ def describe_data_source(cfg) -> str:
 
 # %% ../nbs/90_cli.ipynb #c836ec70
 def _cmd_info(args) -> int:
+    from fracture_course.config import get_config, DEFAULTS, ENV_PREFIX
     d = info(args.profile)
     if args.json: print(json.dumps(d, indent=2)); return 0
     print(get_config(args.profile).summary())
@@ -60,8 +60,9 @@ COMMANDS = [  # (subcommand, module of the chapter that owns it, help); each mod
     ('grade', 'grading', 'grade submitted notebooks against the reference checks; writes grades.json and grades.csv'),
 ]
 
-def build_parser() -> argparse.ArgumentParser:
-    "The `fracture-course` argument parser with every subcommand"
+def build_parser(commands:list[str]|None=None # subcommands whose arguments are built (importing their modules); None: all
+                ) -> argparse.ArgumentParser:
+    "The `fracture-course` argument parser; only the chapters of `commands` are imported"
     p = argparse.ArgumentParser(prog='fracture-course', description='Bone-fracture detection in X-rays: the course as commands.')
     sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True)
     s = sub.add_parser('info', help='show the resolved settings, device, data source and library versions')
@@ -69,15 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--json', action='store_true', help='print JSON instead of text')
     s.set_defaults(func=_cmd_info)
     for name, module, help in COMMANDS:
+        s = sub.add_parser(name, help=help, description=help)
+        if commands is not None and name not in commands: continue
         mod = importlib.import_module(f'fracture_course.{module}')
-        s = sub.add_parser(name, help=help)
         getattr(mod, f'add_{name}_args')(s); s.set_defaults(func=getattr(mod, f'{name}_command'))
     return p
+
+def _command_in(argv:list[str]) -> list[str]:
+    "The subcommand that `argv` starts with, as a one-item list (empty when it starts with an option or an unknown word)"
+    return argv[:1] if argv[:1] and argv[0] in {n for n, *_ in COMMANDS} else []
+
 
 # %% ../nbs/90_cli.ipynb #ed6d3192
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `fracture-course` console script"
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_in(argv)).parse_args(argv)
     try: return args.func(args) or 0
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
         print(f'fracture-course {args.command}: error: {e}', file=sys.stderr)

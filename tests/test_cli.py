@@ -20,6 +20,13 @@ def test_info_json_is_complete():
     assert d['settings']['profile'] == 'full' and d['settings']['image_size'] == 224
     assert d['versions']['torch'] and d['data_source']
 
+def test_help_lists_every_command_without_importing_the_chapters():
+    from fracture_course.cli import COMMANDS
+    code = ('import sys\nfrom fracture_course.cli import main\ntry: main(["--help"])\nexcept SystemExit: pass\n'
+            'print("heavy:", sorted(m for m in ("torch", "timm", "optuna", "captum", "pandas") if m in sys.modules))')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert 'heavy: []' in r.stdout and all(name in r.stdout for name, *_ in COMMANDS), r.stdout + r.stderr
+
 def test_unknown_subcommand_and_bad_values_exit_non_zero_with_choices():
     r = run('bogus')
     assert r.returncode == 2 and "choose from" in r.stderr and 'info' in r.stderr

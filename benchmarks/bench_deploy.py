@@ -1,0 +1,123 @@
+"""Deployment speed on the CPU: PyTorch against ONNX Runtime (batch 1 and 32), and the web API under 8 concurrent clients.
+
+    python benchmarks/bench_deploy.py                 # the quick profile's enhanced_cnn (64 px) and EfficientNet-Lite0 (256 px)
+    python benchmarks/bench_deploy.py --export-all    # also: export time and parity of every registered model
+    python benchmarks/bench_deploy.py --checkpoint runs/lite0/best.pt
+
+Models are untrained unless --checkpoint is given (speed does not depend on the weights). Each figure is the median
+of --repeats timed runs after a warm-up; the thread count of both runtimes is printed with it. The server figures
+come from a uvicorn server in this process, 200 requests from 8 client threads, each request one PNG upload.
+"""
+import argparse, io, os, socket, statistics, sys, tempfile, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fracture_course.learner import save_checkpoint, load_checkpoint
+from fracture_course.models import create_model, model_names
+from fracture_course.transforms import Preset, grey_preset, imagenet_preset
+from fracture_course.evaluate import saved_operating_point
+from fracture_course.deploy import DeployedModel, OnnxModel, export_onnx, make_app
+
+def tiny(arch:str, preset:Preset, path:Path) -> Path:
+    kw = {'pretrained': False} if arch in ('resnet18', 'densenet121', 'efficientnet_lite0') else {}
+    if arch in ('simple_cnn', 'enhanced_cnn'): kw['img_size'] = preset.size
+    if arch == 'enhanced_cnn': kw.update(widths=(8, 16, 32, 32, 32, 32), hidden=32)
+    if arch == 'simple_cnn': kw.update(widths=(8, 16, 32))
+    torch.manual_seed(0)
+    return save_checkpoint(path, create_model(arch, in_channels=preset.channels, **kw), preprocessing=preset.to_dict())
+
+def median_seconds(f, repeats:int) -> float:
+    f()  # warm-up
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+def runtime_rows(ckpt:Path, onnx_path:Path, threads:int, repeats:int):
+    torch.set_num_threads(threads)
+    model, info = load_checkpoint(ckpt)
+    preset = Preset.from_dict(info['preprocessing'])
+    wrapped = DeployedModel(model, preset, saved_operating_point(info)['temperature']).eval()
+    om = OnnxModel(onnx_path, threads=threads)
+    rng = np.random.default_rng(0)
+    for bs in (1, 32):
+        x = torch.from_numpy(rng.integers(0, 256, (bs, 1, preset.resize, preset.resize), dtype=np.uint8))
+        with torch.no_grad(): t_pt = median_seconds(lambda: wrapped(x), repeats)
+        t_ox = median_seconds(lambda: om.predict(x), repeats)
+        for name, t in (('PyTorch', t_pt), ('ONNX Runtime', t_ox)):
+            print(f"| {info['arch']} {preset.resize} px | {name} | {threads} | {bs} | {t / bs * 1e3:.2f} | {bs / t:.0f} |", flush=True)
+
+def free_port() -> int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def server_rows(ckpt:Path, n_requests:int=200, clients:int=8):
+    import httpx, uvicorn
+    from PIL import Image
+    model, info = load_checkpoint(ckpt)
+    side = Preset.from_dict(info['preprocessing']).resize
+    rng = np.random.default_rng(0)
+    pngs = []
+    for _ in range(4):
+        b = io.BytesIO(); Image.fromarray(rng.integers(0, 256, (side * 2, side * 2), dtype=np.uint8)).save(b, 'PNG'); pngs.append(b.getvalue())
+    server = uvicorn.Server(uvicorn.Config(make_app(ckpt), host='127.0.0.1', port=free_port(), log_level='warning'))
+    t = threading.Thread(target=server.run, daemon=True); t.start()
+    while not server.started: time.sleep(0.05)
+    url = f'http://127.0.0.1:{server.config.port}'
+    for gradcam in (False, True):
+        query = '?gradcam=true' if gradcam else ''
+        def one_client(k):
+            lat, codes = [], []
+            with httpx.Client(base_url=url, timeout=120) as c:
+                for i in range(k, n_requests, clients):
+                    t0 = time.perf_counter()
+                    r = c.post('/predict' + query, files={'file': (f'{i}.png', pngs[i % len(pngs)])})
+                    lat.append(time.perf_counter() - t0); codes.append(r.status_code)
+            return lat, codes
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(clients) as ex: res = list(ex.map(one_client, range(clients)))
+        wall = time.perf_counter() - t0
+        lat = sorted(x for l, _ in res for x in l); ok = sum(c == 200 for _, cs in res for c in cs)
+        p50, p95 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.95 * len(lat)))]
+        print(f"| {info['arch']} {side} px{', Grad-CAM' if gradcam else ''} | {n_requests} from {clients} | {ok} | "
+              f"{p50 * 1e3:.0f} | {p95 * 1e3:.0f} | {n_requests / wall:.1f} |", flush=True)
+    server.should_exit = True; t.join(10)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--checkpoint', help='benchmark this checkpoint instead of the two default models')
+    ap.add_argument('--repeats', type=int, default=20)
+    ap.add_argument('--export-all', action='store_true', help='export every registered model (untrained, 64 px) and report time and parity')
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores; {torch.get_num_threads()} torch threads by default")
+    tmp = Path(tempfile.mkdtemp())
+    ckpts = [Path(args.checkpoint)] if args.checkpoint else [
+        tiny('enhanced_cnn', Preset('stats', 64, 1, 64, (0.22,), (0.19,), squash=True), tmp/'enhanced.pt'),
+        tiny('efficientnet_lite0', imagenet_preset(256, squash=True), tmp/'lite0.pt')]
+    print('\n| model | runtime | threads | batch | ms per image | images/s |\n|---|---|---|---|---|---|')
+    onnx = {}
+    for ck in ckpts:
+        t0 = time.perf_counter(); onnx[ck] = export_onnx(ck, ck.with_suffix('.onnx')); t_exp = time.perf_counter() - t0
+        print(f"<!-- {ck.name}: exported in {t_exp:.1f} s -->", file=sys.stderr)
+        for threads in sorted({1, os.cpu_count() or 1}): runtime_rows(ck, onnx[ck], threads, args.repeats)
+    torch.set_num_threads(os.cpu_count() or 1)
+    print('\n| server (uvicorn, PyTorch) | requests | answered 200 | p50 ms | p95 ms | requests/s |\n|---|---|---|---|---|---|')
+    server_rows(ckpts[0])
+    if args.export_all:
+        torch.set_num_threads(1)
+        print('\n| model (untrained, 64 px) | export s | ONNX MB | max abs diff vs PyTorch (32 random images) |\n|---|---|---|---|')
+        for arch in model_names():
+            preset = grey_preset(64) if arch in ('simple_cnn', 'enhanced_cnn') else imagenet_preset(64)
+            try:
+                ck = tiny(arch, preset, tmp/f'{arch}.pt')
+                t0 = time.perf_counter(); out = export_onnx(ck, tmp/f'{arch}.onnx'); t = time.perf_counter() - t0
+                model, _ = load_checkpoint(ck)
+                x = torch.randint(0, 256, (32, 1, preset.resize, preset.resize), dtype=torch.uint8)
+                with torch.no_grad(): want = DeployedModel(model, preset).eval()(x)
+                diff = (OnnxModel(out, threads=1).predict(x) - want).abs().max().item()
+                print(f"| {arch} | {t:.1f} | {out.stat().st_size / 1e6:.1f} | {diff:.1e} |", flush=True)
+            except Exception as e: print(f"| {arch} | failed: {type(e).__name__}: {str(e)[:120]} | | |", flush=True)
+
+if __name__ == '__main__': main()

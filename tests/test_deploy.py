@@ -1,0 +1,305 @@
+"Deployment: ONNX export and its parity with PyTorch, the export and predict commands, the web API (bad uploads, a real server under concurrent load)."
+import argparse, base64, io, socket, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fracture_course.data import load_dataset
+from fracture_course.evaluate import load_inputs, predict_inputs
+from fracture_course.learner import save_checkpoint
+from fracture_course.models import create_model
+from fracture_course.transforms import eval_tfms, grey_preset, imagenet_preset
+from fracture_course import deploy
+from fracture_course.deploy import OnnxModel, export_onnx, make_app
+
+OP = {'threshold': 0.3, 'temperature': 1.5, 'target_sensitivity': 0.9, 'source': 'test fixture'}
+
+def tiny_checkpoint(path, arch='simple_cnn', preset=None, x=None, **kwargs):
+    "An untrained model saved as `fracture-course train` would, with an operating point; `x`: images to spread its answers over"
+    torch.manual_seed(0)
+    preset = preset or grey_preset(64)
+    if arch in ('simple_cnn', 'enhanced_cnn'): kwargs = {'img_size': preset.size, 'widths': (8, 16, 32), **kwargs}
+    if arch in ('resnet18', 'densenet121', 'efficientnet_lite0'): kwargs = {'pretrained': False, **kwargs}
+    if arch == 'inception': kwargs = {'stem_channels': 8, 'branch_channels': (8, 8, 16, 16), **kwargs}
+    model = create_model(arch, in_channels=preset.channels, **kwargs)
+    if x is not None: spread_answers(model.eval(), eval_tfms(preset)(x))
+    return save_checkpoint(path, model, preprocessing=preset.to_dict(), operating_point=OP)
+
+@torch.no_grad()
+def spread_answers(model, x):
+    "Untrained models answer about the same to every image: rescale the head so the logit margin has mean 0 and std 2 on `x`"
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    margin = lambda: (lambda l: l[:, 1] - l[:, 0])(model(x))
+    head.weight.mul_(2 / margin().std())
+    head.bias[1] -= margin().mean()
+
+def png_bytes(a:np.ndarray, fmt='PNG') -> bytes:
+    b = io.BytesIO(); Image.fromarray(a).save(b, fmt); return b.getvalue()
+
+@pytest.fixture(scope='module')
+def synth(tmp_path_factory):
+    "A small synthetic dataset (64 px) and its test split"
+    from fracture_course.synthetic import write_synthetic_dataset
+    root = write_synthetic_dataset(tmp_path_factory.mktemp('synth')/'ds', n=80, size=64, seed=3, progress=False)
+    data = load_dataset(root)
+    return data, [o.path for o in data.split('test')]
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp('ckpt')/'model.pt')
+
+@pytest.fixture(scope='module')
+def onnx_file(ckpt):
+    return export_onnx(ckpt, ckpt.parent/'model.onnx')
+
+@pytest.fixture(scope='module')
+def xray(synth):
+    "(bytes, path) of one PNG radiograph"
+    return synth[1][0].read_bytes(), synth[1][0]
+
+# --- export and parity -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('arch, preset', [('simple_cnn', grey_preset(64)), ('enhanced_cnn', grey_preset(64)),
+                                          ('inception', imagenet_preset(64)), ('resnet18', imagenet_preset(64))])
+def test_onnx_runtime_agrees_with_pytorch_on_the_test_split(tmp_path, synth, arch, preset):
+    x, ok, failed = load_inputs(synth[1], preset)
+    ck = tiny_checkpoint(tmp_path/'m.pt', arch, preset, x)
+    out = export_onnx(ck, tmp_path/'m.onnx')
+    m = OnnxModel(out, threads=1)
+    assert m.arch == arch and m.preset == preset and m.class_names == ['not fractured', 'fractured']
+    assert m.operating_point['threshold'] == OP['threshold'] and m.operating_point['temperature'] == OP['temperature']
+    assert 'test fixture' in m.operating_point['source']
+    assert not failed and x.dtype == torch.uint8 and x.shape[1:] == (1, preset.resize, preset.resize)
+    model, _ = deploy.load_checkpoint(ck)
+    want = predict_inputs(model, x, preset, temperature=OP['temperature'])
+    assert want.std() > 0.1, 'the model must tell the images apart for the comparison to mean something'
+    for bs in (1, 7, 64):  # the batch dimension is dynamic
+        assert (m.predict(x, batch_size=bs) - want).abs().max() < 1e-4
+    # the temperature is inside the graph: without it the probabilities differ
+    assert (predict_inputs(model, x, preset) - want).abs().max() > 1e-4
+
+def test_onnx_model_checks_its_input(onnx_file):
+    m = OnnxModel(onnx_file)
+    with pytest.raises(ValueError, match=r'uint8 images \[N, 1, 64, 64\]'): m.predict(torch.zeros(2, 1, 64, 64))
+    with pytest.raises(ValueError, match='uint8'): m.predict(np.zeros((2, 1, 32, 32), np.uint8))
+    assert len(m.predict(np.zeros((0, 1, 64, 64), np.uint8))) == 0
+
+def export_args(argv):
+    p = argparse.ArgumentParser(); deploy.add_export_args(p); return p.parse_args(argv)
+
+def test_export_command_writes_a_checked_model(ckpt, tmp_path, capsys):
+    out = tmp_path/'sub'/'exported.onnx'
+    assert deploy.export_command(export_args([str(ckpt), '--format', 'onnx', '--out', str(out)])) == 0
+    said = capsys.readouterr().out
+    assert out.is_file() and 'Wrote' in said and 'threshold 0.300' in said and 'agree within' in said
+    assert not list(out.parent.glob('*.tmp'))
+    assert OnnxModel(out).arch == 'simple_cnn'
+
+def test_export_command_bad_inputs(ckpt, tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match='nowhere.pt'): deploy.export_command(export_args([str(tmp_path/'nowhere.pt')]))
+    foreign = tmp_path/'foreign.pt'; torch.save({'w': torch.zeros(2)}, foreign)
+    with pytest.raises(ValueError, match='not a fracture_course checkpoint'): deploy.export_command(export_args([str(foreign)]))
+    with pytest.raises(SystemExit) as e: export_args([str(ckpt), '--format', 'tflite'])
+    assert e.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match='is a folder'): deploy.export_command(export_args([str(ckpt), '--out', str(tmp_path)]))
+    blocker = tmp_path/'afile'; blocker.write_text('x')
+    with pytest.raises(ValueError, match='cannot write .*choose another --out'):
+        deploy.export_command(export_args([str(ckpt), '--out', str(blocker/'model.onnx')]))
+    with pytest.raises(ValueError, match='is the checkpoint itself'): deploy.export_command(export_args([str(ckpt), '--out', str(ckpt)]))
+    assert ckpt.is_file()
+
+def test_onnx_files_that_are_not_ours(tmp_path):
+    import onnx
+    from onnx import helper, TensorProto
+    bad = tmp_path/'bad.onnx'; bad.write_text('not a model')
+    with pytest.raises(ValueError, match='could not be loaded as an ONNX model'): OnnxModel(bad)
+    g = helper.make_graph([helper.make_node('Identity', ['x'], ['y'])], 'g', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1])])
+    plain = tmp_path/'plain.onnx'; onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid('', 18)]), plain)
+    with pytest.raises(ValueError, match='not one written by fracture-course export'): OnnxModel(plain)
+    with pytest.raises(FileNotFoundError, match='missing.onnx'): OnnxModel(tmp_path/'missing.onnx')
+
+# --- predict with an exported model ----------------------------------------------------------------------------
+
+def predict_args(argv):
+    p = argparse.ArgumentParser(); deploy.add_predict_args(p); return p.parse_args(argv)
+
+def table(out:str) -> dict:
+    "{image: (probability, call)} from predict's output"
+    rows = [l.split('\t') for l in out.splitlines() if l and not l.startswith(('#', 'probability'))]
+    return {r[2]: (float(r[0]), r[1]) for r in rows}
+
+def test_predict_runs_onnx_and_checkpoint_alike(ckpt, onnx_file, synth, tmp_path, capsys):
+    files = [str(p) for p in synth[1][:5]]
+    broken = tmp_path/'broken.png'; broken.write_bytes(b'\x89PNG\r\n\x1a\n not really')
+    assert deploy.predict_command(predict_args([str(onnx_file), *files, str(broken)])) == 1
+    r = capsys.readouterr()
+    assert 'ONNX Runtime' in r.out and 'threshold 0.300 (saved in the model: test fixture)' in r.out
+    assert 'broken.png' in r.err and 'broken.png' not in table(r.out)
+    onnx_rows = table(r.out)
+    assert deploy.predict_command(predict_args([str(ckpt), *files])) == 0
+    r = capsys.readouterr()
+    assert 'threshold 0.300' in r.out and 'test fixture' in r.out
+    pt_rows = table(r.out)
+    assert set(onnx_rows) == set(pt_rows) == set(files)
+    for f in files:
+        assert abs(onnx_rows[f][0] - pt_rows[f][0]) <= 2e-4 and onnx_rows[f][1] == pt_rows[f][1]
+        assert onnx_rows[f][1] == ('fractured' if onnx_rows[f][0] > 0.3 else 'not fractured')
+    assert deploy.predict_command(predict_args([str(onnx_file), files[0], '--threshold', '0.99'])) == 0
+    out = capsys.readouterr().out
+    assert 'threshold 0.990 (--threshold)' in out and table(out)[files[0]][1] == 'not fractured'
+
+def test_predict_onnx_refuses_gradcam_and_tta(onnx_file, synth, tmp_path):
+    f = str(synth[1][0])
+    with pytest.raises(ValueError, match='Grad-CAM.*pass the .pt checkpoint'): deploy.predict_command(predict_args([str(onnx_file), f, '--gradcam', str(tmp_path)]))
+    with pytest.raises(ValueError, match='--tta'): deploy.predict_command(predict_args([str(onnx_file), f, '--tta']))
+    with pytest.raises(ValueError, match='--threshold'): deploy.predict_command(predict_args([str(onnx_file), f, '--threshold', '2']))
+
+# --- the web API -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def client(ckpt):
+    from fastapi.testclient import TestClient
+    return TestClient(make_app(ckpt, max_upload_mb=0.25))
+
+def bomb_png(w=30000, h=30000) -> bytes:
+    "A tiny PNG whose header claims w x h pixels (a decompression bomb)"
+    import struct, zlib
+    chunk = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xffffffff)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b''))
+
+def test_page_and_health(client):
+    page = client.get('/')
+    assert page.status_code == 200 and page.headers['content-type'].startswith('text/html')
+    html = page.text
+    assert 'Not for clinical use' in html and 'id="file"' in html and 'type="file"' in html
+    assert 'src="http' not in html and 'href="http' not in html and '@import' not in html  # no external assets: works offline
+    assert client.get('/docs').status_code == 404  # FastAPI's docs page would load scripts from a CDN
+    h = client.get('/health').json()
+    assert h['status'] == 'ok' and h['model'] == 'simple_cnn' and h['threshold'] == 0.3 and h['runtime'] == 'pytorch'
+
+def test_predict_a_png(client, ckpt, xray):
+    data, path = xray
+    r = client.post('/predict', files={'file': ('knee.png', data, 'image/png')})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert {'probability', 'call', 'threshold', 'threshold_source', 'model', 'temperature', 'notice'} <= set(d)
+    assert 'gradcam_png' not in d and d['file'] == 'knee.png' and d['model'] == 'simple_cnn'
+    assert d['threshold'] == 0.3 and 'test fixture' in d['threshold_source'] and d['temperature'] == 1.5
+    assert d['call'] == ('fractured' if d['probability'] > 0.3 else 'not fractured')
+    model, info = deploy.load_checkpoint(ckpt)
+    preset = deploy.Preset.from_dict(info['preprocessing'])
+    want = predict_inputs(model, load_inputs([path], preset)[0], preset, temperature=1.5).item()
+    assert abs(d['probability'] - want) < 1e-5  # the upload is read as the command line reads the file
+    g = client.post('/predict?gradcam=true', files={'file': ('knee.png', data)}).json()
+    png = base64.b64decode(g['gradcam_png'])
+    assert png.startswith(b'\x89PNG') and Image.open(io.BytesIO(png)).size == (256, 256)
+    assert abs(g['probability'] - d['probability']) < 1e-6
+
+def test_predict_a_jpeg_and_greyscale_16bit(client):
+    a = (np.random.default_rng(0).random((90, 70)) * 255).astype(np.uint8)
+    assert client.post('/predict', files={'file': ('x.jpg', png_bytes(a, 'JPEG'))}).status_code == 200
+    a16 = (a.astype(np.uint16) * 200)
+    assert client.post('/predict', files={'file': ('x16.png', png_bytes(a16))}).status_code == 200
+
+@pytest.mark.parametrize('name, content, status, says', [
+    ('empty.png', b'', 400, 'empty file'),
+    ('notes.png', b'this is not an image at all', 422, 'not an image'),
+    ('cut.png', None, 422, 'truncated'),
+    ('bomb.png', bomb_png(), 413, 'pixels'),
+    ('huge.png', b'\0' * 300_000, 413, 'larger than this server accepts'),
+])
+def test_bad_uploads_get_a_clear_error_and_the_server_goes_on(client, xray, name, content, status, says):
+    if content is None: content = xray[0][:len(xray[0]) // 2]
+    r = client.post('/predict', files={'file': (name, content)})
+    assert r.status_code == status and says in r.json()['error'], r.text
+    assert r.json()['error'].startswith(name) or status == 413
+    assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
+
+def test_requests_without_a_file_or_too_large_by_header(client, xray):
+    r = client.post('/predict', data={'other': 'x'})
+    assert r.status_code == 400 and "field 'file'" in r.json()['error']
+    r = client.post('/predict', data={'file': 'text, not a file'})
+    assert r.status_code == 422 and "field 'file'" in r.json()['error']
+    r = client.post('/predict?gradcam=maybe', files={'file': ('ok.png', xray[0])})
+    assert r.status_code == 422 and 'gradcam' in r.json()['error']
+    r = client.post('/predict', content=b'\0' * 400_000, headers={'content-type': 'application/octet-stream'})
+    assert r.status_code == 413 and 'bytes' in r.json()['error']
+    assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
+
+def test_dicom_upload(client, xray, tmp_path):
+    "A DICOM upload goes through load_image like a PNG (once the data chapter reads DICOM)"
+    from fracture_course import data as fd
+    if not hasattr(fd, 'read_dicom'): pytest.skip('fracture_course.data.read_dicom is not there yet')
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    a = np.asarray(Image.open(io.BytesIO(xray[0])).convert('L'), np.uint16) * 16  # 12-bit
+    ds = Dataset(); ds.file_meta = FileMetaDataset(); ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = '1.2.840.10008.5.1.4.1.1.1'
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality, ds.PhotometricInterpretation, ds.SamplesPerPixel = 'CR', 'MONOCHROME2', 1
+    ds.Rows, ds.Columns = a.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = a.astype('<u2').tobytes()
+    ds.save_as(tmp_path/'x.dcm', enforce_file_format=True)
+    d = client.post('/predict', files={'file': ('x.dcm', (tmp_path/'x.dcm').read_bytes())}).json()
+    png = client.post('/predict', files={'file': ('x.png', xray[0])}).json()
+    assert abs(d['probability'] - png['probability']) < 0.02, (d, png)  # the same pixels, give or take the 12-bit rounding
+
+def test_an_onnx_model_serves_without_gradcam(onnx_file, client, xray):
+    from fastapi.testclient import TestClient
+    oc = TestClient(make_app(onnx_file))
+    d = oc.post('/predict?gradcam=true', files={'file': ('knee.png', xray[0])}).json()
+    assert d['runtime'] == 'onnxruntime' and d['gradcam_png'] is None
+    assert abs(d['probability'] - client.post('/predict', files={'file': ('knee.png', xray[0])}).json()['probability']) < 1e-4
+    assert oc.get('/health').json()['runtime'] == 'onnxruntime'
+
+def test_serve_arguments(ckpt):
+    p = argparse.ArgumentParser(); deploy.add_serve_args(p)
+    a = p.parse_args([str(ckpt)])
+    assert (a.host, a.port) == ('127.0.0.1', 8000)
+    with pytest.raises(ValueError, match='--port'): deploy.serve_command(p.parse_args([str(ckpt), '--port', '70000']))
+
+# --- a real server under load ----------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+@pytest.fixture(scope='module')
+def live_server(ckpt):
+    "A uvicorn server in a thread, on a free port; its base URL"
+    import uvicorn
+    server = uvicorn.Server(uvicorn.Config(make_app(ckpt), host='127.0.0.1', port=free_port(), log_level='warning'))
+    t = threading.Thread(target=server.run, daemon=True); t.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert time.time() < deadline and t.is_alive(), 'uvicorn did not start'
+        time.sleep(0.05)
+    yield f'http://127.0.0.1:{server.config.port}'
+    server.should_exit = True; t.join(10)
+
+def test_200_requests_from_8_concurrent_clients(live_server, synth):
+    import httpx
+    files = [p.read_bytes() for p in synth[1][:4]]
+    def client_run(k):
+        out = []
+        with httpx.Client(base_url=live_server, timeout=60) as c:
+            for i in range(25):
+                j = (k + i) % len(files)
+                r = c.post('/predict' + ('?gradcam=true' if i % 5 == 0 else ''), files={'file': (f'{j}.png', files[j])})
+                out.append((j, r.status_code, r.json()))
+        return out
+    with ThreadPoolExecutor(8) as ex: results = [r for rs in ex.map(client_run, range(8)) for r in rs]
+    assert len(results) == 200 and all(s == 200 for _, s, _ in results)
+    by_image = {}
+    for j, _, d in results: by_image.setdefault(j, set()).add(d['probability'])
+    assert all(len(v) == 1 for v in by_image.values()), by_image  # the same image, the same answer, whatever ran beside it
+    cams = {}
+    for j, _, d in results:
+        if d.get('gradcam_png'): cams.setdefault(j, set()).add(d['gradcam_png'])
+    assert cams and all(len(v) == 1 for v in cams.values())  # Grad-CAM maps never mixed between requests

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/train.html.md"""
 
 # %% ../nbs/91_train.ipynb #618a5256
 from __future__ import annotations
-import json, time
+import json, os, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -278,6 +278,11 @@ def add_train_args(p):
     p.add_argument('--profile', choices=['quick', 'full', 'auto'], help='settings profile (default: FRACTURE_PROFILE, else auto)')
     p.add_argument('--out', metavar='DIR', default='runs/latest', help='where to write best.pt, metrics.json, curves.png (default runs/latest)')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
+    g = p.add_argument_group('several devices (Lightning; see the chapter "Scaling up with Lightning")')
+    g.add_argument('--devices', help='devices to train on: a number, or -1 for all (processes on a CPU, one per core)')
+    g.add_argument('--strategy', help="Lightning strategy: 'ddp' here (default with several devices), 'ddp_spawn', ...")
+    g.add_argument('--accelerator', help='auto (default), cpu, cuda (gpu) or mps')
+    g.add_argument('--precision', help="'32-true' (default), 'bf16-mixed', '16-mixed' (CUDA)")
 
 def _positive(name, v):
     if v is not None and v <= 0: raise ValueError(f'--{name} must be positive, got {v}')
@@ -288,13 +293,21 @@ def train_command(args) -> int:
     ov = {k: _positive(k.replace('_', '-'), v) for k, v in dict(epochs=args.epochs, image_size=args.size, batch_size=args.batch_size, lr=args.lr).items()}
     ov.update(seed=args.seed, dataset=args.data)
     cfg = get_config(args.profile, **{k: v for k, v in ov.items() if v is not None})
-    print(cfg.summary())
+    say = print if os.environ.get('LOCAL_RANK', '0') == '0' else (lambda *a, **k: None)  # DDP's other processes stay quiet
+    say(cfg.summary())
     if args.model not in model_names(): raise ValueError(f"Unknown model {args.model!r}; choose one of: {', '.join(model_names())}")
     given = {k: v for k, v in dict(epochs=args.epochs, lr=args.lr).items() if v is not None}  # options win over the recipe
     rc = recipe_for(args.model, cfg.profile, **given)
-    print(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {rc.lr or cfg.lr:g}, "
+    say(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {rc.lr or cfg.lr:g}, "
           f"{rc.epochs or cfg.epochs} epochs" + (f", {rc.model_kwargs}" if rc.model_kwargs else ''))
-    r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
+    lightning = {k: v for k, v in dict(devices=args.devices, strategy=args.strategy, accelerator=args.accelerator,
+                                        precision=args.precision).items() if v is not None}
+    if lightning:  # the same run on Lightning's Trainer (imported only when asked for)
+        from fracture_course.lightning import fit_on_devices
+        if 'devices' in lightning: lightning['devices'] = int(lightning['devices']) if lightning['devices'].lstrip('-').isdigit() else lightning['devices']
+        r = fit_on_devices(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given, **lightning)
+        if r.get('global_rank', 0) != 0: return 0  # a copy that DDP started: rank 0 reports
+    else: r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
     print(f"\n{r['model']} on {r['dataset']} ({r['weights']}): best epoch {r['best_epoch']}, {r['seconds']:.0f} s")
     print(f"Test split; threshold {r['threshold']:.3f} chosen on validation for sensitivity >= {r['target_sensitivity']}:")
     rows = [('at threshold', r.get('test_at_threshold', {})), ('at 0.5', r.get('test', {})), ('trivial', r.get('test_trivial', {}))]

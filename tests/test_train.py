@@ -66,3 +66,11 @@ def test_zoom_trains_on_crops_and_predicts_on_the_whole_larger_image(tiny, tmp_p
     with pytest.raises(ValueError, match='at least 1'): train_run('inception', tiny, None, cfg, progress=False, recipe_overrides={'zoom': 0.5})
     with pytest.raises(ValueError, match='leaves no room for crops'): train_run('inception', tiny, None, cfg, progress=False, recipe_overrides={'zoom': 1.1})
     assert r['train_crops'].startswith('zoom 1.5, crops aimed at the boxes of 0 of 48')  # split folders have no boxes
+
+def test_cli_train_on_devices_refuses_what_cannot_run(tiny, tmp_path):
+    env = {'FRACTURE_CACHE_DIR': str(tmp_path/'cache'), 'PATH': str(Path(sys.executable).parent)}
+    base = [CLI, 'train', '--data', str(tiny), '--out', str(tmp_path/'x'), '--quiet']
+    for args, msg in [(['--devices', '64', '--accelerator', 'cpu'], 'pass --devices'), (['--devices', '2', '--strategy', 'nope'], 'Valid strategies')]:
+        r = subprocess.run(base + args, capture_output=True, text=True, env=env)
+        assert r.returncode == 1 and msg in r.stderr, (args, r.stderr[-800:])
+    assert not (tmp_path/'x'/'best.pt').exists()

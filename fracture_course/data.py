@@ -107,15 +107,20 @@ def is_dicom(path:Path|str, # a file
         except OSError: return False
     return head[128:132] == b'DICM'
 
+def _file_bytes(path:Path) -> bytes:
+    "The bytes of `path`, or `UnreadableImage` saying why there are none"
+    try: data = path.read_bytes()
+    except OSError as e: raise UnreadableImage(path, f"cannot read the file ({e.strerror})") from None
+    if not data: raise UnreadableImage(path, "empty file (0 bytes); re-download or delete it")
+    return data
+
 def load_image(path:Path|str, # image file
                max_side:int|None=2048, # shrink larger images to this side while decoding (None: keep)
                warn:bool=True, # warn about files that decode only partly
               ) -> Image.Image:
     "Read any radiograph (PNG, JPEG, ..., DICOM) as an upright 8-bit greyscale PIL image, or raise `UnreadableImage`"
     path = Path(path)
-    try: data = path.read_bytes()
-    except OSError as e: raise UnreadableImage(path, f"cannot read the file ({e.strerror})") from None
-    if not data: raise UnreadableImage(path, "empty file (0 bytes); re-download or delete it")
+    data = _file_bytes(path)
     if is_dicom(path, data[:132]):  # see "DICOM radiographs" below
         img = _dicom_image(io.BytesIO(data), path)
         if max_side and max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
@@ -314,10 +319,7 @@ def read_dicom(path:Path|str, # a DICOM file
               ) -> Image.Image:
     "Read a single-frame greyscale DICOM radiograph as an 8-bit PIL image with bone bright, or raise `UnreadableImage`"
     path = Path(path)
-    try: data = path.read_bytes()
-    except OSError as e: raise UnreadableImage(path, f"cannot read the file ({e.strerror})") from None
-    if not data: raise UnreadableImage(path, "empty file (0 bytes); re-download or delete it")
-    return _dicom_image(io.BytesIO(data), path, window)
+    return _dicom_image(io.BytesIO(_file_bytes(path)), path, window)
 
 # %% ../nbs/02_data.ipynb #47b8bf15
 def file_digest(path:Path|str) -> str:

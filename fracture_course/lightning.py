@@ -31,7 +31,7 @@ from .config import CourseConfig, get_config, seed_everything
 from .data import FractureData
 from .learner import OneCycleCB, param_groups, freeze, save_checkpoint
 from .finetune import imbalance_setup, discriminative_lrs
-from .train import Recipe, recipe_for, epoch_sizes, check_zoom, run_loaders, build_model, evaluate_run, write_run, _as_data, _jsonable
+from .train import Recipe, recipe_for, epoch_sizes, check_zoom, run_plan, run_loaders, build_model, evaluate_run, write_run, _as_data, _jsonable
 
 # %% auto #0
 __all__ = ['LEARNER_TO_LIGHTNING', 'COURSE_STRATEGIES', 'NOTEBOOK_STRATEGIES', 'fracture_metrics', 'FractureModule',
@@ -283,13 +283,10 @@ def fit_on_devices(model_name:str='simple_cnn', # a registered model name
     "`train_run` on one or several devices with Lightning: the same recipe, files and returned figures (on the process of rank 0)"
     cfg = cfg or get_config()
     acc, n, strategy = check_devices(devices, strategy, accelerator)
-    rc = recipe_for(model_name, cfg.profile, **(recipe_overrides or {}))
+    rc, epochs, lr, sizes = run_plan(model_name, cfg, recipe_overrides)  # the training-run chapter's plan
     if rc.ema or rc.box_weight:
         raise ValueError(f"fit_on_devices does not do weight averaging (ema) or the box loss (box_weight) yet; use train_run on one device, "
                          "or set {'ema': 0, 'box_weight': 0} in recipe_overrides.")
-    epochs, lr = rc.epochs or cfg.epochs, rc.lr or cfg.lr
-    sizes = epoch_sizes(rc, cfg.image_size, rc.freeze_epochs + epochs)
-    check_zoom(model_name, rc, sizes)
     seed_everything(cfg.seed)
     t0 = time.perf_counter()
     data = _as_data(data, cfg, progress)

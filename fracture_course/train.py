@@ -25,7 +25,7 @@ from .evaluate import threshold_for_sensitivity, saved_operating_point
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
            'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
-           'run_operating_point', 'write_run', 'train_run', 'add_train_args', 'train_command']
+           'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -230,6 +230,14 @@ def _as_data(data, cfg:CourseConfig, progress:bool) -> FractureData:
     if data is None: return load_course_data(cfg, verbose=progress)
     return data if isinstance(data, FractureData) else load_dataset(data, seed=cfg.seed)
 
+def run_plan(model:str, cfg:CourseConfig, recipe_overrides:dict|None=None) -> tuple[Recipe, int, float, list]:
+    "The recipe of `model` on `cfg`'s profile, its epochs after any head-only ones, its peak lr and the input side of every epoch"
+    rc = recipe_for(model, cfg.profile, **(recipe_overrides or {}))
+    epochs, lr = rc.epochs or cfg.epochs, rc.lr or cfg.lr
+    sizes = epoch_sizes(rc, cfg.image_size, rc.freeze_epochs + epochs)
+    check_zoom(model, rc, sizes)
+    return rc, epochs, lr, sizes
+
 def train_run(model:str='simple_cnn', # a registered model name
               data:FractureData|Path|str|None=None, # a dataset, a path for `load_dataset`, or None for the configured one
               out:Path|str|None=None, # folder for best.pt, metrics.json, curves.png (None: write nothing)
@@ -239,10 +247,7 @@ def train_run(model:str='simple_cnn', # a registered model name
               **model_kwargs) -> dict:
     "Train `model` on `data` with its recipe; return (and write to `out`) metrics, history and paths"
     cfg = cfg or get_config()
-    rc = recipe_for(model, cfg.profile, **(recipe_overrides or {}))
-    epochs, lr = rc.epochs or cfg.epochs, rc.lr or cfg.lr
-    sizes = epoch_sizes(rc, cfg.image_size, rc.freeze_epochs + epochs)
-    check_zoom(model, rc, sizes)
+    rc, epochs, lr, sizes = run_plan(model, cfg, recipe_overrides)
     seed_everything(cfg.seed)
     t0 = time.perf_counter()
     data = _as_data(data, cfg, progress)
@@ -307,7 +312,12 @@ def train_command(args) -> int:
         if 'devices' in lightning: lightning['devices'] = int(lightning['devices']) if lightning['devices'].lstrip('-').isdigit() else lightning['devices']
         r = fit_on_devices(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given, **lightning)
         if r.get('global_rank', 0) != 0: return 0  # a copy that DDP started: rank 0 reports
-    else: r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
+    else:
+        # Quick profile on a CPU: one thread, as the chapters run under nbdev-test, so that the command gives their very
+        # figures (float sums in another order shift test AUROC by about 0.01). Measured (benchmarks/bench_quick.py):
+        # one thread 39-44 s of training and AUROC 0.902-0.911 over three seeds; two threads 30-40 s and 0.888-0.905
+        if cfg.profile == 'quick' and cfg.device == 'cpu': torch.set_num_threads(1)
+        r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
     print(f"\n{r['model']} on {r['dataset']} ({r['weights']}): best epoch {r['best_epoch']}, {r['seconds']:.0f} s")
     print(f"Test split; threshold {r['threshold']:.3f} chosen on validation for sensitivity >= {r['target_sensitivity']}:")
     rows = [('at threshold', r.get('test_at_threshold', {})), ('at 0.5', r.get('test', {})), ('trivial', r.get('test_trivial', {}))]

@@ -174,14 +174,8 @@ def predict_command(args) -> int:
     thr, source = (args.threshold, '--threshold') if args.threshold is not None else (op['threshold'], op['source'])
     x, ok, failed = load_inputs(args.images, m.preset)
     probs = m.predict(x, args.batch_size)
-    print(f"# {m.arch} from {args.checkpoint} (ONNX Runtime, CPU); threshold {thr:.3f} ({source})")
-    print("probability\tcall\timage")
-    for i, p in zip(ok, probs.tolist()): print(f"{p:.4f}\t{m.class_names[int(p > thr)]}\t{args.images[i]}")
-    for path, reason in failed: print(f"error: {path}: {reason}", file=sys.stderr)
-    if failed:
-        print(f"{len(failed)} of {len(args.images)} image(s) could not be read (listed above); the others were scored.", file=sys.stderr)
-        return 1
-    return 0
+    return interpret.report_predictions(f"# {m.arch} from {args.checkpoint} (ONNX Runtime, CPU); threshold {thr:.3f} ({source})",
+                                        args.images, probs, ok, failed, thr, m.class_names)
 
 # %% ../nbs/13_deploy.ipynb #89deb8be
 MAX_UPLOAD_MB = 32          # uploads larger than this are refused (413)

@@ -23,7 +23,7 @@ from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operat
 # %% auto #0
 __all__ = ['GradCAM', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input', 'item_input_boxes',
            'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split', 'pointing_baselines', 'add_predict_args',
-           'predict_command']
+           'report_predictions', 'predict_command']
 
 # %% ../nbs/10_interpretation.ipynb #6d298345
 class GradCAM:
@@ -213,6 +213,18 @@ def _overlay_png(path:Path, x:torch.Tensor, heat:torch.Tensor, preset:Preset, ti
     show_gradcam(to_display(x, preset), heat, (), ax, title)
     fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
 
+def report_predictions(header:str, # the first line: model, file, threshold and its source
+                       images:Sequence, probs:torch.Tensor, # the image paths asked for, the probabilities of the readable ones
+                       ok:list, failed:list, # positions of the readable images in `images`; (path, reason) of the others
+                       threshold:float, class_names:Sequence[str]) -> int:
+    "Print a line per scored image (probability, call, file) and the unreadable ones on stderr; 1 if any failed, else 0"
+    print(header); print("probability\tcall\timage")
+    for i, p in zip(ok, probs.tolist()): print(f"{p:.4f}\t{class_names[int(p > threshold)]}\t{images[i]}")
+    for path, reason in failed: print(f"error: {path}: {reason}", file=sys.stderr)
+    if not failed: return 0
+    print(f"{len(failed)} of {len(images)} image(s) could not be read (listed above); the others were scored.", file=sys.stderr)
+    return 1
+
 def predict_command(args) -> int:
     "Run `fracture-course predict`: probability of fracture per image, optional Grad-CAM overlays; 1 if any image failed"
     from fracture_course.config import pick_device
@@ -226,10 +238,8 @@ def predict_command(args) -> int:
     x, ok, failed = load_inputs(args.images, preset)
     probs = predict_inputs(model, x, preset, args.batch_size, args.tta, op['temperature'], device=device)
     names = info.get('class_names') or list(CLASSES)
-    print(f"# {info.get('arch')} from {args.checkpoint}; threshold {thr:.3f} ({source}){'; flip TTA' if args.tta else ''}")
-    print("probability\tcall\timage")
-    for i, p in zip(ok, probs.tolist()): print(f"{p:.4f}\t{names[int(p > thr)]}\t{args.images[i]}")
-    for path, reason in failed: print(f"error: {path}: {reason}", file=sys.stderr)
+    rc = report_predictions(f"# {info.get('arch')} from {args.checkpoint}; threshold {thr:.3f} ({source}){'; flip TTA' if args.tta else ''}",
+                            args.images, probs, ok, failed, thr, names)
     if args.gradcam and ok:
         out = Path(args.gradcam); out.mkdir(parents=True, exist_ok=True)
         layer_name, layer = cam_layer(model, preset.size, preset.channels)
@@ -243,7 +253,4 @@ def predict_command(args) -> int:
                 written.add(name)
                 _overlay_png(out/name, xb[j].cpu(), heat[j], preset, f"P(fracture) {probs[ok.index(i)]:.3f}")
         print(f"Grad-CAM overlays ({layer_name}) written to {out}")
-    if failed:
-        print(f"{len(failed)} of {len(args.images)} image(s) could not be read (listed above); the others were scored.", file=sys.stderr)
-        return 1
-    return 0
+    return rc

@@ -770,11 +770,11 @@ def audit_command(args) -> int:
 # %% ../nbs/02_data.ipynb #4827c055
 def trivial_baseline(items:list # the items to score a constant prediction on
                     ) -> dict:
-    "Scores of the classifier that always predicts the majority class"
+    "Scores of the classifier that always predicts the majority class (a constant score: AUROC 0.5)"
     labels = np.array([o.label for o in items])
     maj = int(labels.mean() >= 0.5)
     return {'predicts': CLASSES[maj], 'accuracy': float((labels == maj).mean()),
-            'sensitivity': float(maj == 1), 'specificity': float(maj == 0)}
+            'sensitivity': float(maj == 1), 'specificity': float(maj == 0), 'auroc': 0.5}
 
 # %% ../nbs/02_data.ipynb #4d4fde51
 def plot_class_balance(data:FractureData, ax=None):

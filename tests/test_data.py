@@ -146,7 +146,7 @@ def test_audit_finds_unreadable_damaged_duplicates_leaks_and_stray_files(tmp_pat
 
 def test_trivial_baseline_on_imbalanced_items():
     items = [Item(Path(f'{i}'), int(i < 18)) for i in range(100)]
-    assert trivial_baseline(items) == {'predicts': 'not fractured', 'accuracy': 0.82, 'sensitivity': 0.0, 'specificity': 1.0}
+    assert trivial_baseline(items) == {'predicts': 'not fractured', 'accuracy': 0.82, 'sensitivity': 0.0, 'specificity': 1.0, 'auroc': 0.5}
 
 def test_data_source_resolution(tmp_path, monkeypatch):
     assert resolve_source(get_config(dataset='synthetic')) == ('synthetic', None)

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/lightning.html.md"""
 
 # %% ../nbs/12_lightning.ipynb #de3f51f2
 from __future__ import annotations
-import inspect, logging, math, os, sys, tempfile, time, warnings
+import logging, math, os, sys, tempfile, time, warnings
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -337,13 +337,8 @@ def fit_on_devices(model_name:str='simple_cnn', # a registered model name
     res['seconds'] = round(time.perf_counter() - t0, 1)
     res = _jsonable({**res, 'history': history})
     if out is not None:
-        kw = {}
-        if 'operating_point' in inspect.signature(save_checkpoint).parameters:  # the threshold chosen on validation travels with the weights
-            from fracture_course import train
-            kw['operating_point'] = train.run_operating_point(res) if hasattr(train, 'run_operating_point') else \
-                {'threshold': res['threshold'], 'target_sensitivity': res['target_sensitivity'], 'temperature': 1.0, 'source': 'validation split'}
         best_row = next((h for h in history if h['epoch'] == best_epoch), history[-1] if history else None)
-        save_checkpoint(work/'best.pt', net.cpu(), list(dls.classes), preset.to_dict(), metrics=best_row, **kw)  # once, by rank 0
+        save_checkpoint(work/'best.pt', net.cpu(), list(dls.classes), preset.to_dict(), metrics=best_row)  # once, by rank 0
         res['paths'] = write_run(res, SimpleNamespace(history=history), out, saved=True)
     res['module'] = module
     return res

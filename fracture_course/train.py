@@ -17,10 +17,10 @@ from .config import get_config, seed_everything, CourseConfig
 from .data import FractureData, load_dataset, load_course_data, trivial_baseline, describe_source
 from .transforms import Preset, get_dls, grey_preset, imagenet_preset, stats_preset
 from .models import create_model, model_names
-from .learner import Learner, Callback, SaveBestCB, plot_history, binary_metrics, update_checkpoint, load_checkpoint
+from .learner import Learner, Callback, SaveBestCB, plot_history, binary_metrics, update_checkpoint
 from .finetune import imbalance_setup, discriminative_lrs, EMACB, BoxLossCB
 from .tta import tta_probs, hflip
-from .evaluate import threshold_for_sensitivity, saved_operating_point
+from .evaluate import threshold_for_sensitivity
 
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',

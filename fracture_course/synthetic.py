@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['FRACTURE_TYPES', 'DIFFICULTIES', 'CLASSES', 'GENERATOR_VERSION', 'MIN_SIZE', 'DEFAULT_DIFFICULTY', 'SPLITS',
-           'MANIFEST_COLUMNS', 'COMPLETE', 'pixel_grid', 'to_local', 'to_image', 'Bone', 'bone_attenuation', 'Tissue',
-           'capsule_path', 'Fracture', 'fragment_attenuation', 'chip_attenuation', 'fractured_attenuation',
+__all__ = ['FRACTURE_TYPES', 'DIFFICULTIES', 'CLASSES', 'GENERATOR_VERSION', 'MIN_SIZE', 'DEFAULT_DIFFICULTY', 'MAX_OFF_CENTRE',
+           'SPLITS', 'MANIFEST_COLUMNS', 'COMPLETE', 'pixel_grid', 'to_local', 'to_image', 'Bone', 'bone_attenuation',
+           'Tissue', 'capsule_path', 'Fracture', 'fragment_attenuation', 'chip_attenuation', 'fractured_attenuation',
            'fracture_box', 'gaussian_blur', 'upsample', 'text_bitmap', 'Scene', 'fragment_extent', 'attenuation_map',
            'noise_bank', 'noise_patch', 'render', 'sample_scene', 'sample_fracture', 'parse_mix', 'SynthSettings',
            'Case', 'true_labels', 'make_case', 'render_case', 'assign_splits', 'make_cases', 'SyntheticFractures',
@@ -407,7 +407,8 @@ def sample_scene(rng:np.random.Generator, # the scene's own random stream
                  size:int, # image side, pixels
                  hand_frac:float=0.3, # chance that a forearm shows the hand beyond the wrist
                  marker_frac:float=0.5, # chance of a lead side marker
-                 text_frac:float=0.3 # chance of burned-in text
+                 text_frac:float=0.3, # chance of burned-in text
+                 off_centre:float=0.2 # the main bone's centre lies up to this share of the side from the image centre
                 ) -> Scene:
     "A random radiograph scene: anatomy, pose and acquisition"
     S = size
@@ -415,7 +416,7 @@ def sample_scene(rng:np.random.Generator, # the scene's own random stream
     ang = math.radians(rng.normal(90, 15)) if rng.random() > 0.2 else rng.uniform(0, math.pi)
     if rng.random() < 0.5: ang += math.pi
     d = np.array([math.cos(ang), math.sin(ang)]); nrm = np.array([-d[1], d[0]])
-    c = S/2 + rng.uniform(-0.2, 0.2, 2)*S               # off-centre, as real radiographs often are
+    c = S/2 + rng.uniform(-off_centre, off_centre, 2)*S  # off-centre, as real radiographs often are
     bones, tissues = [], []
     kind = 'pair' if rng.random() < 0.6 else 'single'
     L = rng.uniform(0.32, 0.55)*S
@@ -545,7 +546,8 @@ def parse_mix(value, # None (default mix), a name, a dict, a list of weights, or
         raise ValueError(f"{what} weights must be non-negative with a positive sum, got {dict(zip(names, w))}")
     return tuple(x/sum(w) for x in w)
 
-_FRACTIONS = ('fractured_frac', 'label_noise', 'marker_shortcut', 'marker_frac', 'text_frac', 'hand_frac')
+_FRACTIONS = ('fractured_frac', 'label_noise', 'marker_shortcut', 'marker_frac', 'text_frac', 'hand_frac', 'off_centre')
+MAX_OFF_CENTRE = 0.35  # further out, the bones (and their fractures) leave the image
 
 @dataclass(frozen=True)
 class SynthSettings:
@@ -561,6 +563,7 @@ class SynthSettings:
     marker_frac:float=0.5         # chance that an image carries a side marker
     text_frac:float=0.3           # chance of burned-in text
     hand_frac:float=0.3           # chance that a forearm image shows the hand
+    off_centre:float=0.2          # how far the main bone's centre may sit from the image centre, as a share of the side
 
     def __post_init__(self):
         for k in ('n', 'size', 'seed'):
@@ -573,6 +576,8 @@ class SynthSettings:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 <= v <= 1:
                 raise ValueError(f"{k} must be a fraction between 0 and 1, got {v!r}")
+        if self.off_centre > MAX_OFF_CENTRE:
+            raise ValueError(f"off_centre must be at most {MAX_OFF_CENTRE} (further out the bones leave the image), got {self.off_centre!r}")
         object.__setattr__(self, 'difficulty', parse_mix(self.difficulty, DIFFICULTIES, 'difficulty', DEFAULT_DIFFICULTY))
         object.__setattr__(self, 'types', parse_mix(self.types, FRACTURE_TYPES, 'types'))
 
@@ -615,7 +620,7 @@ def make_case(st:SynthSettings, # the dataset's settings
               true_label:int # 1: draw it fractured
              ) -> Case:
     "Case `i`: depends only on the settings, `i` and its true label"
-    sc = sample_scene(_stream(st.seed, i, 0), st.size, st.hand_frac, st.marker_frac, st.text_frac)
+    sc = sample_scene(_stream(st.seed, i, 0), st.size, st.hand_frac, st.marker_frac, st.text_frac, st.off_centre)
     fractures, ftype, dif = [], 'none', 'none'
     if true_label:
         r = _stream(st.seed, i, 1)
@@ -778,13 +783,13 @@ def write_synthetic_dataset(out:Path|str, # folder to write (created if needed)
 
 # %% ../nbs/01_synthetic.ipynb #ebf0b302
 def default_synthetic_dir(cfg=None, # course settings (default: `fracture_course.config.get_config()`)
-                          progress:bool=True # show a progress bar while generating
-                         ) -> Path:
-    "The course's synthetic dataset folder, generated on first use and reused afterwards"
+                          progress:bool=True, # show a progress bar while generating
+                          **knobs) -> Path: # other `SynthSettings` fields, for a variant of the course's dataset
+    "The course's synthetic dataset folder (or a variant's), generated on first use and reused afterwards"
     if cfg is None:
         from fracture_course.config import get_config
         cfg = get_config()
-    st = SynthSettings(n=cfg.synthetic_n, size=cfg.synthetic_size, seed=cfg.seed)
+    st = SynthSettings(n=cfg.synthetic_n, size=cfg.synthetic_size, seed=cfg.seed, **knobs)
     final = Path(cfg.cache_dir)/'synthetic'/st.name()
     if synthetic_dataset_ready(final, st): return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -817,6 +822,7 @@ def add_synth_args(parser:argparse.ArgumentParser):
     a('--marker-frac', type=float, default=0.5, help='share of images with a side marker (default 0.5)')
     a('--text-frac', type=float, default=0.3, help='share of images with burned-in text (default 0.3)')
     a('--hand-frac', type=float, default=0.3, help='share of forearm images that show the hand (default 0.3)')
+    a('--off-centre', type=float, default=0.2, help="how far the main bone's centre may sit from the image centre, as a share of the side (default 0.2, at most 0.35)")
     a('--overwrite', action='store_true', help='regenerate even if OUT_DIR already holds this dataset')
     a('--profile', choices=['quick', 'full', 'auto'], help='settings profile for the defaults')
     a('--no-progress', action='store_true', help='no progress bar')
@@ -828,7 +834,8 @@ def synth_command(args) -> int:
     st = SynthSettings(n=cfg.synthetic_n if args.n is None else args.n, size=cfg.synthetic_size if args.size is None else args.size,
                        seed=cfg.seed if args.seed is None else args.seed, fractured_frac=args.fractured_frac,
                        difficulty=args.difficulty, types=args.types, label_noise=args.label_noise,
-                       marker_shortcut=args.marker_shortcut, marker_frac=args.marker_frac, text_frac=args.text_frac, hand_frac=args.hand_frac)
+                       marker_shortcut=args.marker_shortcut, marker_frac=args.marker_frac, text_frac=args.text_frac, hand_frac=args.hand_frac,
+                       off_centre=args.off_centre)
     t0 = time.time()
     out = write_synthetic_dataset(args.out_dir, st, progress=not args.no_progress, overwrite=args.overwrite)
     done = json.loads((out/COMPLETE).read_text())

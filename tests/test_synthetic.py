@@ -202,7 +202,8 @@ def test_marker_shortcut_correlation():
     (dict(fractured_frac=1.2), 'fractured_frac.*between 0 and 1'), (dict(fractured_frac=-0.1), 'fractured_frac'),
     (dict(label_noise=2), 'label_noise'), (dict(marker_shortcut=-0.5), 'marker_shortcut'), (dict(marker_frac=1.5), 'marker_frac'),
     (dict(difficulty='extreme'), 'difficulty'), (dict(difficulty={'easy': -1}), 'non-negative'),
-    (dict(types={'greenstick': 1}), "unknown \\['greenstick'\\]"), (dict(difficulty=[1, 2]), 'needs 3 weights')])
+    (dict(types={'greenstick': 1}), "unknown \\['greenstick'\\]"), (dict(difficulty=[1, 2]), 'needs 3 weights'),
+    (dict(off_centre=0.5), 'off_centre must be at most 0.35'), (dict(off_centre=-0.1), 'off_centre.*between 0 and 1')])
 def test_bad_arguments_raise_clear_value_errors(kw, match):
     with pytest.raises(ValueError, match=match): SynthSettings(**kw)
 
@@ -233,12 +234,35 @@ def test_settings_name_encodes_settings():
 def test_cli_synth_writes_and_reports(tmp_path, capsys):
     p = argparse.ArgumentParser(); add_synth_args(p)
     args = p.parse_args([str(tmp_path/'out'), '--n', '40', '--size', '32', '--seed', '3', '--fractured-frac', '0.25',
-                         '--label-noise', '0.1', '--marker-shortcut', '1', '--difficulty', 'easy=1,medium=1', '--no-progress'])
+                         '--label-noise', '0.1', '--marker-shortcut', '1', '--difficulty', 'easy=1,medium=1', '--off-centre', '0.3', '--no-progress'])
     assert synth_command(args) == 0
     text = capsys.readouterr().out
     assert str((tmp_path/'out').resolve()) in text and 'train' in text and 'fractured' in text
     done = json.loads((tmp_path/'out'/COMPLETE).read_text())
     assert done['settings']['n'] == 40 and done['settings']['marker_shortcut'] == 1.0 and done['settings']['difficulty'] == [0.5, 0.5, 0]
+    assert done['settings']['off_centre'] == 0.3
     assert sum(c['fractured'] + c['not fractured'] for c in done['counts'].values()) == 40
     with pytest.raises(ValueError, match='fractured_frac'):
         synth_command(p.parse_args([str(tmp_path/'bad'), '--n', '5', '--fractured-frac', '3', '--no-progress']))
+
+
+def test_off_centre_spreads_the_fractures_and_its_default_changes_nothing(tmp_path):
+    "The knob behind chapter 10's variant: wider spread, fractures still inside the image, the course's dataset untouched"
+    st = SynthSettings(n=400, size=64, seed=4, fractured_frac=1.0)
+    assert SynthSettings(n=400, size=64, seed=4, fractured_frac=1.0, off_centre=0.2).name() == st.name()
+    wide = SynthSettings(n=400, size=64, seed=4, fractured_frac=1.0, off_centre=0.3)
+    assert wide.name() != st.name()
+    def box_centres(s):
+        b = np.array([c.boxes[0] for c in make_cases(s) if c.boxes], float)
+        return (b[:, :2] + b[:, 2:]) / 2, b
+    (near, _), (far, boxes) = box_centres(st), box_centres(wide)
+    dist = lambda p: np.hypot(*(p - 32).T)
+    assert np.median(dist(far)) > np.median(dist(near)) + 2, (np.median(dist(near)), np.median(dist(far)))
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 64).all()
+    a = make_cases(SynthSettings(n=30, size=64, seed=4))[7]
+    assert render_case(a).tobytes() == render_case(make_cases(SynthSettings(n=30, size=64, seed=4, off_centre=0.2))[7]).tobytes()
+    from fracture_course.config import get_config
+    cfg = get_config('quick', cache_dir=str(tmp_path), synthetic_n=24, synthetic_size=32, seed=7)
+    p = default_synthetic_dir(cfg, progress=False, off_centre=0.3)
+    assert p.name == SynthSettings(n=24, size=32, seed=7, off_centre=0.3).name() != default_synthetic_dir(cfg, progress=False).name
+    assert json.loads((p/COMPLETE).read_text())['settings']['off_centre'] == 0.3

@@ -1,4 +1,4 @@
-"""Where does the network look? Grad-CAM written with hooks, scored against the fracture boxes with the pointing game, and a planted shortcut caught in the act.
+"""Where does the network look? Grad-CAM written with hooks, LayerCAM for finer maps, both scored against the fracture boxes with the pointing game, and a planted shortcut caught in the act.
 
 Docs: https://github.com/fracture-course/fracture_course/interpretation.html.md"""
 
@@ -22,8 +22,8 @@ from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operat
 
 # %% auto #0
 __all__ = ['GradCAM', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input', 'item_input_boxes',
-           'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split', 'pointing_baselines', 'add_predict_args',
-           'report_predictions', 'predict_command']
+           'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split', 'pointing_baselines', 'LayerCAM',
+           'add_predict_args', 'report_predictions', 'predict_command']
 
 # %% ../nbs/10_interpretation.ipynb #6d298345
 class GradCAM:
@@ -58,9 +58,12 @@ class GradCAM:
                 score = logits.gather(1, idx[:, None]).sum()  # eval mode: each image's score depends on that image alone
                 torch.autograd.grad(score, x)                 # the backward pass; the tensor hook catches dy/dA on the way
         finally: self.model.train(was_training)
-        weights = self.grads.mean((2, 3), keepdim=True)      # one weight per channel
-        cam = (weights * self.acts).sum(1).detach()
+        cam = self.combine(self.acts.detach(), self.grads.detach())
         return (F.relu(cam) if relu else cam).to(x_device)
+
+    def combine(self, A:torch.Tensor, G:torch.Tensor) -> torch.Tensor:
+        "Grad-CAM's map [B, h, w] from the feature maps `A` and their gradients `G` [B, C, h, w]: one weight per channel"
+        return (G.mean((2, 3), keepdim=True) * A).sum(1)
 
     def remove(self):
         "Remove the hook (a GradCAM left hooked slows every later forward pass a little)"
@@ -176,11 +179,13 @@ def pointing_game(heat:torch.Tensor, # [B, H, W] heat maps of fractured images
 
 # %% ../nbs/10_interpretation.ipynb #a00ec81d
 def explain_split(model:nn.Module, dl, # a test loader yielding (x, y), in the order of `items`
-                  items:list, preset:Preset, layer:nn.Module|None=None, target:int=1) -> tuple[torch.Tensor, list, torch.Tensor]:
+                  items:list, preset:Preset, layer:nn.Module|None=None, target:int=1,
+                  cam:type|None=None # the CAM class (default `GradCAM`; `LayerCAM` below)
+                 ) -> tuple[torch.Tensor, list, torch.Tensor]:
     "Heat maps [N, H, W] for every image of `dl`, the fracture boxes of each (input pixels), and the inputs"
     maps, xs = [], []
     layer = layer if layer is not None else cam_layer(model, preset.size, preset.channels)[1]
-    with GradCAM(model, layer) as gc:
+    with (cam or GradCAM)(model, layer) as gc:
         for xb, _ in dl:
             maps.append(heatmaps(gc(xb, target), xb.shape[-2:])); xs.append(xb)
     return torch.cat(maps).cpu(), [item_input_boxes(o, preset) for o in items], torch.cat(xs).cpu()
@@ -194,6 +199,11 @@ def pointing_baselines(boxes:Sequence, size:int, tolerance:float=0.0) -> dict:
         b = torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4)[:, :, None, None]
         return ((b[:, 0] - tolerance <= xx) & (xx <= b[:, 2] + tolerance) & (b[:, 1] - tolerance <= yy) & (yy <= b[:, 3] + tolerance)).any(0).float().mean().item()
     return {'centre': centre, 'random': float(np.mean([covered(b) for b in has])) if has else float('nan')}
+
+# %% ../nbs/10_interpretation.ipynb #66e15a40
+class LayerCAM(GradCAM):
+    "LayerCAM (Jiang et al., 2021): each place of each channel weighed by its own positive gradient, not a channel mean"
+    def combine(self, A:torch.Tensor, G:torch.Tensor) -> torch.Tensor: return (F.relu(G) * A).sum(1)
 
 # %% ../nbs/10_interpretation.ipynb #ac94aff3
 def add_predict_args(p:argparse.ArgumentParser):

@@ -11,7 +11,7 @@ from torch import nn
 
 from fracture_course.data import Item
 from fracture_course.evaluate import load_inputs
-from fracture_course.interpret import (GradCAM, add_predict_args, boxes_on_input, cam_layer, gradcam, heatmap_peak, heatmaps,
+from fracture_course.interpret import (GradCAM, LayerCAM, add_predict_args, explain_split, boxes_on_input, cam_layer, gradcam, heatmap_peak, heatmaps,
                                        item_input_boxes, point_in_boxes, pointing_baselines, pointing_game, predict_command)
 from fracture_course.learner import save_checkpoint
 from fracture_course.models import create_model
@@ -53,6 +53,36 @@ def test_gradcam_agrees_with_captum(which, target):
     up = LayerAttribution.interpolate(ref, x.shape[-2:], interpolate_mode='bilinear')[:, 0]
     top = up.flatten(1).max(1).values.clamp(min=1e-12)[:, None, None]
     assert torch.allclose(heatmaps(ours, x.shape[-2:]), (up / top).clamp(min=0), atol=1e-5)
+
+
+@pytest.mark.parametrize('which', ['simple_cnn', 'bn_cnn'])
+def test_layercam_agrees_with_captum_gradients_and_activations(which):
+    "LayerCAM = sum_c ReLU(dy/dA_c) * A_c, with Captum taking the layer's gradients and activations"
+    from captum.attr import LayerActivation, LayerGradientXActivation
+    if which == 'simple_cnn':
+        torch.manual_seed(0)
+        model = create_model('simple_cnn', img_size=32, widths=(8, 16)).eval(); layer, x = model.body[0], torch.randn(5, 1, 32, 32)
+    else:
+        model = bn_cnn(); layer = model[2]; x = torch.randn(5, 3, 24, 24)
+    tgt = torch.tensor([0, 1, 1, 0, 1])
+    with LayerCAM(model, layer) as lc: ours = lc(x, tgt)
+    G = LayerGradientXActivation(model, layer, multiply_by_inputs=False).attribute(x, target=tgt)  # dy/dA
+    A = LayerActivation(model, layer).attribute(x)
+    assert torch.allclose(ours, (F.relu(G) * A).sum(1), atol=1e-5) and ours.abs().max() > 1e-4
+    with GradCAM(model, layer) as gc: gcam = gc(x, tgt)
+    assert not torch.allclose(ours / ours.amax((1, 2), keepdim=True), gcam / gcam.amax((1, 2), keepdim=True).clamp(min=1e-12), atol=1e-3)  # a different map
+
+
+def test_explain_split_takes_a_cam_class():
+    torch.manual_seed(0)
+    model = create_model('simple_cnn', img_size=32, widths=(8, 16)).eval()
+    items = [Item(Path(f'x{i}.png'), 1) for i in range(3)]  # no boxes: no file is opened
+    x = torch.randn(3, 1, 32, 32); dl = [(x, torch.ones(3, dtype=torch.long))]
+    preset = grey_preset(32)
+    for cam in (GradCAM, LayerCAM):
+        heat, boxes, inputs = explain_split(model, dl, items, preset, model.body[0], cam=cam)
+        with cam(model, model.body[0]) as c: ref = heatmaps(c(x), 32)
+        assert heat.shape == (3, 32, 32) and torch.allclose(heat, ref) and torch.equal(inputs, x) and all(len(b) == 0 for b in boxes)
 
 
 def test_gradcam_removes_its_hook_restores_mode_and_works_frozen():

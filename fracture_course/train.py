@@ -64,7 +64,8 @@ RECIPES['efficientnet_lite0'] = Recipe(**{**_PRETRAINED, 'preset': 'imagenet_squ
 # Channels-last activations train Inception about 1.6 times and the EnhancedCNN about 1.4 times faster on one CPU thread
 # (the same arithmetic, up to rounding). The narrow SimpleCNN gains 1.35 times too, but keeps the default layout: when it
 # leaves its plateau is sensitive to rounding, and with channels-last its test AUROC fell at seeds 0 and 1 (benchmarks/README.md).
-# Flip TTA lifts the quick simple_cnn's test AUROC from 0.886-0.903 to 0.902-0.911 (seeds 0, 42, 1; one thread).
+# Flip TTA lifted the quick simple_cnn's test AUROC from 0.886-0.903 to 0.902-0.911 (seeds 0, 42, 1; one thread; torch of
+# November 2026). With torch 2.14.1 the recipe scores 0.881-0.896: benchmarks/README.md.
 QUICK_RECIPES = {'simple_cnn': dict(aug='flip', lr=3e-3, tta=True, model_kwargs={'widths': (8, 16, 32)}),
                  'inception': dict(channels_last=True), 'enhanced_cnn': dict(channels_last=True)}
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from fracture_course.config import get_config
 from fracture_course.learner import load_checkpoint
-from fracture_course.train import recipe_for, train_run
+from fracture_course.train import recipe_for, run_plan, train_run
 
 CLI = str(Path(sys.executable).parent/'fracture-course')
 
@@ -20,7 +20,8 @@ def tiny(tmp_path):
 def test_train_run_writes_checkpoint_metrics_and_curves(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
     cfg = get_config('quick', epochs=2, image_size=32, batch_size=16, lr=3e-3)
-    r = train_run('simple_cnn', tiny, tmp_path/'out', cfg, progress=False)
+    assert run_plan('simple_cnn', cfg)[1] == 14  # the quick recipe's own epochs win over the settings' ...
+    r = train_run('simple_cnn', tiny, tmp_path/'out', cfg, progress=False, recipe_overrides={'epochs': 2})  # ... an override wins over both
     m = json.loads((tmp_path/'out'/'metrics.json').read_text())
     assert set(m['test']) >= {'accuracy', 'sensitivity', 'specificity', 'auroc'} and m['test_trivial']['accuracy'] == 0.5
     assert len(m['history']) == 2 and m['preprocessing']['channels'] == 1 and (tmp_path/'out'/'curves.png').stat().st_size > 1000

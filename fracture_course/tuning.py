@@ -228,15 +228,16 @@ def run_study(objective:Callable[[optuna.Trial], float], # e.g. from `make_objec
               seed:int=42, # seeds the sampler
               direction:str|None=None, # 'minimize' or 'maximize' (default: the objective's `direction`, else minimize)
               pruner:optuna.pruners.BasePruner|None=None, # default: median pruner after 2 trials and 1 epoch
+              sampler:optuna.samplers.BaseSampler|None=None, # default: TPE seeded with `seed`
               known:Sequence[optuna.trial.FrozenTrial]=(), # finished trials to start from (see `known_trial`)
               study_name:str|None=None, storage:str|None=None, # e.g. 'sqlite:///tuning.db' to keep and resume a study
               timeout:float|None=None, # stop starting new trials after this many seconds
               verbose:bool=False # print Optuna's line per trial
              ) -> optuna.Study:
-    "Run `n_trials` trials of `objective` with a seeded TPE sampler and a median pruner; returns the study"
+    "Run `n_trials` trials of `objective` with a seeded TPE sampler (or `sampler`) and a median pruner; returns the study"
     if n_trials < 1: raise ValueError(f"n_trials must be at least 1, got {n_trials}.")
     direction = direction or getattr(objective, 'direction', 'minimize')
-    study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=seed),
+    study = optuna.create_study(direction=direction, sampler=sampler or optuna.samplers.TPESampler(seed=seed),
                                 pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
                                 study_name=study_name, storage=storage, load_if_exists=storage is not None)
     for t in known: study.add_trial(t)

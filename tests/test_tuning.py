@@ -191,6 +191,18 @@ def test_pruning(tiny_dls, tiny_cfg):
     assert isinstance(default.pruner, optuna.pruners.MedianPruner)
 
 
+def test_run_study_takes_a_sampler_and_keeps_known_trials():
+    "A grid sampler (chapter 6's quick search) visits each grid point once, after the known trial; TPE is the default"
+    space = lambda t: {'wd': t.suggest_float('wd', 1e-5, 1e-1, log=True)}
+    known = optuna.trial.create_trial(params={'wd': 1e-4}, distributions={'wd': optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)}, value=0.5)
+    grid = optuna.samplers.GridSampler({'wd': [1e-3, 3e-3, 1e-2]}, seed=0)
+    study = run_study(lambda t: abs(space(t)['wd'] - 3e-3), n_trials=3, seed=0, sampler=grid, known=[known], pruner=optuna.pruners.NopPruner())
+    assert study.sampler is grid and study.trials[0].params == {'wd': 1e-4}
+    assert sorted(t.params['wd'] for t in study.trials[1:]) == [1e-3, 3e-3, 1e-2]
+    assert study.best_trial.params == {'wd': 3e-3} and study.best_trial.number != 0
+    assert isinstance(run_study(lambda t: 1.0, n_trials=1, seed=0).sampler, optuna.samplers.TPESampler)
+
+
 def test_pruning_cb_checks_its_monitor():
     study = optuna.create_study()
     cb = PruningCB(study.ask(), monitor='valid_nothing')

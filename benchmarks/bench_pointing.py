@@ -36,10 +36,10 @@ def play(seed:int, off_centre:float, epochs:int=6) -> dict:
     items = data.split('test'); fx = [i for i, o in enumerate(items) if o.label == 1]
     layer = model.get_submodule('block2')
     r = dict(seed=seed, off_centre=off_centre, auroc=run['test']['auroc'], seconds=time.perf_counter() - t0)
+    with GradCAM(model, layer) as gc: side = gc(next(iter(dls.test))[0][:1])[0].shape[-1]
+    cell = dls.preset.size / side  # input pixels per map cell; a peak within half a cell of a box counts
     for name, cam in [('gradcam', GradCAM), ('layercam', LayerCAM)]:
-        heat, boxes, inputs = explain_split(model, dls.test, items, dls.preset, layer, cam=cam)
-        with GradCAM(model, layer) as gc: side = gc(inputs[:1])[0].shape[-1]
-        cell = dls.preset.size / side
+        heat, boxes, _ = explain_split(model, dls.test, items, dls.preset, layer, cam=cam)
         pg = pointing_game(heat[fx], [boxes[i] for i in fx], cell / 2)
         peaks = heatmap_peak(heat[fx]); missed = torch.tensor([not h for h in pg['hit']])
         edge = ((peaks < cell) | (peaks > dls.preset.size - cell)).any(1)

@@ -10,6 +10,7 @@ import hashlib, json, math, os, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,10 +23,10 @@ from .data import CLASSES, FractureData, load_image
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'Preset', 'imagenet_preset', 'grey_preset', 'decode_resize', 'ToModelInput',
-           'eval_tfms', 'channel_stats', 'ImageCache', 'single_thread', 'CachedDataset', 'augmentations', 'train_tfms',
-           'augment_with_boxes', 'resize_boxes', 'decoded_boxes', 'box_map', 'BoxMapDataset', 'crop_origin',
-           'CropDataset', 'show_augmentations', 'offline_augment', 'DataLoaders', 'class_weights', 'balanced_sampler',
-           'get_dls', 'show_batch', 'stats_preset', 'loader_throughput']
+           'eval_tfms', 'channel_stats', 'ImageCache', 'batch_transform', 'single_thread', 'CachedDataset',
+           'augmentations', 'train_tfms', 'augment_with_boxes', 'resize_boxes', 'decoded_boxes', 'box_map',
+           'BoxMapDataset', 'crop_origin', 'CropDataset', 'show_augmentations', 'offline_augment', 'DataLoaders',
+           'class_weights', 'balanced_sampler', 'get_dls', 'show_batch', 'stats_preset', 'loader_throughput']
 
 # %% ../nbs/03_preprocessing.ipynb #c156d97e
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -135,6 +136,25 @@ class ImageCache:
     def nbytes(self) -> int: return self.arr.nbytes
     def stats(self) -> tuple[float, float]: return channel_stats(torch.from_numpy(np.asarray(self.arr[i:i+256])) for i in range(0, len(self), 256))
 
+# %% ../nbs/03_preprocessing.ipynb #741986dd
+_FLIP_DIMS = {v2.RandomHorizontalFlip: -1, v2.RandomVerticalFlip: -2}
+
+def batch_transform(tfm # a v2 transform or `Compose`, as applied to one image; None: no transform
+                   ) -> Callable|None:
+    "`tfm` as one function of a batch [B, C, H, W] that gives what image-by-image calls give, random draws included; None if a step can't"
+    steps = [] if tfm is None else list(tfm.transforms) if isinstance(tfm, v2.Compose) else [tfm]
+    if not all(type(t) in _FLIP_DIMS or isinstance(t, (v2.CenterCrop, v2.Identity, ToModelInput)) for t in steps): return None
+    n_draws = sum(type(t) in _FLIP_DIMS for t in steps)
+    def apply(x:torch.Tensor) -> torch.Tensor:
+        draws = torch.rand(len(x), n_draws)  # row i: image i's draws, in the order the image-by-image loop makes them
+        j = 0
+        for t in steps:
+            if type(t) not in _FLIP_DIMS: x = t(x); continue
+            flip = (draws[:, j] < t.p).view(-1, *[1] * (x.ndim - 1)); j += 1  # v2 flips when its draw is below p
+            x = torch.where(flip, x.flip(_FLIP_DIMS[type(t)]), x)
+        return x
+    return apply
+
 # %% ../nbs/03_preprocessing.ipynb #4e2b9bd0
 class single_thread:
     "Context manager: run torch on one thread (per-sample ops on small tensors are slower with more)"
@@ -143,14 +163,18 @@ class single_thread:
 
 class CachedDataset(Dataset):
     "(transformed image, label) from an `ImageCache`: augmentation runs on uint8 tensors, no decoding"
-    def __init__(self, cache:ImageCache, tfm=None): self.cache, self.tfm = cache, tfm
+    def __init__(self, cache:ImageCache, tfm=None): self.cache, self.tfm, self.batch_tfm = cache, tfm, batch_transform(tfm)
     def __len__(self): return len(self.cache)
     def __getitem__(self, i):
         x = self.cache[i]
         return (self.tfm(x) if self.tfm else x), self.cache.labels[i]
     def __getitems__(self, idxs:list) -> list:
-        "A whole batch at once (the DataLoader calls this when it exists), on one thread"
-        with single_thread(): return [self[i] for i in idxs]
+        "A whole batch at once (the DataLoader calls this when it exists), on one thread; in one go when `batch_transform` allows"
+        with single_thread():
+            if self.batch_tfm is None or type(self).__getitem__ is not CachedDataset.__getitem__: return [self[i] for i in idxs]
+            idxs = np.asarray([int(i) for i in idxs])  # a Subset may pass NumPy or tensor indices
+            xb = self.batch_tfm(torch.from_numpy(np.asarray(self.cache.arr[idxs])))  # fancy indexing copies: the cache is never modified
+            return list(zip(xb, self.cache.labels[idxs]))
 
 # %% ../nbs/03_preprocessing.ipynb #682880f3
 def augmentations(level:str, # none, flip, light, medium or heavy

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from fracture_course.data import load_dataset
 from fracture_course.transforms import (IMAGENET_MEAN, IMAGENET_STD, CachedDataset, ImageCache, Preset, augment_with_boxes,
@@ -145,3 +146,45 @@ def test_train_crop_aims_crops_at_the_fracture_and_keeps_validation_whole(tmp_pa
         if len(b): assert all(bright(tr[i][0]) for _ in range(40))
     with pytest.raises(ValueError, match='cannot be combined'): get_dls(data, grey_preset(40), bs=4, train_crop=16, box_maps=True)
     with pytest.raises(ValueError, match='train_crop 48 must be'): get_dls(data, grey_preset(40), bs=4, train_crop=48)
+
+def _varied(tmp_path, n=20):
+    "A split-folder dataset whose images all differ (so that a flip or a mix-up would show)"
+    rng = np.random.default_rng(0)
+    for s, k in [('train', n), ('val', 10), ('test', 4)]:
+        for c in ('fractured', 'not fractured'):
+            d = tmp_path/'v'/s/c; d.mkdir(parents=True)
+            for i in range(k): Image.fromarray(rng.integers(0, 256, (40, 56), dtype=np.uint8)).save(d/f'{i}.png')
+    return load_dataset(tmp_path/'v')
+
+@pytest.mark.parametrize('preset', [grey_preset(32), imagenet_preset(32), imagenet_preset(32, squash=True)])
+@pytest.mark.parametrize('level', ['none', 'flip', 'light'])
+def test_whole_batches_equal_image_by_image(tmp_path, preset, level):
+    "Batches made in one go (`batch_transform`) are the image-by-image ones exactly, and leave the generator where they found it"
+    from fracture_course.transforms import batch_transform
+    dls = get_dls(_varied(tmp_path), preset, level, bs=8, seed=3)
+    batchable = batch_transform(dls.train.dataset.tfm) is not None
+    assert batchable == (level != 'light' and preset.resize == preset.size)  # rotations and random crops go image by image
+    assert batch_transform(dls.valid.dataset.tfm) is not None
+    def epoch(dl, batched):
+        ds = dl.dataset; keep = ds.batch_tfm
+        if not batched: ds.batch_tfm = None
+        torch.manual_seed(0); dl.generator.manual_seed(0) if dl.generator is not None else None
+        try: return [b for b in dl], torch.rand(1)
+        finally: ds.batch_tfm = keep
+    for dl in (dls.train, dls.valid):
+        (a, ra), (b, rb) = epoch(dl, False), epoch(dl, True)
+        assert len(a) == len(b) > 1 and torch.equal(ra, rb)
+        assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    if level == 'flip' and batchable:  # the flips are really there: some images of an epoch are mirrored, others not
+        torch.manual_seed(0); xb, _ = next(iter(DataLoader(dls.train.dataset, batch_size=40)))
+        plain = torch.stack([eval_tfms(preset)(dls.train.dataset.cache[i]) for i in range(40)])
+        same = [torch.equal(x, p) for x, p in zip(xb, plain)]
+        assert 0 < sum(same) < 40
+
+def test_whole_batches_take_subset_indices(tmp_path):
+    "A `Subset` passes NumPy or tensor indices; the batch path takes them like the image-by-image path"
+    from torch.utils.data import Subset
+    dls = get_dls(_varied(tmp_path), grey_preset(32), 'none', bs=8, seed=3)
+    for idx in (np.array([5, 1, 7]), torch.tensor([5, 1, 7]), [5, 1, 7]):
+        xb, yb = next(iter(DataLoader(Subset(dls.train.dataset, idx), batch_size=3)))
+        assert torch.equal(xb, torch.stack([dls.train.dataset[i][0] for i in (5, 1, 7)])) and yb.tolist() == [dls.train.dataset[i][1].item() for i in (5, 1, 7)]

@@ -1,5 +1,7 @@
 """Images/s of the training data pipeline at 224 px on FracAtlas: a naive ImageFolder + PIL pipeline against the
 course's cached pipeline (decode once to a uint8 cache, augment on tensors), same augmentation, same batch size.
+Then, with flips as the only augmentation (the quick profile's): batches made image by image against whole batches
+in one go (`batch_transform`), which must be identical.
 
     python benchmarks/bench_pipeline.py [--data ../shared/data/FracAtlas] [--epochs 3] [--bs 32]
 """
@@ -11,7 +13,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import v2
 from fracture_course.data import load_dataset
-from fracture_course.transforms import get_dls, imagenet_preset, loader_throughput, IMAGENET_MEAN, IMAGENET_STD
+from fracture_course.transforms import get_dls, grey_preset, imagenet_preset, loader_throughput, IMAGENET_MEAN, IMAGENET_STD
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -42,5 +44,21 @@ def main():
     print(f'{"epoch":>5} {"naive img/s":>12} {"cached img/s":>13} {"speed-up":>9}')
     for e, (x, y) in enumerate(zip(naive_ips, cached_ips), 1): print(f'{e:>5} {x:12.0f} {y:13.0f} {y / x:8.1f}x')
     print(f'cache: {len(folder)} images decoded in {build:.1f} s (counted in epoch 1), {dls.train.dataset.cache.nbytes / 1e6:.0f} MB uint8')
+    flip_batches(data, a)
+
+def flip_batches(data, a):
+    "Flips only, greyscale squash preset: the training loader image by image, then in whole batches, seeded alike"
+    dl = get_dls(data, grey_preset(a.size), 'flip', bs=a.bs, num_workers=a.workers).train
+    ds, keep = dl.dataset, dl.dataset.batch_tfm
+    def epoch(batched):
+        ds.batch_tfm = keep if batched else None
+        torch.manual_seed(0); dl.generator.manual_seed(0)
+        t0 = time.perf_counter(); out = [xb for xb, _ in dl]
+        return out, len(ds) / (time.perf_counter() - t0)
+    epoch(True)  # warm the cache's pages
+    (one, ips_one), (whole, ips_whole) = epoch(False), epoch(True)
+    same = len(one) == len(whole) and all(torch.equal(x, y) for x, y in zip(one, whole))
+    print(f'flips only, greyscale {a.size} px: {ips_one:.0f} images/s image by image, {ips_whole:.0f} in whole batches '
+          f'({ips_whole / ips_one:.1f}x); identical batches: {same}')
 
 if __name__ == '__main__': main()

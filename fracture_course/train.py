@@ -319,8 +319,9 @@ def train_command(args) -> int:
         if r.get('global_rank', 0) != 0: return 0  # a copy that DDP started: rank 0 reports
     else:
         # Quick profile on a CPU: one thread, as the chapters run under nbdev-test, so that the command gives their very
-        # figures (float sums in another order shift test AUROC by about 0.01). Measured (benchmarks/bench_quick.py):
-        # one thread 39-44 s of training and AUROC 0.902-0.911 over three seeds; two threads 30-40 s and 0.888-0.905
+        # figures (float sums in another order shift test AUROC by about 0.01). Measured (benchmarks/bench_quick.py, seeds
+        # 42/0/1): one thread 30-34 s from data to trained model and AUROC 0.899-0.912 (torch 2.14.1, channels-last);
+        # November's recipe took 39-44 s on one thread and 30-40 s on two, with AUROC 0.902-0.911 against 0.888-0.905
         if cfg.profile == 'quick' and cfg.device == 'cpu': torch.set_num_threads(1)
         r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
     print(f"\n{r['model']} on {r['dataset']} ({r['weights']}): best epoch {r['best_epoch']}, {r['seconds']:.0f} s")

@@ -21,8 +21,8 @@ __all__ = ['FRACTURE_TYPES', 'DIFFICULTIES', 'CLASSES', 'GENERATOR_VERSION', 'MI
            'fracture_box', 'gaussian_blur', 'upsample', 'text_bitmap', 'Scene', 'fragment_extent', 'attenuation_map',
            'noise_bank', 'noise_patch', 'render', 'sample_scene', 'sample_fracture', 'parse_mix', 'SynthSettings',
            'Case', 'true_labels', 'make_case', 'render_case', 'assign_splits', 'make_cases', 'SyntheticFractures',
-           'synthetic_dataset_ready', 'write_synthetic_dataset', 'default_synthetic_dir', 'add_synth_args',
-           'synth_command']
+           'case_file', 'synthetic_dataset_ready', 'write_synthetic_dataset', 'default_synthetic_dir', 'read_images',
+           'add_synth_args', 'synth_command']
 
 # %% ../nbs/01_synthetic.ipynb #ca5c52ad
 _GRIDS = {}
@@ -658,11 +658,17 @@ def assign_splits(labels, # stored labels, one per image
         split[idx[:a]], split[idx[a:b]], split[idx[b:]] = 'train', 'val', 'test'
     return split
 
+_PLANS = {}  # the last few datasets planned, by their settings: the three splits of a dataset share one plan
+
 def make_cases(st:SynthSettings) -> list[Case]:
-    "Every case of the dataset with its split; cheap, since nothing is rendered"
-    cases = [make_case(st, i, t) for i, t in enumerate(true_labels(st))]
-    for c, s in zip(cases, assign_splits([c.label for c in cases], st.seed)): c.split = s
-    return cases
+    "Every case of the dataset with its split: nothing is rendered, and each dataset is planned once per process"
+    key = json.dumps(st.as_dict(), sort_keys=True)
+    if key not in _PLANS:
+        cases = [make_case(st, i, t) for i, t in enumerate(true_labels(st))]
+        for c, s in zip(cases, assign_splits([c.label for c in cases], st.seed)): c.split = s
+        if len(_PLANS) >= 4: _PLANS.pop(next(iter(_PLANS)))  # keep the four most recent
+        _PLANS[key] = cases
+    return list(_PLANS[key])
 
 # %% ../nbs/01_synthetic.ipynb #b61f17c8
 class SyntheticFractures(torch.utils.data.Dataset):
@@ -719,6 +725,10 @@ def _progress(it, total:int, desc:str, enabled:bool):
     from tqdm import tqdm
     return tqdm(it, total=total, desc=desc, unit='img')
 
+def case_file(c:Case) -> str:
+    "Where the dataset folder keeps case `c`'s image: `split/label/synth_NNNNN.png`"
+    return f"{c.split}/{CLASSES[c.label]}/synth_{c.index:05d}.png"
+
 def synthetic_dataset_ready(out:Path|str, st:SynthSettings|None=None) -> bool:
     "True when `out` holds a completely written synthetic dataset (with settings `st`, if given)"
     p = Path(out)/COMPLETE
@@ -766,7 +776,7 @@ def write_synthetic_dataset(out:Path|str, # folder to write (created if needed)
     cases = make_cases(st)
     rows = []
     for c in _progress(cases, len(cases), f'synthetic {st.size}px', progress):
-        rel = f"{c.split}/{CLASSES[c.label]}/synth_{c.index:05d}.png"
+        rel = case_file(c)
         Image.fromarray(render_case(c)).save(out/rel, compress_level=1)   # uint8 (H, W): 8-bit greyscale; fast compression
         m = c.meta()
         rows.append(dict(file=rel, split=c.split, label=CLASSES[c.label], true_label=CLASSES[c.true_label],
@@ -805,6 +815,18 @@ def default_synthetic_dir(cfg=None, # course settings (default: `fracture_course
     finally:
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+# %% ../nbs/01_synthetic.ipynb #c94a5672
+def read_images(ds:SyntheticFractures, # planned in memory, with the settings the folder was written with
+                folder:Path|str # where `write_synthetic_dataset` (or `default_synthetic_dir`) wrote that dataset
+               ) -> SyntheticFractures:
+    "`ds`, its images read from the PNG files in `folder` rather than rendered again: the same pixels (PNG is lossless)"
+    folder = Path(folder)
+    if not synthetic_dataset_ready(folder, ds.settings):
+        raise ValueError(f"{folder} does not hold a complete synthetic dataset with the settings of {ds!r} "
+                         f"({ds.settings.name()}); write it first with write_synthetic_dataset or default_synthetic_dir.")
+    for i, c in enumerate(ds.cases): ds._images[i] = np.asarray(Image.open(folder/case_file(c)))
+    return ds
 
 # %% ../nbs/01_synthetic.ipynb #56af7b55
 def add_synth_args(parser:argparse.ArgumentParser):

@@ -48,13 +48,12 @@ def main():
 
 def flip_batches(data, a):
     "Flips only, greyscale squash preset: the training loader image by image, then in whole batches, seeded alike"
-    dl = get_dls(data, grey_preset(a.size), 'flip', bs=a.bs, num_workers=a.workers).train
-    ds, keep = dl.dataset, dl.dataset.batch_tfm
+    dl = get_dls(data, grey_preset(a.size), 'flip', bs=a.bs).train  # no worker processes: both ways run here, on one random stream
     def epoch(batched):
-        ds.batch_tfm = keep if batched else None
+        dl.dataset.batched = batched
         torch.manual_seed(0); dl.generator.manual_seed(0)
         t0 = time.perf_counter(); out = [xb for xb, _ in dl]
-        return out, len(ds) / (time.perf_counter() - t0)
+        return out, len(dl.dataset) / (time.perf_counter() - t0)
     epoch(True)  # warm the cache's pages
     (one, ips_one), (whole, ips_whole) = epoch(False), epoch(True)
     same = len(one) == len(whole) and all(torch.equal(x, y) for x, y in zip(one, whole))

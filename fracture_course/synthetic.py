@@ -7,7 +7,7 @@ Docs: https://github.com/fracture-course/fracture_course/synthetic.html.md"""
 # %% ../nbs/01_synthetic.ipynb #00788f4e
 from __future__ import annotations
 import argparse, csv, hashlib, json, math, os, shutil, time, uuid
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -658,7 +658,7 @@ def assign_splits(labels, # stored labels, one per image
         split[idx[:a]], split[idx[a:b]], split[idx[b:]] = 'train', 'val', 'test'
     return split
 
-_PLANS = {}  # the last few datasets planned, by their settings: the three splits of a dataset share one plan
+_PLANS = {}  # the four datasets planned last, by their settings: the three splits of a dataset share one plan
 
 def make_cases(st:SynthSettings) -> list[Case]:
     "Every case of the dataset with its split: nothing is rendered, and each dataset is planned once per process"
@@ -666,9 +666,9 @@ def make_cases(st:SynthSettings) -> list[Case]:
     if key not in _PLANS:
         cases = [make_case(st, i, t) for i, t in enumerate(true_labels(st))]
         for c, s in zip(cases, assign_splits([c.label for c in cases], st.seed)): c.split = s
-        if len(_PLANS) >= 4: _PLANS.pop(next(iter(_PLANS)))  # keep the four most recent
+        if len(_PLANS) >= 4: _PLANS.pop(next(iter(_PLANS)))  # forget the one planned first
         _PLANS[key] = cases
-    return list(_PLANS[key])
+    return [replace(c) for c in _PLANS[key]]  # copies: a caller that changes a case changes its own
 
 # %% ../nbs/01_synthetic.ipynb #b61f17c8
 class SyntheticFractures(torch.utils.data.Dataset):
@@ -825,7 +825,7 @@ def read_images(ds:SyntheticFractures, # planned in memory, with the settings th
     if not synthetic_dataset_ready(folder, ds.settings):
         raise ValueError(f"{folder} does not hold a complete synthetic dataset with the settings of {ds!r} "
                          f"({ds.settings.name()}); write it first with write_synthetic_dataset or default_synthetic_dir.")
-    for i, c in enumerate(ds.cases): ds._images[i] = np.asarray(Image.open(folder/case_file(c)))
+    for i, c in enumerate(ds.cases): ds._images[i] = np.array(Image.open(folder/case_file(c)))  # writable, as rendered images are
     return ds
 
 # %% ../nbs/01_synthetic.ipynb #56af7b55

@@ -65,7 +65,8 @@ RECIPES['efficientnet_lite0'] = Recipe(**{**_PRETRAINED, 'preset': 'imagenet_squ
 # 1.35 times faster on one CPU thread (the same arithmetic, up to rounding). When the SimpleCNN leaves its plateau is
 # sensitive to rounding: under November's torch its test AUROC fell at seeds 0 and 1 with channels-last, so it kept the
 # default layout; with torch 2.14.1 channels-last scores 0.909 / 0.912 / 0.899 / 0.861 / 0.933 at seeds 42 / 0 / 1 / 2 / 3
-# against 0.907 / 0.908 / 0.890 / 0.873 / 0.947, in 19-28 s of training instead of 31-34 s (benchmarks/README.md).
+# against 0.907 / 0.908 / 0.890 / 0.873 / 0.947, `train_run` taking 19-28 s instead of 31-34 s with the data already cached
+# (benchmarks/README.md).
 # Flip TTA lifted the quick simple_cnn's test AUROC from 0.886-0.903 to 0.902-0.911 (seeds 0, 42, 1; one thread; torch of
 # November 2026). With torch 2.14.1 that recipe scored 0.896 / 0.881 / 0.883 (seeds 42 / 0 / 1); a 64-unit hidden layer
 # (the head overfits: training AUROC 0.95 against 0.87 on validation) and 14 epochs score 0.907 / 0.908 / 0.890.
@@ -320,7 +321,7 @@ def train_command(args) -> int:
     else:
         # Quick profile on a CPU: one thread, as the chapters run under nbdev-test, so that the command gives their very
         # figures (float sums in another order shift test AUROC by about 0.01). Measured (benchmarks/bench_quick.py, seeds
-        # 42/0/1): one thread 30-34 s from data to trained model and AUROC 0.899-0.912 (torch 2.14.1, channels-last);
+        # 42/0/1, fresh cache): one thread 30-34 s from data generation to trained model and AUROC 0.899-0.912 (torch 2.14.1, channels-last);
         # November's recipe took 39-44 s on one thread and 30-40 s on two, with AUROC 0.902-0.911 against 0.888-0.905
         if cfg.profile == 'quick' and cfg.device == 'cpu': torch.set_num_threads(1)
         r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)

@@ -143,7 +143,7 @@ def batch_transform(tfm # a v2 transform or `Compose`, as applied to one image; 
                    ) -> Callable|None:
     "`tfm` as one function of a batch [B, C, H, W] that gives what image-by-image calls give, random draws included; None if a step can't"
     steps = [] if tfm is None else list(tfm.transforms) if isinstance(tfm, v2.Compose) else [tfm]
-    if not all(type(t) in _FLIP_DIMS or isinstance(t, (v2.CenterCrop, v2.Identity, ToModelInput)) for t in steps): return None
+    if not all(type(t) in (*_FLIP_DIMS, v2.CenterCrop, v2.Identity, ToModelInput) for t in steps): return None  # exact types: a subclass may draw
     n_draws = sum(type(t) in _FLIP_DIMS for t in steps)
     def apply(x:torch.Tensor) -> torch.Tensor:
         draws = torch.rand(len(x), n_draws)  # row i: image i's draws, in the order the image-by-image loop makes them
@@ -163,17 +163,18 @@ class single_thread:
 
 class CachedDataset(Dataset):
     "(transformed image, label) from an `ImageCache`: augmentation runs on uint8 tensors, no decoding"
-    def __init__(self, cache:ImageCache, tfm=None): self.cache, self.tfm, self.batch_tfm = cache, tfm, batch_transform(tfm)
+    def __init__(self, cache:ImageCache, tfm=None, batched:bool=True): self.cache, self.tfm, self.batched = cache, tfm, batched
     def __len__(self): return len(self.cache)
     def __getitem__(self, i):
         x = self.cache[i]
         return (self.tfm(x) if self.tfm else x), self.cache.labels[i]
     def __getitems__(self, idxs:list) -> list:
-        "A whole batch at once (the DataLoader calls this when it exists), on one thread; in one go when `batch_transform` allows"
+        "A whole batch at once (the DataLoader calls this when it exists), on one thread; in one go when `batched` and `batch_transform` allow"
         with single_thread():
-            if self.batch_tfm is None or type(self).__getitem__ is not CachedDataset.__getitem__: return [self[i] for i in idxs]
+            whole = batch_transform(self.tfm) if self.batched and type(self).__getitem__ is CachedDataset.__getitem__ else None
+            if whole is None: return [self[i] for i in idxs]
             idxs = np.asarray([int(i) for i in idxs])  # a Subset may pass NumPy or tensor indices
-            xb = self.batch_tfm(torch.from_numpy(np.asarray(self.cache.arr[idxs])))  # fancy indexing copies: the cache is never modified
+            xb = whole(torch.from_numpy(np.asarray(self.cache.arr[idxs])))  # fancy indexing copies: the cache is never modified
             return list(zip(xb, self.cache.labels[idxs]))
 
 # %% ../nbs/03_preprocessing.ipynb #682880f3

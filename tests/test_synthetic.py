@@ -270,9 +270,10 @@ def test_off_centre_spreads_the_fractures_and_its_default_changes_nothing(tmp_pa
 def test_a_dataset_is_planned_once_and_its_splits_share_the_plan():
     from fracture_course.synthetic import make_cases, SynthSettings
     st = SynthSettings(n=300, size=64, seed=7)
-    a = make_cases(st); a.pop()  # callers get their own list
+    a = make_cases(st); a.pop(); a[0].label = 1 - a[0].label  # callers get their own list and their own cases
     b = make_cases(SynthSettings(n=300, size=64, seed=7))
-    assert len(b) == 300 and a == b[:-1] and all(x is y for x, y in zip(a, b))  # the same planned cases, not a new draw
+    assert len(b) == 300 and a[1:] == b[1:-1] and a[0] != b[0] and b[0].label == b[0].true_label
+    assert all(x.scene is y.scene for x, y in zip(a, b))  # the same plan, not a new draw
     assert make_cases(SynthSettings(n=300, size=64, seed=8))[0] != b[0]
     splits = [SyntheticFractures(300, 64, 7, split=s) for s in ('train', 'val', 'test')]
     assert sum(len(s) for s in splits) == 300 and len({c.index for s in splits for c in s.cases}) == 300
@@ -282,5 +283,6 @@ def test_read_images_gives_the_rendered_pixels_and_refuses_other_settings(tmp_pa
     out = write_synthetic_dataset(tmp_path/'ds', SynthSettings(n=40, size=48, seed=3), progress=False)
     ds = read_images(SyntheticFractures(40, 48, 3, split='val'), out)
     assert len(ds) > 0 and all(np.array_equal(ds.image(i), render_case(c)) for i, c in enumerate(ds.cases))
+    assert ds.image(0).flags.writeable  # as rendered images are (torch warns about read-only arrays)
     with pytest.raises(ValueError, match='n40_s48_seed4'): read_images(SyntheticFractures(40, 48, 4), out)
     with pytest.raises(ValueError, match='does not hold'): read_images(SyntheticFractures(40, 48, 3), tmp_path/'missing')

@@ -166,11 +166,9 @@ def test_whole_batches_equal_image_by_image(tmp_path, preset, level):
     assert batchable == (level != 'light' and preset.resize == preset.size)  # rotations and random crops go image by image
     assert batch_transform(dls.valid.dataset.tfm) is not None
     def epoch(dl, batched):
-        ds = dl.dataset; keep = ds.batch_tfm
-        if not batched: ds.batch_tfm = None
+        dl.dataset.batched = batched
         torch.manual_seed(0); dl.generator.manual_seed(0) if dl.generator is not None else None
-        try: return [b for b in dl], torch.rand(1)
-        finally: ds.batch_tfm = keep
+        return [b for b in dl], torch.rand(1)
     for dl in (dls.train, dls.valid):
         (a, ra), (b, rb) = epoch(dl, False), epoch(dl, True)
         assert len(a) == len(b) > 1 and torch.equal(ra, rb)
@@ -188,3 +186,45 @@ def test_whole_batches_take_subset_indices(tmp_path):
     for idx in (np.array([5, 1, 7]), torch.tensor([5, 1, 7]), [5, 1, 7]):
         xb, yb = next(iter(DataLoader(Subset(dls.train.dataset, idx), batch_size=3)))
         assert torch.equal(xb, torch.stack([dls.train.dataset[i][0] for i in (5, 1, 7)])) and yb.tolist() == [dls.train.dataset[i][1].item() for i in (5, 1, 7)]
+
+
+def test_whole_batches_are_really_made_in_one_go(tmp_path, monkeypatch):
+    "A batchable loader never calls the image-by-image `__getitem__`; a rotating one calls it for every image"
+    dls = get_dls(_varied(tmp_path), grey_preset(32), 'flip', bs=8, seed=3)
+    calls = []
+    orig = CachedDataset.__getitem__
+    monkeypatch.setattr(CachedDataset, '__getitem__', lambda self, i: calls.append(i) or orig(self, i))
+    n = sum(len(y) for _, y in dls.train) + sum(len(y) for _, y in dls.valid)
+    assert n > 0 and calls == []
+    dls.train.dataset.batched = False
+    assert sum(len(y) for _, y in dls.train) == len(calls) > 0
+
+def test_batch_transform_draws_in_the_order_of_the_image_by_image_loop():
+    "Two flips with other probabilities than 0.5, and a crop: the same images and the generator left where it was"
+    from fracture_course.transforms import ToModelInput, batch_transform
+    tfm = v2.Compose([v2.RandomHorizontalFlip(0.3), v2.RandomVerticalFlip(0.8), v2.CenterCrop(20), ToModelInput(imagenet_preset(20, squash=True))])
+    imgs = torch.randint(0, 256, (50, 1, 24, 24), dtype=torch.uint8)
+    torch.manual_seed(1); ref = torch.stack([tfm(x) for x in imgs]); after = torch.rand(1)
+    torch.manual_seed(1); out = batch_transform(tfm)(imgs)
+    assert out.shape == (50, 3, 20, 20) and torch.equal(out, ref) and torch.equal(torch.rand(1), after)
+    swapped = v2.Compose([v2.RandomVerticalFlip(0.8), v2.RandomHorizontalFlip(0.3), *tfm.transforms[2:]])
+    torch.manual_seed(1); assert not torch.equal(batch_transform(swapped)(imgs), ref)  # the order of the steps matters
+
+def test_batch_transform_refuses_what_it_cannot_reproduce():
+    from fracture_course.transforms import ToModelInput, batch_transform
+    class MyCrop(v2.CenterCrop): pass  # a subclass may draw at random: image by image
+    class MyFlip(v2.RandomHorizontalFlip): pass
+    for t in (MyCrop(8), MyFlip(), v2.RandomRotation(5), v2.RandomCrop(8), v2.ColorJitter(0.2)):
+        assert batch_transform(v2.Compose([t, ToModelInput(grey_preset(8))])) is None, t
+    x = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    assert torch.equal(batch_transform(None)(x), x)
+
+def test_whole_batches_from_a_memory_mapped_cache(tmp_path):
+    "The second loader maps the cache from disk; its batches equal the first one's, made in memory"
+    data = _varied(tmp_path)
+    a = get_dls(data, grey_preset(32), 'flip', bs=8, seed=3, cache_dir=tmp_path/'c')
+    b = get_dls(data, grey_preset(32), 'flip', bs=8, seed=3, cache_dir=tmp_path/'c')
+    assert isinstance(b.train.dataset.cache.arr, np.memmap)
+    torch.manual_seed(0); xa = [x for x, _ in a.train]
+    torch.manual_seed(0); xb = [x for x, _ in b.train]
+    assert len(xa) == len(xb) > 1 and all(torch.equal(p, q) for p, q in zip(xa, xb))

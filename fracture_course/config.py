@@ -175,6 +175,6 @@ def setup_chapter(profile:str|None=None, # 'quick', 'full' or 'auto'
     "Resolve the settings, seed every generator, and print one line saying what was chosen"
     cfg = get_config(profile, **overrides)
     seed_everything(cfg.seed)
-    if os.environ.get('IN_TEST') and cfg.device == 'cpu': torch.set_num_threads(1)  # nbdev-test runs a notebook per core
+    if cfg.device == 'cpu' and (cfg.profile == 'quick' or os.environ.get('IN_TEST')): torch.set_num_threads(1)  # see above
     print(cfg.summary())
     return cfg

@@ -72,3 +72,15 @@ def test_explicit_missing_device_is_an_error():
     import torch
     if torch.cuda.is_available(): pytest.skip('this machine has CUDA')
     with pytest.raises(RuntimeError, match='CUDA is not available'): config.pick_device('cuda')
+
+def test_setup_chapter_uses_one_thread_on_the_quick_profile_on_a_cpu(monkeypatch, capsys):
+    "A student's quick-profile chapter runs on one thread, as the reference notebooks did; the full profile keeps torch's choice"
+    import torch
+    monkeypatch.delenv('IN_TEST', raising=False); monkeypatch.delenv('CI', raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert config.setup_chapter('full', device='cpu').profile == 'full' and torch.get_num_threads() == 2
+        cfg = config.setup_chapter('quick', device='cpu')
+        assert cfg.profile == 'quick' and torch.get_num_threads() == 1 and 'profile quick' in capsys.readouterr().out
+    finally: torch.set_num_threads(before)

@@ -11,23 +11,21 @@ from dataclasses import replace
 from functools import partial
 from typing import Callable, Sequence
 
-import numpy as np
 import optuna
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from .config import seed_everything
 from .data import FractureData
 from .learner import Callback, Learner, OneCycleCB, count_params
 from .models import create_model
-from .transforms import (CachedDataset, DataLoaders, ImageCache, Preset, eval_tfms, get_dls, grey_preset,
+from .transforms import (CachedDataset, DataLoaders, eval_tfms, get_dls, grey_preset,
                                         train_tfms)
 
 # %% auto #0
-__all__ = ['BATCH_AUGS', 'VALID_METRICS', 'MODEL_KEYS', 'subsample', 'preload', 'train_eval_loader', 'PreparedImages',
-           'remake_dls', 'fast_layout', 'measure', 'run_experiment', 'search_space', 'PruningCB', 'make_objective',
-           'known_trial', 'run_study', 'plot_study']
+__all__ = ['VALID_METRICS', 'MODEL_KEYS', 'subsample', 'preload', 'train_eval_loader', 'remake_dls', 'fast_layout', 'measure',
+           'run_experiment', 'search_space', 'PruningCB', 'make_objective', 'known_trial', 'run_study', 'plot_study']
 
 # %% ../nbs/06_overfitting.ipynb #512612b7
 def subsample(data:FractureData, # a dataset with a train split
@@ -63,27 +61,7 @@ def train_eval_loader(dls:DataLoaders, # from `get_dls`
     return DataLoader(CachedDataset(cache, eval_tfms(dls.preset)), batch_size=bs or dls.valid.batch_size,
                       shuffle=False, num_workers=dls.valid.num_workers, pin_memory=dls.valid.pin_memory)
 
-# %% ../nbs/06_overfitting.ipynb #695a5feb
-def _whole_batch(batch): return batch  # `PreparedImages` returns finished batches: nothing left to collate
-
-class PreparedImages(Dataset):
-    "The images of an `ImageCache` prepared once as one tensor (crop, scale, normalise); batches are slices, optionally flipped"
-    def __init__(self, cache:ImageCache, # decoded images, e.g. `dls.train.dataset.cache`
-                 preset:Preset, # how they become network inputs
-                 flip:bool=False): # mirror each image of a batch left-right with probability 0.5 (torch's random generator)
-        self.cache, self.preset, self.flip = cache, preset, flip
-        self.x, self.y = eval_tfms(preset)(torch.from_numpy(np.asarray(cache.arr))), cache.labels
-    def __len__(self): return len(self.y)
-    def __getitem__(self, i): return self.__getitems__([i])[0][0], self.y[i]
-    def __getitems__(self, idxs:list) -> tuple:
-        "A whole batch at once: (inputs [B, C, H, W], labels [B])"
-        x = self.x[idxs]
-        if self.flip: x = torch.where(torch.rand(len(idxs), 1, 1, 1) < 0.5, x.flip(-1), x)
-        return x, self.y[idxs]
-
 # %% ../nbs/06_overfitting.ipynb #5d44e21e
-BATCH_AUGS = ('none', 'flip')  # levels `remake_dls` applies to whole batches of `PreparedImages`
-
 def remake_dls(dls:DataLoaders, # from `get_dls`
                bs:int|None=None, # training batch size (default: unchanged)
                aug:str|None=None, # augmentation level of the training images (default: unchanged)
@@ -91,14 +69,12 @@ def remake_dls(dls:DataLoaders, # from `get_dls`
               ) -> DataLoaders:
     "`dls` with another training batch size and/or augmentation level, sharing the decoded images"
     tr = dls.train.dataset
-    if aug in BATCH_AUGS: tr = PreparedImages(tr.cache, dls.preset, flip=aug == 'flip')
-    elif aug is not None: tr = CachedDataset(tr.cache, train_tfms(dls.preset, aug))
+    if aug is not None: tr = CachedDataset(tr.cache, train_tfms(dls.preset, aug))  # 'none' and 'flip': whole batches at once
     bs = bs or dls.train.batch_size
     if bs < 1: raise ValueError(f"The batch size must be at least 1, got {bs}.")
     nw = dls.train.num_workers
     train = DataLoader(tr, batch_size=bs, shuffle=True, generator=torch.Generator().manual_seed(seed),
-                       drop_last=len(tr) > bs, num_workers=nw, pin_memory=dls.train.pin_memory, persistent_workers=nw > 0,
-                       collate_fn=_whole_batch if isinstance(tr, PreparedImages) else None)
+                       drop_last=len(tr) > bs, num_workers=nw, pin_memory=dls.train.pin_memory, persistent_workers=nw > 0)
     return replace(dls, train=train)
 
 # %% ../nbs/06_overfitting.ipynb #723ac52b

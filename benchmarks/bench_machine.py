@@ -9,27 +9,18 @@ rows in the README give this figure beside them: a whole-course `nbdev-test` tha
 import os
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 import argparse, statistics, time
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch, torch.nn.functional as F
+
+from bench_synthetic import small_cnn  # chapters 1 and 5's network (this folder)
 
 torch.set_num_threads(1)
-
-class Standardize(nn.Module):
-    def forward(self, x): return (x - x.mean((2, 3), keepdim=True)) / (x.std((2, 3), keepdim=True) + 1e-3)
-
-def fast_cnn(width:int=8) -> nn.Sequential:
-    "Chapter 5's network: standardise, four conv-BN-ReLU stages, global average pool, linear; channels-last"
-    cb = lambda i, o: [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
-    layers, c = [Standardize()], 1
-    for k, w in enumerate([width, 2*width, 4*width, 4*width]):
-        layers += cb(c, w) + (cb(w, w) + [nn.MaxPool2d(2)] if k < 3 else []); c = w
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 2)).to(memory_format=torch.channels_last)
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--steps', type=int, default=20); ap.add_argument('--repeats', type=int, default=3)
     a = ap.parse_args(argv)
     torch.manual_seed(0)
-    m, x, y = fast_cnn(), torch.randn(32, 1, 64, 64).contiguous(memory_format=torch.channels_last), torch.randint(0, 2, (32,))
+    m, x, y = small_cnn().to(memory_format=torch.channels_last), torch.randn(32, 1, 64, 64).contiguous(memory_format=torch.channels_last), torch.randint(0, 2, (32,))
     opt = torch.optim.Adam(m.parameters(), 1e-3)
     def step(): loss = F.cross_entropy(m(x), y); opt.zero_grad(); loss.backward(); opt.step()
     for _ in range(5): step()

@@ -66,8 +66,8 @@ def server_rows(ckpt:Path, n_requests:int=200, clients:int=8):
     t = threading.Thread(target=server.run, daemon=True); t.start()
     while not server.started: time.sleep(0.05)
     url = f'http://127.0.0.1:{server.config.port}'
-    for gradcam in (False, True):
-        query = '?gradcam=true' if gradcam else ''
+    for with_heatmap in (False, True):
+        query = '?heatmap=true' if with_heatmap else ''
         def one_client(k):
             lat, codes = [], []
             with httpx.Client(base_url=url, timeout=120) as c:
@@ -81,7 +81,7 @@ def server_rows(ckpt:Path, n_requests:int=200, clients:int=8):
         wall = time.perf_counter() - t0
         lat = sorted(x for l, _ in res for x in l); ok = sum(c == 200 for _, cs in res for c in cs)
         p50, p95 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.95 * len(lat)))]
-        print(f"| {info['arch']} {side} px{', Grad-CAM' if gradcam else ''} | {n_requests} from {clients} | {ok} | "
+        print(f"| {info['arch']} {side} px{', heat map (LayerCAM)' if with_heatmap else ''} | {n_requests} from {clients} | {ok} | "
               f"{p50 * 1e3:.0f} | {p95 * 1e3:.0f} | {n_requests / wall:.1f} |", flush=True)
     server.should_exit = True; t.join(10)
 

@@ -2,12 +2,19 @@
 
     python benchmarks/bench_pointing.py                          # off_centre 0.2 and 0.3, seeds 42, 0, 1, 2 (about 4 minutes)
     python benchmarks/bench_pointing.py --off-centre 0.3 --seeds 42
+    python benchmarks/bench_pointing.py --by-layer                # every depth, three networks, seeds 42 and 0 (about 2 minutes)
 
 For each setting: the synthetic set (4,000 images at 64 px, the quick profile's) drawn with the generator's
 `off_centre` (0.2 is the course's dataset, 0.3 the variant chapter 10 uses), chapter 10's quick model (the narrowed
 Inception, 6 epochs, batches of 64, one-cycle at 1e-2, flips, one thread) trained with `train_run`, then Grad-CAM and
 LayerCAM at `block2` (16 x 16 maps, tolerance 2 px) on the fractured test images, against a peak always at the centre
 and a random peak. Bar (issue #18; chapter 10 asserts it for LayerCAM): the hit rate above both baselines.
+
+`--by-layer` chooses the heat map of the tools (`fracture-course predict --heatmaps`, the web demo): on `off_centre=0.3`,
+three of the course's networks (chapter 10's Inception; the six-stage EnhancedCNN of chapters 9 and 13; the main job's
+SimpleCNN with its quick recipe) play the game at the last stage of every map side (`pointing_by_layer`), Grad-CAM and
+LayerCAM, and each method is scored at its default layer (`explain_layer`) by its margin over the centre at that layer's
+tolerance. Bar: LayerCAM's margin above Grad-CAM's for every network and seed.
 """
 import os
 for _v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'): os.environ.setdefault(_v, '1')
@@ -20,7 +27,8 @@ from fracture_course.config import get_config
 from fracture_course.data import load_dataset
 from fracture_course.synthetic import default_synthetic_dir
 from fracture_course.train import train_run
-from fracture_course.interpret import GradCAM, LayerCAM, explain_split, pointing_game, pointing_baselines, heatmap_peak
+from fracture_course.interpret import (GradCAM, LayerCAM, explain_split, pointing_game, pointing_baselines, heatmap_peak,
+                                       pointing_by_layer, explain_layer)
 
 NARROW = dict(stem_channels=16, branch_channels=(8, 8, 16, 16), stem_dropout=0.0, head_dropout=0.0)  # chapter 10, quick
 RECIPE = dict(epochs=6, lr=1e-2, aug='flip', channels_last=True, tta=False)
@@ -47,14 +55,50 @@ def play(seed:int, off_centre:float, epochs:int=6) -> dict:
     return {**r, **pointing_baselines([boxes[i] for i in fx], dls.preset.size, cell / 2)}
 
 
+WIDE6 = (8, 16, 32, 32, 32, 32)  # chapters 9 and 13's six-stage EnhancedCNN, quick widths
+NETWORKS = {  # name: how chapter 10, chapter 9 and the main job train it on the quick profile
+    'inception': lambda cfg, data: train_run('inception', data, None, replace(cfg, batch_size=64), progress=False, recipe_overrides=RECIPE, **NARROW),
+    'enhanced_cnn (6 stages)': lambda cfg, data: train_run('enhanced_cnn', data, None, cfg, progress=False, widths=WIDE6, hidden=32, dropout=0.2,
+                                                           recipe_overrides=dict(epochs=6, lr=5e-3, aug='flip', channels_last=True)),
+    'simple_cnn (main job)': lambda cfg, data: train_run('simple_cnn', data, None, cfg, progress=False),
+}
+
+def by_layer(seeds, off_centre:float=0.3) -> bool:
+    "The pointing game at every depth of three networks; True when LayerCAM's margin over the centre beats Grad-CAM's every time"
+    label, ok = {'layercam': 'LayerCAM', 'gradcam': 'Grad-CAM'}, True
+    for net, train in NETWORKS.items():
+        for seed in seeds:
+            cfg = get_config('quick', seed=seed)
+            data = load_dataset(default_synthetic_dir(cfg, progress=False, off_centre=off_centre), seed=seed)
+            t0 = time.perf_counter(); run = train(cfg, data)
+            model, dls = run['learner'].model.eval(), run['learner'].dls
+            items = data.split('test'); fx = [i for i, o in enumerate(items) if o.label == 1]
+            heat, boxes, inputs = explain_split(model, dls.test, items, dls.preset)
+            rows = pointing_by_layer(model, inputs[fx], [boxes[i] for i in fx])
+            print(f"{net}, seed {seed}, off_centre {off_centre}: test AUROC {run['test']['auroc']:.3f} ({time.perf_counter() - t0:.0f} s)")
+            print(f"  {'layer':10} {'side':>4} {'tol px':>6} {'centre':>6} {'random':>6} {'Grad-CAM':>8} {'LayerCAM':>8}")
+            for r in rows:
+                print(f"  {r['layer']:10} {r['map side']:4d} {r['tolerance px']:6.1f} {r['centre']:6.3f} {r['random']:6.3f} {r['Grad-CAM']:8.3f} {r['LayerCAM']:8.3f}")
+            at = {m: next(r for r in rows if r['layer'] == explain_layer(model, dls.preset.size, dls.preset.channels, m)[0]) for m in label}
+            margin = {m: at[m][label[m]] - at[m]['centre'] for m in label}
+            ok &= margin['layercam'] > margin['gradcam']
+            print(f"  default layers: LayerCAM at {at['layercam']['layer']} {margin['layercam']:+.3f} over the centre, "
+                  f"Grad-CAM at {at['gradcam']['layer']} {margin['gradcam']:+.3f}", flush=True)
+    print(f"bar: LayerCAM's margin over the centre above Grad-CAM's at their default layers, every network and seed -> {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--seeds', type=int, nargs='+', default=[42, 0, 1, 2])
-    ap.add_argument('--off-centre', type=float, nargs='+', default=[0.2, 0.3])
+    ap.add_argument('--seeds', type=int, nargs='+', help='default 42 0 1 2 (with --by-layer: 42 0)')
+    ap.add_argument('--off-centre', type=float, nargs='+', help='default 0.2 0.3 (with --by-layer: 0.3, the first value given)')
     ap.add_argument('--epochs', type=int, default=6, help="training epochs (chapter 10's quick model: 6)")
+    ap.add_argument('--by-layer', action='store_true', help='every depth of three networks (default seeds 42 and 0, off_centre 0.3)')
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     print(f'python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}')
+    if a.by_layer: return 0 if by_layer(a.seeds or [42, 0], (a.off_centre or [0.3])[0]) else 1
+    a.seeds, a.off_centre = a.seeds or [42, 0, 1, 2], a.off_centre or [0.2, 0.3]
     rows = []
     for oc in a.off_centre:
         for s in a.seeds:

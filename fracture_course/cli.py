@@ -55,9 +55,9 @@ COMMANDS = [  # (subcommand, module of the chapter that owns it, help); each mod
     ('audit', 'data', 'audit a dataset: counts, sizes, damaged files, duplicates, leakage, label conflicts'),
     ('train', 'train', 'train a model and write best.pt, metrics.json and curves.png'),
     ('evaluate', 'evaluate', 'evaluate a checkpoint on a dataset: metrics table, metrics.json and plots'),
-    ('predict', 'deploy', 'probability of fracture for image files (checkpoint or ONNX model), optionally with Grad-CAM overlays'),
+    ('predict', 'deploy', 'probability of fracture for image files (checkpoint or ONNX model), optionally with heat-map overlays'),
     ('export', 'deploy', 'export a checkpoint to ONNX with its preprocessing, class names and operating point (checked against PyTorch)'),
-    ('serve', 'deploy', 'a local web demo and JSON API for a model: upload an X-ray, see probability, call and Grad-CAM (not for clinical use)'),
+    ('serve', 'deploy', 'a local web demo and JSON API for a model: upload an X-ray, see probability, call and heat map (not for clinical use)'),
     ('student', 'grading', 'write the student edition of the notebooks (solutions stripped, outputs cleared)'),
     ('grade', 'grading', 'grade submitted notebooks against the reference checks; writes grades.json and grades.csv'),
 ]

@@ -25,7 +25,7 @@ from .transforms import Preset, decode_resize, eval_tfms
 from .learner import load_checkpoint
 from .evaluate import _checked_preset, load_inputs, predict_inputs, saved_operating_point
 from . import interpret
-from .interpret import cam_layer, gradcam, to_display
+from .interpret import CAMS, explain_layer, heatmap, to_display
 
 # %% ../nbs/13_deploy.ipynb #e89b1be9
 class DeployedModel(nn.Module):
@@ -164,7 +164,7 @@ def add_predict_args(p:argparse.ArgumentParser):
 def predict_command(args) -> int:
     "Run `fracture-course predict`: a .onnx model with ONNX Runtime, a checkpoint with PyTorch (`interpret.predict_command`)"
     if Path(args.checkpoint).suffix.lower() != '.onnx': return interpret.predict_command(args)
-    if args.gradcam: raise ValueError("--gradcam needs the PyTorch model (Grad-CAM takes gradients, which ONNX Runtime does not compute); "
+    if args.heatmaps: raise ValueError("--heatmaps needs the PyTorch model (LayerCAM and Grad-CAM take gradients, which ONNX Runtime does not compute); "
                                       f"pass the .pt checkpoint that {args.checkpoint} was exported from")
     if args.tta: raise ValueError("--tta is not part of an exported model; leave it out, or pass the .pt checkpoint")
     if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
@@ -212,7 +212,7 @@ def decode_upload(data:bytes, # the uploaded file's content
 
 # %% ../nbs/13_deploy.ipynb #2af2e613
 def overlay_png(img:np.ndarray, # [H, W] in 0..1 (see `to_display`)
-                heat:torch.Tensor, # [H, W] Grad-CAM in 0..1
+                heat:torch.Tensor, # [H, W] heat map in 0..1
                 side:int=256, alpha:float=0.45) -> bytes:
     "PNG of the radiograph in grey with the heat map over it in colour (jet, as `show_gradcam`), `side` pixels wide"
     from matplotlib import colormaps
@@ -223,10 +223,13 @@ def overlay_png(img:np.ndarray, # [H, W] in 0..1 (see `to_display`)
     return buf.getvalue()
 
 class Predictor:
-    "A checkpoint (or .onnx export) ready to score uploads one at a time: probability, call at the saved operating point, Grad-CAM"
-    def __init__(self, model_path:str|Path, # a checkpoint (.pt) or a file written by `export_onnx` (.onnx: no Grad-CAM)
-                 device:str|torch.device='cpu'):
-        self.path, self.lock, self.device = Path(model_path), threading.Lock(), torch.device(device)
+    "A checkpoint (or .onnx export) ready to score uploads one at a time: probability, call at the saved operating point, heat map"
+    def __init__(self, model_path:str|Path, # a checkpoint (.pt) or a file written by `export_onnx` (.onnx: no heat maps)
+                 device:str|torch.device='cpu',
+                 cam:str='layercam'): # the heat map's method, a key of `CAMS`
+        if cam not in CAMS: raise ValueError(f"Unknown heat-map method {cam!r}; choose one of: {', '.join(CAMS)}")
+        self.path, self.lock, self.device, self.cam = Path(model_path), threading.Lock(), torch.device(device), cam
+        self.heatmap_name = None  # e.g. 'LayerCAM at block2'; none for an ONNX model
         if self.path.suffix.lower() == '.onnx':
             self.model, self.onnx = None, OnnxModel(self.path)
             self.preset, op, self.class_names, self.arch = self.onnx.preset, self.onnx.operating_point, self.onnx.class_names, self.onnx.arch
@@ -234,11 +237,12 @@ class Predictor:
             self.onnx, (self.model, info) = None, load_checkpoint(self.path, self.device)
             self.preset, op = _checked_preset(info, self.path), saved_operating_point(info)
             self.class_names, self.arch = list(info.get('class_names') or CLASSES), info.get('arch')
-            self.layer = cam_layer(self.model, self.preset.size, self.preset.channels)[1]
+            layer_name, self.layer = explain_layer(self.model, self.preset.size, self.preset.channels, cam)
+            self.heatmap_name = f'{CAMS[cam][0].__name__} at {layer_name}'
         self.threshold, self.temperature, self.source = op['threshold'], op['temperature'], op['source']
         self.runtime = 'onnxruntime' if self.onnx else 'pytorch'
 
-    def __call__(self, data:bytes, filename:str='upload', with_gradcam:bool=False) -> dict:
+    def __call__(self, data:bytes, filename:str='upload', with_heatmap:bool=False) -> dict:
         "The result for one uploaded file, as the API returns it; `UploadError` for what cannot be scored"
         with self.lock:
             x = decode_upload(data, filename, self.preset)[None]
@@ -247,11 +251,12 @@ class Predictor:
             res = {'file': filename, 'probability': round(p, 6), 'call': self.class_names[int(p > self.threshold)],
                    'threshold': self.threshold, 'threshold_source': self.source, 'temperature': self.temperature,
                    'model': self.arch, 'runtime': self.runtime, 'notice': NOTICE}
-            if with_gradcam and self.model is not None:
+            if with_heatmap and self.model is not None:
                 xb = eval_tfms(self.preset)(x).to(self.device)
-                heat = gradcam(self.model, xb, self.layer)[0]
-                res['gradcam_png'] = base64.b64encode(overlay_png(to_display(xb[0], self.preset), heat)).decode()
-            elif with_gradcam: res['gradcam_png'] = None
+                heat = heatmap(self.model, xb, self.cam, self.layer)[0]
+                res['heatmap'] = self.heatmap_name
+                res['heatmap_png'] = base64.b64encode(overlay_png(to_display(xb[0], self.preset), heat)).decode()
+            elif with_heatmap: res['heatmap_png'] = None
         return res
 
 # %% ../nbs/13_deploy.ipynb #6a4aabd4
@@ -278,8 +283,8 @@ body { font-family: system-ui, sans-serif; max-width: 46em; margin: 1.5em auto; 
 <div id="result" hidden>
   <p>Probability of fracture: <b id="probability"></b></p>
   <p>Call: <b id="call"></b> <span class="muted" id="rule"></span></p>
-  <figure id="figure"><img id="overlay" alt="Grad-CAM overlay">
-  <figcaption class="muted">Grad-CAM: the regions that raised the probability most (red). It shows where the
+  <figure id="figure"><img id="overlay" alt="heat-map overlay">
+  <figcaption class="muted">$heatmap: the places that raised the probability most (red). It shows where the
   network looked, not where a fracture is.</figcaption></figure>
 </div>
 <script>
@@ -292,14 +297,14 @@ el('form').addEventListener('submit', async (event) => {
   const body = new FormData(); body.append('file', file);
   el('submit').disabled = true; el('submit').textContent = 'Checking...';
   try {
-    const response = await fetch('predict?gradcam=true', {method: 'POST', body: body});
+    const response = await fetch('predict?heatmap=true', {method: 'POST', body: body});
     const d = await response.json();
     if (!response.ok) throw new Error(d.error || response.statusText);
     el('probability').textContent = d.probability.toFixed(3);
     el('call').textContent = d.call;
     el('rule').textContent = '(threshold ' + d.threshold.toFixed(3) + ': ' + d.threshold_source + ')';
-    el('figure').hidden = !d.gradcam_png;
-    if (d.gradcam_png) el('overlay').src = 'data:image/png;base64,' + d.gradcam_png;
+    el('figure').hidden = !d.heatmap_png;
+    if (d.heatmap_png) el('overlay').src = 'data:image/png;base64,' + d.heatmap_png;
     el('result').hidden = false;
   } catch (e) {
     el('error').textContent = 'Error: ' + e.message; el('error').hidden = false;
@@ -312,18 +317,20 @@ el('form').addEventListener('submit', async (event) => {
 def page_html(predictor:Predictor) -> str:
     "The demo page for `predictor`'s model"
     return PAGE.substitute(notice=escape(NOTICE), arch=escape(str(predictor.arch)), runtime=predictor.runtime,
-                           threshold=f'{predictor.threshold:.3f}', source=escape(predictor.source))
+                           threshold=f'{predictor.threshold:.3f}', source=escape(predictor.source),
+                           heatmap=escape(predictor.heatmap_name or 'heat map'))
 
 # %% ../nbs/13_deploy.ipynb #2db86bbd
 def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.onnx)
              device:str|torch.device='cpu',
              max_upload_mb:float=MAX_UPLOAD_MB, # larger uploads get 413
-             max_pixels:int=MAX_PIXELS):
+             max_pixels:int=MAX_PIXELS,
+             cam:str='layercam'): # the heat map's method, a key of `CAMS`
     "A FastAPI app: the demo page at /, POST /predict (multipart field `file`), GET /health"
     from fastapi import FastAPI, File, UploadFile, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
-    pred = Predictor(model_path, device)
+    pred = Predictor(model_path, device, cam)
     limit = int(max_upload_mb * 2**20)
     app = FastAPI(title='fracture_course demo', description=NOTICE, docs_url=None, redoc_url=None)
     app.state.predictor = pred
@@ -349,12 +356,12 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
                           'threshold_source': pred.source, 'temperature': pred.temperature, 'notice': NOTICE}
 
     @app.post('/predict')
-    def predict(file:UploadFile|None=File(None), gradcam:bool=False):
+    def predict(file:UploadFile|None=File(None), heatmap:bool=False, gradcam:bool=False):  # gradcam: heatmap's older name
         if file is None: return error(400, "no file: send the X-ray as the multipart form field 'file'")
         name = Path(file.filename or 'upload').name
         data = file.file.read(limit + 1)
         if len(data) > limit: return error(413, f"{name}: larger than this server accepts ({max_upload_mb:g} MB)")
-        try: return pred(data, name, gradcam)
+        try: return pred(data, name, heatmap or gradcam)
         except UploadError as e: return error(e.status, str(e))
         except Exception as e: return error(500, f"{name}: the server could not score this image ({type(e).__name__}: {e})")
     return app
@@ -362,11 +369,12 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
 # %% ../nbs/13_deploy.ipynb #fad3e8e5
 def add_serve_args(p:argparse.ArgumentParser):
     "Arguments of `fracture-course serve`"
-    p.add_argument('checkpoint', help='a checkpoint (.pt) or a model written by fracture-course export (.onnx: no Grad-CAM)')
+    p.add_argument('checkpoint', help='a checkpoint (.pt) or a model written by fracture-course export (.onnx: no heat maps)')
     p.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this computer only; 0.0.0.0: every network interface)')
     p.add_argument('--port', type=int, default=8000, help='port (default 8000)')
     p.add_argument('--max-upload-mb', type=float, default=MAX_UPLOAD_MB, help=f'largest upload accepted (default {MAX_UPLOAD_MB})')
     p.add_argument('--device', default='cpu', help='cpu (default), auto, cuda or mps')
+    p.add_argument('--cam', choices=list(CAMS), default='layercam', help='the heat-map method: layercam (default) or gradcam')
 
 def serve_command(args) -> int:
     "Run `fracture-course serve`: the demo page and API for a checkpoint, with uvicorn, until interrupted"
@@ -374,7 +382,7 @@ def serve_command(args) -> int:
     from fracture_course.config import pick_device
     if not 0 < args.port < 65536: raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_upload_mb <= 0: raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    app = make_app(args.checkpoint, pick_device(args.device), args.max_upload_mb)
+    app = make_app(args.checkpoint, pick_device(args.device), args.max_upload_mb, cam=args.cam)
     pred = app.state.predictor
     print(f"Serving {pred.arch} from {args.checkpoint} ({pred.runtime}; threshold {pred.threshold:.3f}, {pred.source}) "
           f"at http://{args.host}:{args.port}/  (Ctrl-C stops it)\n{NOTICE}", flush=True)

@@ -21,9 +21,10 @@ from .learner import load_checkpoint
 from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point
 
 # %% auto #0
-__all__ = ['GradCAM', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input', 'item_input_boxes',
-           'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split', 'pointing_baselines', 'LayerCAM',
-           'add_predict_args', 'report_predictions', 'predict_command']
+__all__ = ['CAMS', 'GradCAM', 'stage_sides', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input',
+           'item_input_boxes', 'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split', 'pointing_baselines',
+           'LayerCAM', 'pointing_by_layer', 'explain_layer', 'heatmap', 'add_predict_args', 'report_predictions',
+           'predict_command']
 
 # %% ../nbs/10_interpretation.ipynb #6d298345
 class GradCAM:
@@ -80,11 +81,11 @@ def _stages(model:nn.Module) -> list:
         else: out.append((name, child))
     return out
 
-def cam_layer(model:nn.Module, # the model to explain
-              size:int, # side of its input images
-              in_channels:int|None=None # default: those of its first convolution
-             ) -> tuple[str, nn.Module]:
-    "The name and module of the last stage whose output map has a side of at least `size / 16`"
+def stage_sides(model:nn.Module, # the model
+                size:int, # side of its input images
+                in_channels:int|None=None # default: those of its first convolution
+               ) -> dict:
+    "{name: side of the output map} of the model's stages (`_stages`) that output a feature map [B, C, h, w], in order"
     if in_channels is None: in_channels = next(m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d))
     shapes, hooks = {}, []
     for name, m in _stages(model): hooks.append(m.register_forward_hook(lambda mod, i, o, name=name: shapes.__setitem__(name, getattr(o, 'shape', None))))
@@ -95,8 +96,17 @@ def cam_layer(model:nn.Module, # the model to explain
     finally:
         for h in hooks: h.remove()
         model.train(was_training)
-    ok = [n for n, _ in _stages(model) if shapes.get(n) is not None and len(shapes[n]) == 4 and min(shapes[n][-2:]) >= max(2, size / 16)]
-    if not ok: raise ValueError(f"No stage of {type(model).__name__} outputs a feature map of side >= {size / 16:g} for {size}-pixel inputs; pass a layer.")
+    return {n: min(shapes[n][-2:]) for n, _ in _stages(model) if shapes.get(n) is not None and len(shapes[n]) == 4}
+
+def cam_layer(model:nn.Module, # the model to explain
+              size:int, # side of its input images
+              in_channels:int|None=None, # default: those of its first convolution
+              fraction:float=1/16 # the smallest map side accepted, as a share of `size` (and at least 2)
+             ) -> tuple[str, nn.Module]:
+    "The name and module of the last stage whose output map has a side of at least `size * fraction`"
+    least = max(2, size * fraction)
+    ok = [n for n, side in stage_sides(model, size, in_channels).items() if side >= least]
+    if not ok: raise ValueError(f"No stage of {type(model).__name__} outputs a feature map of side >= {least:g} for {size}-pixel inputs; pass a layer.")
     return ok[-1], model.get_submodule(ok[-1])
 
 # %% ../nbs/10_interpretation.ipynb #16e186b8
@@ -205,12 +215,51 @@ class LayerCAM(GradCAM):
     "LayerCAM (Jiang et al., 2021): each place of each channel weighed by its own positive gradient, not a channel mean"
     def combine(self, A:torch.Tensor, G:torch.Tensor) -> torch.Tensor: return (F.relu(G) * A).sum(1)
 
+# %% ../nbs/10_interpretation.ipynb #8e76d132
+def pointing_by_layer(model:nn.Module, inputs:torch.Tensor, # model inputs [N, C, H, W] of images with fracture boxes
+                      boxes:Sequence, # the boxes of each image, in input pixels
+                      cams:dict|None=None, # {label: CAM class}; default Grad-CAM and LayerCAM
+                      bs:int=64) -> list[dict]:
+    "The pointing game at the last stage of each map side, for each CAM, beside the centre and random baselines (a row per layer)"
+    size, cams = inputs.shape[-1], cams or {'Grad-CAM': GradCAM, 'LayerCAM': LayerCAM}
+    last = {side: name for name, side in stage_sides(model, size, inputs.shape[1]).items()}  # later stages overwrite earlier ones
+    rows = []
+    for side, name in sorted(last.items(), reverse=True):
+        if side < 2: continue
+        tol = size / side / 2  # half a map cell
+        row = {'layer': name, 'map side': side, 'tolerance px': tol, **pointing_baselines(boxes, size, tol)}
+        for label, cam in cams.items():
+            with cam(model, model.get_submodule(name)) as c: heat = torch.cat([heatmaps(c(xb), xb.shape[-2:]).cpu() for xb in inputs.split(bs)])
+            row[label] = pointing_game(heat, boxes, tol)['rate']
+        rows.append(row)
+    return rows
+
+# %% ../nbs/10_interpretation.ipynb #bba70d13
+CAMS = {'layercam': (LayerCAM, 1/4), 'gradcam': (GradCAM, 1/16)}  # method: its class and the smallest map side it explains (a share of the input side)
+
+def explain_layer(model:nn.Module, size:int, in_channels:int|None=None,
+                  method:str='layercam' # a key of `CAMS`
+                 ) -> tuple[str, nn.Module]:
+    "The layer `method` explains by default: LayerCAM the last stage of side >= size/4, Grad-CAM >= size/16 (`cam_layer`)"
+    if method not in CAMS: raise ValueError(f"Unknown heat-map method {method!r}; choose one of: {', '.join(CAMS)}")
+    return cam_layer(model, size, in_channels, CAMS[method][1])
+
+def heatmap(model:nn.Module, x:torch.Tensor, # a batch of model inputs [B, C, H, W]
+            method:str='layercam', # a key of `CAMS`
+            layer:nn.Module|None=None, # default: `explain_layer`'s
+            target:int|torch.Tensor=1) -> torch.Tensor:
+    "Heat maps [B, H, W] in [0, 1] of `x` by `method` (LayerCAM by default, the one that points best) at `layer`"
+    if layer is None: layer = explain_layer(model, x.shape[-1], x.shape[1], method)[1]
+    elif method not in CAMS: raise ValueError(f"Unknown heat-map method {method!r}; choose one of: {', '.join(CAMS)}")
+    with CAMS[method][0](model, layer) as c: return heatmaps(c(x, target), x.shape[-2:])
+
 # %% ../nbs/10_interpretation.ipynb #ac94aff3
 def add_predict_args(p:argparse.ArgumentParser):
     "Arguments of `fracture-course predict`"
     p.add_argument('checkpoint', help='a model checkpoint written by fracture-course train (best.pt) or save_checkpoint')
     p.add_argument('images', nargs='+', metavar='IMAGE', help='image files (PNG, JPEG, DICOM, ...)')
-    p.add_argument('--gradcam', metavar='DIR', help='write a Grad-CAM overlay PNG per image into DIR')
+    p.add_argument('--heatmaps', '--gradcam', dest='heatmaps', metavar='DIR', help='write a heat-map overlay PNG per image into DIR (--gradcam: its older name)')
+    p.add_argument('--cam', choices=list(CAMS), default='layercam', help='the heat-map method: layercam (default: it points best) or gradcam')
     p.add_argument('--threshold', type=float, metavar='T', help="call fractured above this probability (default: the checkpoint's, else 0.5)")
     p.add_argument('--tta', action='store_true', help='average each image with its mirror image')
     p.add_argument('--batch-size', type=int, default=32)
@@ -236,7 +285,7 @@ def report_predictions(header:str, # the first line: model, file, threshold and 
     return 1
 
 def predict_command(args) -> int:
-    "Run `fracture-course predict`: probability of fracture per image, optional Grad-CAM overlays; 1 if any image failed"
+    "Run `fracture-course predict`: probability of fracture per image, optional heat-map overlays; 1 if any image failed"
     from fracture_course.config import pick_device
     if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.batch_size < 1: raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -250,17 +299,17 @@ def predict_command(args) -> int:
     names = info.get('class_names') or list(CLASSES)
     rc = report_predictions(f"# {info.get('arch')} from {args.checkpoint}; threshold {thr:.3f} ({source}){'; flip TTA' if args.tta else ''}",
                             args.images, probs, ok, failed, thr, names)
-    if args.gradcam and ok:
-        out = Path(args.gradcam); out.mkdir(parents=True, exist_ok=True)
-        layer_name, layer = cam_layer(model, preset.size, preset.channels)
+    if args.heatmaps and ok:
+        out = Path(args.heatmaps); out.mkdir(parents=True, exist_ok=True)
+        layer_name, layer = explain_layer(model, preset.size, preset.channels, args.cam)
         tfm, written = eval_tfms(preset), set()
         for k in range(0, len(ok), args.batch_size):
             xb = tfm(x[k:k + args.batch_size]).to(device)
-            heat = gradcam(model, xb, layer).cpu()
+            heat = heatmap(model, xb, args.cam, layer).cpu()
             for j, i in enumerate(ok[k:k + args.batch_size]):
-                stem = Path(args.images[i]).stem; name = f'{stem}_gradcam.png'
-                if name in written: name = f'{stem}_{i}_gradcam.png'
+                stem = Path(args.images[i]).stem; name = f'{stem}_{args.cam}.png'
+                if name in written: name = f'{stem}_{i}_{args.cam}.png'
                 written.add(name)
                 _overlay_png(out/name, xb[j].cpu(), heat[j], preset, f"P(fracture) {probs[ok.index(i)]:.3f}")
-        print(f"Grad-CAM overlays ({layer_name}) written to {out}")
+        print(f"{CAMS[args.cam][0].__name__} overlays ({layer_name}) written to {out}")
     return rc

@@ -153,9 +153,9 @@ def test_predict_runs_onnx_and_checkpoint_alike(ckpt, onnx_file, synth, tmp_path
     out = capsys.readouterr().out
     assert 'threshold 0.990 (--threshold)' in out and table(out)[files[0]][1] == 'not fractured'
 
-def test_predict_onnx_refuses_gradcam_and_tta(onnx_file, synth, tmp_path):
+def test_predict_onnx_refuses_heatmaps_and_tta(onnx_file, synth, tmp_path):
     f = str(synth[1][0])
-    with pytest.raises(ValueError, match='Grad-CAM.*pass the .pt checkpoint'): deploy.predict_command(predict_args([str(onnx_file), f, '--gradcam', str(tmp_path)]))
+    with pytest.raises(ValueError, match='--heatmaps.*Grad-CAM.*pass the .pt checkpoint'): deploy.predict_command(predict_args([str(onnx_file), f, '--heatmaps', str(tmp_path)]))
     with pytest.raises(ValueError, match='--tta'): deploy.predict_command(predict_args([str(onnx_file), f, '--tta']))
     with pytest.raises(ValueError, match='--threshold'): deploy.predict_command(predict_args([str(onnx_file), f, '--threshold', '2']))
 
@@ -189,17 +189,23 @@ def test_predict_a_png(client, ckpt, xray):
     assert r.status_code == 200, r.text
     d = r.json()
     assert {'probability', 'call', 'threshold', 'threshold_source', 'model', 'temperature', 'notice'} <= set(d)
-    assert 'gradcam_png' not in d and d['file'] == 'knee.png' and d['model'] == 'simple_cnn'
+    assert 'heatmap_png' not in d and d['file'] == 'knee.png' and d['model'] == 'simple_cnn'
     assert d['threshold'] == 0.3 and 'test fixture' in d['threshold_source'] and d['temperature'] == 1.5
     assert d['call'] == ('fractured' if d['probability'] > 0.3 else 'not fractured')
     model, info = deploy.load_checkpoint(ckpt)
     preset = deploy.Preset.from_dict(info['preprocessing'])
     want = predict_inputs(model, load_inputs([path], preset)[0], preset, temperature=1.5).item()
     assert abs(d['probability'] - want) < 1e-5  # the upload is read as the command line reads the file
-    g = client.post('/predict?gradcam=true', files={'file': ('knee.png', data)}).json()
-    png = base64.b64decode(g['gradcam_png'])
+    g = client.post('/predict?heatmap=true', files={'file': ('knee.png', data)}).json()
+    png = base64.b64decode(g['heatmap_png'])
     assert png.startswith(b'\x89PNG') and Image.open(io.BytesIO(png)).size == (256, 256)
-    assert abs(g['probability'] - d['probability']) < 1e-6
+    assert abs(g['probability'] - d['probability']) < 1e-6 and g['heatmap'] == 'LayerCAM at body.1'  # 16 x 16 maps at 64 px
+    old = client.post('/predict?gradcam=true', files={'file': ('knee.png', data)}).json()  # the older name of the option
+    assert old['heatmap_png'] == g['heatmap_png']
+    from fastapi.testclient import TestClient
+    gc = TestClient(make_app(ckpt, cam='gradcam'))
+    assert gc.post('/predict?heatmap=true', files={'file': ('knee.png', data)}).json()['heatmap'] == 'GradCAM at body.2'
+    assert 'GradCAM at body.2: the places' in gc.get('/').text and 'LayerCAM at body.1: the places' in client.get('/').text
 
 def test_predict_a_jpeg_and_greyscale_16bit(client):
     a = (np.random.default_rng(0).random((90, 70)) * 255).astype(np.uint8)
@@ -251,18 +257,20 @@ def test_dicom_upload(client, xray, tmp_path):
     png = client.post('/predict', files={'file': ('x.png', xray[0])}).json()
     assert abs(d['probability'] - png['probability']) < 0.02, (d, png)  # the same pixels, give or take the 12-bit rounding
 
-def test_an_onnx_model_serves_without_gradcam(onnx_file, client, xray):
+def test_an_onnx_model_serves_without_heatmaps(onnx_file, client, xray):
     from fastapi.testclient import TestClient
     oc = TestClient(make_app(onnx_file))
-    d = oc.post('/predict?gradcam=true', files={'file': ('knee.png', xray[0])}).json()
-    assert d['runtime'] == 'onnxruntime' and d['gradcam_png'] is None
+    d = oc.post('/predict?heatmap=true', files={'file': ('knee.png', xray[0])}).json()
+    assert d['runtime'] == 'onnxruntime' and d['heatmap_png'] is None
     assert abs(d['probability'] - client.post('/predict', files={'file': ('knee.png', xray[0])}).json()['probability']) < 1e-4
     assert oc.get('/health').json()['runtime'] == 'onnxruntime'
 
 def test_serve_arguments(ckpt):
     p = argparse.ArgumentParser(); deploy.add_serve_args(p)
     a = p.parse_args([str(ckpt)])
-    assert (a.host, a.port) == ('127.0.0.1', 8000)
+    assert (a.host, a.port, a.cam) == ('127.0.0.1', 8000, 'layercam')
+    with pytest.raises(SystemExit): p.parse_args([str(ckpt), '--cam', 'scorecam'])
+    with pytest.raises(ValueError, match="Unknown heat-map method 'scorecam'"): deploy.Predictor(ckpt, cam='scorecam')
     with pytest.raises(ValueError, match='--port'): deploy.serve_command(p.parse_args([str(ckpt), '--port', '70000']))
 
 # --- a real server under load ----------------------------------------------------------------------------------
@@ -291,7 +299,7 @@ def test_200_requests_from_8_concurrent_clients(live_server, synth):
         with httpx.Client(base_url=live_server, timeout=60) as c:
             for i in range(25):
                 j = (k + i) % len(files)
-                r = c.post('/predict' + ('?gradcam=true' if i % 5 == 0 else ''), files={'file': (f'{j}.png', files[j])})
+                r = c.post('/predict' + ('?heatmap=true' if i % 5 == 0 else ''), files={'file': (f'{j}.png', files[j])})
                 out.append((j, r.status_code, r.json()))
         return out
     with ThreadPoolExecutor(8) as ex: results = [r for rs in ex.map(client_run, range(8)) for r in rs]
@@ -301,5 +309,5 @@ def test_200_requests_from_8_concurrent_clients(live_server, synth):
     assert all(len(v) == 1 for v in by_image.values()), by_image  # the same image, the same answer, whatever ran beside it
     cams = {}
     for j, _, d in results:
-        if d.get('gradcam_png'): cams.setdefault(j, set()).add(d['gradcam_png'])
-    assert cams and all(len(v) == 1 for v in cams.values())  # Grad-CAM maps never mixed between requests
+        if d.get('heatmap_png'): cams.setdefault(j, set()).add(d['heatmap_png'])
+    assert cams and all(len(v) == 1 for v in cams.values())  # heat maps never mixed between requests

@@ -11,7 +11,8 @@ from torch import nn
 
 from fracture_course.data import Item
 from fracture_course.evaluate import load_inputs
-from fracture_course.interpret import (GradCAM, LayerCAM, add_predict_args, explain_split, boxes_on_input, cam_layer, gradcam, heatmap_peak, heatmaps,
+from fracture_course.interpret import (CAMS, GradCAM, LayerCAM, add_predict_args, explain_layer, heatmap, pointing_by_layer, stage_sides,
+                                       explain_split, boxes_on_input, cam_layer, gradcam, heatmap_peak, heatmaps,
                                        item_input_boxes, point_in_boxes, pointing_baselines, pointing_game, predict_command)
 from fracture_course.learner import save_checkpoint
 from fracture_course.models import create_model
@@ -107,6 +108,46 @@ def test_cam_layer_and_gradcam_heatmaps():
     with pytest.raises(ValueError, match='No stage'): cam_layer(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), 4, 1)
 
 
+def test_explain_layer_heatmap_and_their_methods():
+    model = create_model('simple_cnn', img_size=64, widths=(8, 16, 32)).eval()
+    assert stage_sides(model, 64) == {'body.0': 32, 'body.1': 16, 'body.2': 8}
+    assert explain_layer(model, 64)[0] == 'body.1' and explain_layer(model, 64, method='gradcam')[0] == 'body.2'  # 64/4 and 64/16
+    assert cam_layer(model, 64, fraction=1/2)[0] == 'body.0'
+    inc = create_model('inception', in_channels=1, stem_channels=8, branch_channels=(4, 4, 4, 4)).eval()
+    for size in (64, 224):  # the layer the chapter chose by the pointing game, at the quick and the full profile's size
+        assert explain_layer(inc, size)[0] == 'block2' and stage_sides(inc, size)['block2'] == size // 4
+    x = torch.randn(3, 1, 64, 64)
+    with LayerCAM(model, model.body[1]) as lc: want = lc(x)
+    h = heatmap(model, x)
+    assert h.shape == (3, 64, 64) and torch.allclose(h, heatmaps(want, 64), atol=1e-6)  # LayerCAM at body.1 by default
+    assert torch.allclose(heatmap(model, x, 'gradcam'), gradcam(model, x), atol=1e-6)
+    with pytest.raises(ValueError, match="Unknown heat-map method 'scorecam'.*layercam, gradcam"): heatmap(model, x, 'scorecam')
+    with pytest.raises(ValueError, match='Unknown heat-map method'): heatmap(model, x, 'scorecam', model.body[1])
+    with pytest.raises(ValueError, match='Unknown heat-map method'): explain_layer(model, 64, method='GradCAM')
+    assert set(CAMS) == {'layercam', 'gradcam'}
+
+
+def test_pointing_by_layer_rows_and_a_map_that_points():
+    "One row per map side, coarsest last; a CAM that peaks on a planted bright square hits it, the baselines are the module's"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Conv2d): m.weight.fill_(0.1); m.bias.zero_()
+        model[-1].weight.copy_(torch.tensor([[-1.] * 4, [1.] * 4])); model[-1].bias.zero_()
+    x, boxes = torch.zeros(6, 1, 32, 32), []
+    for k in range(6):
+        r, c = 4 + 4 * k, 24 - 4 * k
+        x[k, 0, r:r + 4, c:c + 4] = 1.0; boxes.append([[c, r, c + 4, r + 4]])
+    rows = pointing_by_layer(model, x, boxes)
+    assert [r['layer'] for r in rows] == ['1', '4', '5'] and [r['map side'] for r in rows] == [32, 16, 8]  # the last stage of each side
+    assert [r['tolerance px'] for r in rows] == [0.5, 1.0, 2.0]
+    assert all(r['LayerCAM'] == r['Grad-CAM'] == 1.0 for r in rows)  # both find the one bright square at every depth
+    assert rows[1]['random'] == pytest.approx(pointing_baselines(boxes, 32, 1.0)['random']) and rows[0]['centre'] == pytest.approx(2 / 6)
+    assert set(rows[0]) == {'layer', 'map side', 'tolerance px', 'centre', 'random', 'Grad-CAM', 'LayerCAM'}
+
+
 # --- boxes and the pointing game ------------------------------------------------------------------------------------
 
 def test_boxes_follow_the_image_through_the_preset(tmp_path):
@@ -178,14 +219,18 @@ def test_predict_prints_probabilities_and_calls(tiny, capsys):
     assert '\tfractured\t' in capsys.readouterr().out
 
 
-def test_predict_gradcam_overlays_and_bad_images(tiny, tmp_path, capsys):
-    rc = run_predict([tiny/'model.pt', tiny/'img0.png', tiny/'bad.png', tmp_path/'missing.png', tiny/'img1.png', '--gradcam', tmp_path/'cams'])
+def test_predict_heatmap_overlays_and_bad_images(tiny, tmp_path, capsys):
+    rc = run_predict([tiny/'model.pt', tiny/'img0.png', tiny/'bad.png', tmp_path/'missing.png', tiny/'img1.png', '--heatmaps', tmp_path/'cams'])
     assert rc == 1
     cap = capsys.readouterr()
     assert 'img0.png' in cap.out and 'img1.png' in cap.out and 'bad.png' not in cap.out
     assert 'error: ' + str(tiny/'bad.png') in cap.err and 'missing.png' in cap.err and '2 of 4' in cap.err
     pngs = sorted(p.name for p in (tmp_path/'cams').glob('*.png'))
-    assert pngs == ['img0_gradcam.png', 'img1_gradcam.png'] and all((tmp_path/'cams'/p).stat().st_size > 2000 for p in pngs)
+    assert pngs == ['img0_layercam.png', 'img1_layercam.png'] and all((tmp_path/'cams'/p).stat().st_size > 2000 for p in pngs)
+    assert 'LayerCAM overlays' in cap.out
+    assert run_predict([tiny/'model.pt', tiny/'img0.png', '--gradcam', tmp_path/'old', '--cam', 'gradcam']) == 0  # the older option name
+    assert [p.name for p in (tmp_path/'old').glob('*.png')] == ['img0_gradcam.png'] and 'GradCAM overlays' in capsys.readouterr().out
+    with pytest.raises(SystemExit): run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'x', '--cam', 'scorecam'])
 
 
 def test_predict_bad_arguments(tiny, tmp_path):

@@ -2,7 +2,8 @@
 
     python benchmarks/bench_pointing.py                          # off_centre 0.2 and 0.3, seeds 42, 0, 1, 2 (about 4 minutes)
     python benchmarks/bench_pointing.py --off-centre 0.3 --seeds 42
-    python benchmarks/bench_pointing.py --by-layer                # every depth, three networks, seeds 42 and 0 (about 2 minutes)
+    python benchmarks/bench_pointing.py --by-layer                # every depth, four networks, seeds 42 and 0 (about 6 minutes)
+    python benchmarks/bench_pointing.py --by-layer --networks efficientnet_lite0
 
 For each setting: the synthetic set (4,000 images at 64 px, the quick profile's) drawn with the generator's
 `off_centre` (0.2 is the course's dataset, 0.3 the variant chapter 10 uses), chapter 10's quick model (the narrowed
@@ -11,8 +12,8 @@ LayerCAM at `block2` (16 x 16 maps, tolerance 2 px) on the fractured test images
 and a random peak. Bar (issue #18; chapter 10 asserts it for LayerCAM): the hit rate above both baselines.
 
 `--by-layer` chooses the heat map of the tools (`fracture-course predict --heatmaps`, the web demo): on `off_centre=0.3`,
-three of the course's networks (chapter 10's Inception; the six-stage EnhancedCNN of chapters 9 and 13; the main job's
-SimpleCNN with its quick recipe) play the game at the last stage of every map side (`pointing_by_layer`), Grad-CAM and
+four of the course's networks (chapter 10's Inception; the six-stage EnhancedCNN of chapters 9 and 13; the main job's
+SimpleCNN and the ImageNet-pretrained EfficientNet-Lite0, each with its quick recipe) play the game at the last stage of every map side (`pointing_by_layer`), Grad-CAM and
 LayerCAM, and each method is scored at its default layer (`explain_layer`) by its margin over the centre at that layer's
 tolerance. Bar: LayerCAM's margin above Grad-CAM's for every network and seed.
 """
@@ -61,12 +62,14 @@ NETWORKS = {  # name: how chapter 10, chapter 9 and the main job train it on the
     'enhanced_cnn (6 stages)': lambda cfg, data: train_run('enhanced_cnn', data, None, cfg, progress=False, widths=WIDE6, hidden=32, dropout=0.2,
                                                            recipe_overrides=dict(epochs=6, lr=5e-3, aug='flip', channels_last=True)),
     'simple_cnn (main job)': lambda cfg, data: train_run('simple_cnn', data, None, cfg, progress=False),
+    'efficientnet_lite0 (ImageNet weights)': lambda cfg, data: train_run('efficientnet_lite0', data, None, cfg, progress=False),  # its quick recipe
 }
 
-def by_layer(seeds, off_centre:float=0.3) -> bool:
-    "The pointing game at every depth of three networks; True when LayerCAM's margin over the centre beats Grad-CAM's every time"
+def by_layer(seeds, off_centre:float=0.3, networks=None) -> bool:
+    "The pointing game at every depth of the networks; True when LayerCAM's margin over the centre beats Grad-CAM's every time"
     label, ok = {'layercam': 'LayerCAM', 'gradcam': 'Grad-CAM'}, True
     for net, train in NETWORKS.items():
+        if networks and not any(net.startswith(n) for n in networks): continue
         for seed in seeds:
             cfg = get_config('quick', seed=seed)
             data = load_dataset(default_synthetic_dir(cfg, progress=False, off_centre=off_centre), seed=seed)
@@ -93,11 +96,12 @@ def main(argv=None):
     ap.add_argument('--seeds', type=int, nargs='+', help='default 42 0 1 2 (with --by-layer: 42 0)')
     ap.add_argument('--off-centre', type=float, nargs='+', help='default 0.2 0.3 (with --by-layer: 0.3, the first value given)')
     ap.add_argument('--epochs', type=int, default=6, help="training epochs (chapter 10's quick model: 6)")
-    ap.add_argument('--by-layer', action='store_true', help='every depth of three networks (default seeds 42 and 0, off_centre 0.3)')
+    ap.add_argument('--by-layer', action='store_true', help='every depth of four networks (default seeds 42 and 0, off_centre 0.3)')
+    ap.add_argument('--networks', nargs='+', metavar='NAME', help=f"with --by-layer, only these (default all: {', '.join(n.split()[0] for n in NETWORKS)})")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     print(f'python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}')
-    if a.by_layer: return 0 if by_layer(a.seeds or [42, 0], (a.off_centre or [0.3])[0]) else 1
+    if a.by_layer: return 0 if by_layer(a.seeds or [42, 0], (a.off_centre or [0.3])[0], a.networks) else 1
     a.seeds, a.off_centre = a.seeds or [42, 0, 1, 2], a.off_centre or [0.2, 0.3]
     rows = []
     for oc in a.off_centre:

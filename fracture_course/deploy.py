@@ -164,7 +164,7 @@ def add_predict_args(p:argparse.ArgumentParser):
 def predict_command(args) -> int:
     "Run `fracture-course predict`: a .onnx model with ONNX Runtime, a checkpoint with PyTorch (`interpret.predict_command`)"
     if Path(args.checkpoint).suffix.lower() != '.onnx': return interpret.predict_command(args)
-    if args.heatmaps: raise ValueError("--heatmaps needs the PyTorch model (LayerCAM and Grad-CAM take gradients, which ONNX Runtime does not compute); "
+    if args.heatmaps or args.gradcam: raise ValueError(f"--{'heatmaps' if args.heatmaps else 'gradcam'} needs the PyTorch model (LayerCAM and Grad-CAM take gradients, which ONNX Runtime does not compute); "
                                       f"pass the .pt checkpoint that {args.checkpoint} was exported from")
     if args.tta: raise ValueError("--tta is not part of an exported model; leave it out, or pass the .pt checkpoint")
     if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
@@ -238,7 +238,7 @@ class Predictor:
             self.preset, op = _checked_preset(info, self.path), saved_operating_point(info)
             self.class_names, self.arch = list(info.get('class_names') or CLASSES), info.get('arch')
             layer_name, self.layer = explain_layer(self.model, self.preset.size, self.preset.channels, cam)
-            self.heatmap_name = f'{CAMS[cam][0].__name__} at {layer_name}'
+            self.heatmap_name = f'{CAMS[cam].label} at {layer_name}'
         self.threshold, self.temperature, self.source = op['threshold'], op['temperature'], op['source']
         self.runtime = 'onnxruntime' if self.onnx else 'pytorch'
 
@@ -256,7 +256,7 @@ class Predictor:
                 heat = heatmap(self.model, xb, self.cam, self.layer)[0]
                 res['heatmap'] = self.heatmap_name
                 res['heatmap_png'] = base64.b64encode(overlay_png(to_display(xb[0], self.preset), heat)).decode()
-            elif with_heatmap: res['heatmap_png'] = None
+            elif with_heatmap: res['heatmap'] = res['heatmap_png'] = None  # ONNX Runtime computes no gradients
         return res
 
 # %% ../nbs/13_deploy.ipynb #6a4aabd4
@@ -361,9 +361,11 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
         name = Path(file.filename or 'upload').name
         data = file.file.read(limit + 1)
         if len(data) > limit: return error(413, f"{name}: larger than this server accepts ({max_upload_mb:g} MB)")
-        try: return pred(data, name, heatmap or gradcam)
+        try: res = pred(data, name, heatmap or gradcam)
         except UploadError as e: return error(e.status, str(e))
         except Exception as e: return error(500, f"{name}: the server could not score this image ({type(e).__name__}: {e})")
+        if gradcam and 'heatmap_png' in res: res['gradcam_png'] = res['heatmap_png']  # the field's name before heatmap_png
+        return res
     return app
 
 # %% ../nbs/13_deploy.ipynb #fad3e8e5

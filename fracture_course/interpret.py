@@ -8,7 +8,7 @@ Docs: https://github.com/fracture-course/fracture_course/interpretation.html.md"
 from __future__ import annotations
 import argparse, math, sys
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -23,8 +23,8 @@ from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operat
 # %% auto #0
 __all__ = ['CAMS', 'GradCAM', 'stage_sides', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input',
            'item_input_boxes', 'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split', 'pointing_baselines',
-           'LayerCAM', 'pointing_by_layer', 'explain_layer', 'heatmap', 'add_predict_args', 'report_predictions',
-           'predict_command']
+           'LayerCAM', 'pointing_by_layer', 'CamMethod', 'explain_layer', 'heatmap', 'add_predict_args',
+           'report_predictions', 'heatmap_request', 'predict_command']
 
 # %% ../nbs/10_interpretation.ipynb #6d298345
 class GradCAM:
@@ -235,31 +235,43 @@ def pointing_by_layer(model:nn.Module, inputs:torch.Tensor, # model inputs [N, C
     return rows
 
 # %% ../nbs/10_interpretation.ipynb #bba70d13
-CAMS = {'layercam': (LayerCAM, 1/4), 'gradcam': (GradCAM, 1/16)}  # method: its class and the smallest map side it explains (a share of the input side)
+class CamMethod(NamedTuple):
+    "A heat-map method: its class, the smallest map side it explains by default (a share of the input side), its name"
+    cls:type; fraction:float; label:str
+
+CAMS = {'layercam': CamMethod(LayerCAM, 1/4, 'LayerCAM'), 'gradcam': CamMethod(GradCAM, 1/16, 'Grad-CAM')}
+
+def _cam_method(method:str) -> CamMethod:
+    if method not in CAMS: raise ValueError(f"Unknown heat-map method {method!r}; choose one of: {', '.join(CAMS)}")
+    return CAMS[method]
 
 def explain_layer(model:nn.Module, size:int, in_channels:int|None=None,
                   method:str='layercam' # a key of `CAMS`
                  ) -> tuple[str, nn.Module]:
     "The layer `method` explains by default: LayerCAM the last stage of side >= size/4, Grad-CAM >= size/16 (`cam_layer`)"
-    if method not in CAMS: raise ValueError(f"Unknown heat-map method {method!r}; choose one of: {', '.join(CAMS)}")
-    return cam_layer(model, size, in_channels, CAMS[method][1])
+    m = _cam_method(method)
+    try: return cam_layer(model, size, in_channels, m.fraction)
+    except ValueError as e:
+        if method == 'gradcam': raise
+        raise ValueError(f"{e} Or ask for Grad-CAM (method 'gradcam', `--cam gradcam`), which explains coarser maps.") from None
 
 def heatmap(model:nn.Module, x:torch.Tensor, # a batch of model inputs [B, C, H, W]
             method:str='layercam', # a key of `CAMS`
             layer:nn.Module|None=None, # default: `explain_layer`'s
             target:int|torch.Tensor=1) -> torch.Tensor:
     "Heat maps [B, H, W] in [0, 1] of `x` by `method` (LayerCAM by default, the one that points best) at `layer`"
+    m = _cam_method(method)
     if layer is None: layer = explain_layer(model, x.shape[-1], x.shape[1], method)[1]
-    elif method not in CAMS: raise ValueError(f"Unknown heat-map method {method!r}; choose one of: {', '.join(CAMS)}")
-    with CAMS[method][0](model, layer) as c: return heatmaps(c(x, target), x.shape[-2:])
+    with m.cls(model, layer) as c: return heatmaps(c(x, target), x.shape[-2:])
 
 # %% ../nbs/10_interpretation.ipynb #ac94aff3
 def add_predict_args(p:argparse.ArgumentParser):
     "Arguments of `fracture-course predict`"
     p.add_argument('checkpoint', help='a model checkpoint written by fracture-course train (best.pt) or save_checkpoint')
     p.add_argument('images', nargs='+', metavar='IMAGE', help='image files (PNG, JPEG, DICOM, ...)')
-    p.add_argument('--heatmaps', '--gradcam', dest='heatmaps', metavar='DIR', help='write a heat-map overlay PNG per image into DIR (--gradcam: its older name)')
-    p.add_argument('--cam', choices=list(CAMS), default='layercam', help='the heat-map method: layercam (default: it points best) or gradcam')
+    p.add_argument('--heatmaps', metavar='DIR', help='write a heat-map overlay PNG per image into DIR (LayerCAM unless --cam says otherwise)')
+    p.add_argument('--cam', choices=list(CAMS), help='the heat-map method: layercam (the default of --heatmaps) or gradcam')
+    p.add_argument('--gradcam', metavar='DIR', help='as before --heatmaps existed: Grad-CAM overlays, *_gradcam.png, into DIR')
     p.add_argument('--threshold', type=float, metavar='T', help="call fractured above this probability (default: the checkpoint's, else 0.5)")
     p.add_argument('--tta', action='store_true', help='average each image with its mirror image')
     p.add_argument('--batch-size', type=int, default=32)
@@ -284,11 +296,18 @@ def report_predictions(header:str, # the first line: model, file, threshold and 
     print(f"{len(failed)} of {len(images)} image(s) could not be read (listed above); the others were scored.", file=sys.stderr)
     return 1
 
+def heatmap_request(args) -> tuple[Path|None, str]:
+    "The folder for heat-map overlays (None: none asked for) and their method, from `--heatmaps`, `--gradcam` and `--cam`"
+    if args.heatmaps and args.gradcam: raise ValueError("give --heatmaps DIR (with --cam to choose the method) or --gradcam DIR, not both")
+    if args.gradcam: return Path(args.gradcam), args.cam or 'gradcam'
+    return (Path(args.heatmaps) if args.heatmaps else None), args.cam or 'layercam'
+
 def predict_command(args) -> int:
     "Run `fracture-course predict`: probability of fracture per image, optional heat-map overlays; 1 if any image failed"
     from fracture_course.config import pick_device
     if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.batch_size < 1: raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    out, cam = heatmap_request(args)
     device = pick_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
     preset = _checked_preset(info, args.checkpoint)
@@ -299,17 +318,17 @@ def predict_command(args) -> int:
     names = info.get('class_names') or list(CLASSES)
     rc = report_predictions(f"# {info.get('arch')} from {args.checkpoint}; threshold {thr:.3f} ({source}){'; flip TTA' if args.tta else ''}",
                             args.images, probs, ok, failed, thr, names)
-    if args.heatmaps and ok:
-        out = Path(args.heatmaps); out.mkdir(parents=True, exist_ok=True)
-        layer_name, layer = explain_layer(model, preset.size, preset.channels, args.cam)
+    if out is not None and ok:
+        out.mkdir(parents=True, exist_ok=True)
+        layer_name, layer = explain_layer(model, preset.size, preset.channels, cam)
         tfm, written = eval_tfms(preset), set()
         for k in range(0, len(ok), args.batch_size):
             xb = tfm(x[k:k + args.batch_size]).to(device)
-            heat = heatmap(model, xb, args.cam, layer).cpu()
+            heat = heatmap(model, xb, cam, layer).cpu()
             for j, i in enumerate(ok[k:k + args.batch_size]):
-                stem = Path(args.images[i]).stem; name = f'{stem}_{args.cam}.png'
-                if name in written: name = f'{stem}_{i}_{args.cam}.png'
+                stem = Path(args.images[i]).stem; name = f'{stem}_{cam}.png'
+                if name in written: name = f'{stem}_{i}_{cam}.png'
                 written.add(name)
                 _overlay_png(out/name, xb[j].cpu(), heat[j], preset, f"P(fracture) {probs[ok.index(i)]:.3f}")
-        print(f"{CAMS[args.cam][0].__name__} overlays ({layer_name}) written to {out}")
+        print(f"{CAMS[cam].label} overlays ({layer_name}) written to {out}")
     return rc

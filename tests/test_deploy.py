@@ -156,6 +156,7 @@ def test_predict_runs_onnx_and_checkpoint_alike(ckpt, onnx_file, synth, tmp_path
 def test_predict_onnx_refuses_heatmaps_and_tta(onnx_file, synth, tmp_path):
     f = str(synth[1][0])
     with pytest.raises(ValueError, match='--heatmaps.*Grad-CAM.*pass the .pt checkpoint'): deploy.predict_command(predict_args([str(onnx_file), f, '--heatmaps', str(tmp_path)]))
+    with pytest.raises(ValueError, match='--gradcam needs the PyTorch model'): deploy.predict_command(predict_args([str(onnx_file), f, '--gradcam', str(tmp_path)]))
     with pytest.raises(ValueError, match='--tta'): deploy.predict_command(predict_args([str(onnx_file), f, '--tta']))
     with pytest.raises(ValueError, match='--threshold'): deploy.predict_command(predict_args([str(onnx_file), f, '--threshold', '2']))
 
@@ -200,12 +201,12 @@ def test_predict_a_png(client, ckpt, xray):
     png = base64.b64decode(g['heatmap_png'])
     assert png.startswith(b'\x89PNG') and Image.open(io.BytesIO(png)).size == (256, 256)
     assert abs(g['probability'] - d['probability']) < 1e-6 and g['heatmap'] == 'LayerCAM at body.1'  # 16 x 16 maps at 64 px
-    old = client.post('/predict?gradcam=true', files={'file': ('knee.png', data)}).json()  # the older name of the option
-    assert old['heatmap_png'] == g['heatmap_png']
+    old = client.post('/predict?gradcam=true', files={'file': ('knee.png', data)}).json()  # the option's name before ?heatmap
+    assert old['heatmap_png'] == old['gradcam_png'] == g['heatmap_png'] and 'gradcam_png' not in g
     from fastapi.testclient import TestClient
     gc = TestClient(make_app(ckpt, cam='gradcam'))
-    assert gc.post('/predict?heatmap=true', files={'file': ('knee.png', data)}).json()['heatmap'] == 'GradCAM at body.2'
-    assert 'GradCAM at body.2: the places' in gc.get('/').text and 'LayerCAM at body.1: the places' in client.get('/').text
+    assert gc.post('/predict?heatmap=true', files={'file': ('knee.png', data)}).json()['heatmap'] == 'Grad-CAM at body.2'
+    assert 'Grad-CAM at body.2: the places' in gc.get('/').text and 'LayerCAM at body.1: the places' in client.get('/').text
 
 def test_predict_a_jpeg_and_greyscale_16bit(client):
     a = (np.random.default_rng(0).random((90, 70)) * 255).astype(np.uint8)
@@ -261,7 +262,7 @@ def test_an_onnx_model_serves_without_heatmaps(onnx_file, client, xray):
     from fastapi.testclient import TestClient
     oc = TestClient(make_app(onnx_file))
     d = oc.post('/predict?heatmap=true', files={'file': ('knee.png', xray[0])}).json()
-    assert d['runtime'] == 'onnxruntime' and d['heatmap_png'] is None
+    assert d['runtime'] == 'onnxruntime' and d['heatmap_png'] is None and d['heatmap'] is None
     assert abs(d['probability'] - client.post('/predict', files={'file': ('knee.png', xray[0])}).json()['probability']) < 1e-4
     assert oc.get('/health').json()['runtime'] == 'onnxruntime'
 

@@ -124,6 +124,9 @@ def test_explain_layer_heatmap_and_their_methods():
     with pytest.raises(ValueError, match="Unknown heat-map method 'scorecam'.*layercam, gradcam"): heatmap(model, x, 'scorecam')
     with pytest.raises(ValueError, match='Unknown heat-map method'): heatmap(model, x, 'scorecam', model.body[1])
     with pytest.raises(ValueError, match='Unknown heat-map method'): explain_layer(model, 64, method='GradCAM')
+    flat = nn.Sequential(nn.Conv2d(1, 4, 3, stride=8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))  # an 8 x 8 map at 64 px
+    with pytest.raises(ValueError, match="side >= 16.*method 'gradcam', `--cam gradcam`"): explain_layer(flat, 64)
+    assert explain_layer(flat, 64, method='gradcam')[0] == '1'
     assert set(CAMS) == {'layercam', 'gradcam'}
 
 
@@ -228,8 +231,11 @@ def test_predict_heatmap_overlays_and_bad_images(tiny, tmp_path, capsys):
     pngs = sorted(p.name for p in (tmp_path/'cams').glob('*.png'))
     assert pngs == ['img0_layercam.png', 'img1_layercam.png'] and all((tmp_path/'cams'/p).stat().st_size > 2000 for p in pngs)
     assert 'LayerCAM overlays' in cap.out
-    assert run_predict([tiny/'model.pt', tiny/'img0.png', '--gradcam', tmp_path/'old', '--cam', 'gradcam']) == 0  # the older option name
-    assert [p.name for p in (tmp_path/'old').glob('*.png')] == ['img0_gradcam.png'] and 'GradCAM overlays' in capsys.readouterr().out
+    assert run_predict([tiny/'model.pt', tiny/'img0.png', '--gradcam', tmp_path/'old']) == 0  # the option from before --heatmaps: Grad-CAM, as then
+    assert [p.name for p in (tmp_path/'old').glob('*.png')] == ['img0_gradcam.png'] and 'Grad-CAM overlays' in capsys.readouterr().out
+    assert run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'gc', '--cam', 'gradcam']) == 0
+    assert [p.name for p in (tmp_path/'gc').glob('*.png')] == ['img0_gradcam.png']
+    with pytest.raises(ValueError, match='not both'): run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'a', '--gradcam', tmp_path/'b'])
     with pytest.raises(SystemExit): run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'x', '--cam', 'scorecam'])
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_pointing.py                          # off_centre 0.2 and 0.3, seeds 42, 0, 1, 2 (about 4 minutes)
     python benchmarks/bench_pointing.py --off-centre 0.3 --seeds 42
-    python benchmarks/bench_pointing.py --by-layer                # every depth, four networks, seeds 42 and 0 (about 6 minutes)
+    python benchmarks/bench_pointing.py --by-layer                # every depth, four networks, seeds 42 and 0 (about 15 minutes, 10 of them Lite0)
     python benchmarks/bench_pointing.py --by-layer --networks efficientnet_lite0
 
 For each setting: the synthetic set (4,000 images at 64 px, the quick profile's) drawn with the generator's

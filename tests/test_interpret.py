@@ -114,7 +114,7 @@ def test_explain_layer_heatmap_and_their_methods():
     assert explain_layer(model, 64)[0] == 'body.1' and explain_layer(model, 64, method='gradcam')[0] == 'body.2'  # 64/4 and 64/16
     assert cam_layer(model, 64, fraction=1/2)[0] == 'body.0'
     inc = create_model('inception', in_channels=1, stem_channels=8, branch_channels=(4, 4, 4, 4)).eval()
-    for size in (64, 224):  # the layer the chapter chose by the pointing game, at the quick and the full profile's size
+    for size in (64, 224):  # the rule's layer at the quick and the full profile's size (the pointing game measured it at 64 px)
         assert explain_layer(inc, size)[0] == 'block2' and stage_sides(inc, size)['block2'] == size // 4
     x = torch.randn(3, 1, 64, 64)
     with LayerCAM(model, model.body[1]) as lc: want = lc(x)

@@ -25,7 +25,7 @@ from .transforms import Preset, decode_resize, eval_tfms
 from .learner import load_checkpoint
 from .evaluate import _checked_preset, load_inputs, predict_inputs, saved_operating_point
 from . import interpret
-from .interpret import CAMS, explain_layer, heatmap, to_display
+from .interpret import CAMS, _cam_method, explain_layer, heatmap, to_display
 
 # %% ../nbs/13_deploy.ipynb #e89b1be9
 class DeployedModel(nn.Module):
@@ -227,7 +227,7 @@ class Predictor:
     def __init__(self, model_path:str|Path, # a checkpoint (.pt) or a file written by `export_onnx` (.onnx: no heat maps)
                  device:str|torch.device='cpu',
                  cam:str='layercam'): # the heat map's method, a key of `CAMS`
-        if cam not in CAMS: raise ValueError(f"Unknown heat-map method {cam!r}; choose one of: {', '.join(CAMS)}")
+        _cam_method(cam)  # an unknown method fails here, for an ONNX model too
         self.path, self.lock, self.device, self.cam = Path(model_path), threading.Lock(), torch.device(device), cam
         self.heatmap_name = None  # e.g. 'LayerCAM at block2'; none for an ONNX model
         if self.path.suffix.lower() == '.onnx':

@@ -7,7 +7,7 @@
 #           to split it over two calls: FILES='^0[0-7]' in the first command, FILES='^(0[89]|1|9|index)' in the second
 #           (a regex on the notebook's file name, nbdev-test's --file-re)
 #
-# It installs the wheels into /tmp/site, runs `nbdev-test --timing --save` with FRACTURE_PROFILE=full on the built-in
+# It installs the wheels into /tmp/site, runs `nbdev-test --timing --flags slow --save` (the main job included) with FRACTURE_PROFILE=full on the built-in
 # synthetic data (../shared does not travel), and leaves in $OUT: gpu.txt (device, torch), full_profile.log (the
 # per-notebook times, failures, wall time) and executed_nbs.tgz (the notebooks that passed, with their outputs: each
 # chapter's headline figures). Read them, then put a row per chapter in the README (time, headline metric).
@@ -24,7 +24,7 @@ fi
   python3 -c "import torch, fracture_course; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '| fracture_course', fracture_course.__version__)"; } | tee "$OUT/gpu.txt"
 export FRACTURE_PROFILE=${PROFILE:-full} FRACTURE_DATASET=synthetic TQDM_DISABLE=1 PYTHONUNBUFFERED=1
 start=$(date +%s)
-nbdev-test --n-workers "${WORKERS:-4}" --timing --save ${FILES:+--file-re "$FILES"} 2>&1 | tee "$OUT/full_profile.log"
+nbdev-test --n-workers "${WORKERS:-4}" --timing --flags slow --save ${FILES:+--file-re "$FILES"} 2>&1 | tee "$OUT/full_profile.log"
 status=${PIPESTATUS[0]}
 echo "profile $FRACTURE_PROFILE, ${WORKERS:-4} workers, ${FILES:-every notebook}: wall $(( $(date +%s) - start )) s, nbdev-test exit $status" | tee -a "$OUT/full_profile.log"
 tar czf "$OUT/executed_nbs.tgz" nbs/*.ipynb

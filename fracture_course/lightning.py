@@ -267,9 +267,41 @@ def _stages(recipe:Recipe, net:nn.Module, epochs:int, lr:float) -> list:
     main = (epochs, discriminative_lrs(net, lr, recipe.div) if recipe.div else lr, False)
     return [(recipe.freeze_epochs, {'': lr}, True), main] if recipe.freeze_epochs else [main]
 
+@contextmanager
+def _run_folder(out:Path|str|None, # the run's folder, or None
+               prefix:str='fracture_lightning_'): # name prefix of the temporary folder
+    "`out` as a `Path`, or a temporary folder deleted afterwards when `out` is None"
+    if out is not None: yield Path(out); return
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as d: yield Path(d)
+
+def _fit_stages(work:Path, net:nn.Module, rc:Recipe, dm, loss_func, epochs:int, lr:float, callbacks:Sequence, progress:bool,
+                **trainer_kw) -> tuple:
+    "Fit `net` stage by stage as `fit_recipe` does, logging to `work`: the last module and trainer, the best-epoch callback, the history"
+    module, histories, trainer, best_cb, done = None, [], None, None, 0
+    with quiet_lightning(not progress):
+        for i, (n_epochs, lrs, head_only) in enumerate(_stages(rc, net, epochs, lr)):
+            if rc.frozen: freeze(net, rc.frozen)
+            if head_only: freeze(net, except_=net.head)
+            cbs = [LearningRateMonitor('step')]
+            if not head_only:  # the best epoch of the main fit, as `SaveBestCB` picks it in `train_run`
+                best_cb = ModelCheckpoint(dirpath=work/'lightning'/'checkpoints', filename='best', monitor=rc.monitor,
+                                          mode='min' if 'loss' in rc.monitor else 'max', save_weights_only=True)
+                cbs += [best_cb, *callbacks]
+            module = FractureModule(net, loss_func, lrs)
+            trainer = L.Trainer(max_epochs=n_epochs, callbacks=cbs, logger=CSVLogger(work, name='lightning', version=f'stage{i}'),
+                                enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
+                                use_distributed_sampler=False, default_root_dir=work, log_every_n_steps=10, **trainer_kw)
+            dm.epoch_offset = done
+            trainer.fit(module, datamodule=dm)
+            net.requires_grad_(True); done += n_epochs
+            histories.append(work/'lightning'/f'stage{i}'/'metrics.csv')
+    history = []
+    for h in histories: history += history_from_csv(h, len(history) + 1) if h.is_file() else []
+    return module, trainer, best_cb, history
+
 def fit_on_devices(model_name:str='simple_cnn', # a registered model name
                    data:FractureData|Path|str|None=None, # a dataset, a path for `load_dataset`, or None for the configured one
-                   out:Path|str|None=None, # folder for best.pt, metrics.json, curves.png and Lightning's logs (None: a temporary one)
+                   out:Path|str|None=None, # folder for best.pt, metrics.json, curves.png and Lightning's logs (None: a temporary one, deleted at the end)
                    cfg:CourseConfig|None=None, # settings (default: `get_config()`)
                    devices:int|str=1, # devices (processes on a CPU); -1 for all
                    strategy:str='auto', # 'ddp' from scripts and the CLI, 'ddp_notebook' in notebooks (see `check_devices`)
@@ -297,33 +329,14 @@ def fit_on_devices(model_name:str='simple_cnn', # a registered model name
     seed_everything(cfg.seed)  # every process builds the same network (DDP also copies rank 0's weights to the others)
     net = build_model(model_name, preset, **{**rc.model_kwargs, **model_kwargs})
     if rc.channels_last: net = net.to(memory_format=torch.channels_last)
-    work = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix='fracture_lightning_'))
-    module, histories, trainer, best_cb, done = None, [], None, None, 0
-    with quiet_lightning(not progress):
-        for i, (n_epochs, lrs, head_only) in enumerate(_stages(rc, net, epochs, lr)):
-            if rc.frozen: freeze(net, rc.frozen)
-            if head_only: freeze(net, except_=net.head)
-            cbs = [LearningRateMonitor('step')]
-            if not head_only:  # the best epoch of the main fit, as `SaveBestCB` picks it in `train_run`
-                best_cb = ModelCheckpoint(dirpath=work/'lightning'/'checkpoints', filename='best', monitor=rc.monitor,
-                                          mode='min' if 'loss' in rc.monitor else 'max', save_weights_only=True)
-                cbs += [best_cb, *callbacks]
-            module = FractureModule(net, loss_func, lrs)
-            trainer = L.Trainer(accelerator=acc, devices=n, strategy=strategy, precision=precision, max_epochs=n_epochs, callbacks=cbs,
-                                logger=CSVLogger(work, name='lightning', version=f'stage{i}'), enable_progress_bar=progress,
-                                enable_model_summary=progress, num_sanity_val_steps=0, use_distributed_sampler=False,
-                                reload_dataloaders_every_n_epochs=int(len(set(sizes)) > 1), default_root_dir=work, log_every_n_steps=10)
-            dm.epoch_offset = done
-            trainer.fit(module, datamodule=dm)
-            net.requires_grad_(True); done += n_epochs
-            histories.append(work/'lightning'/f'stage{i}'/'metrics.csv')
-    if trainer.global_rank != 0: return {'model': model_name, 'global_rank': trainer.global_rank}  # the copies DDP started: rank 0 writes
-    history = []
-    for h in histories: history += history_from_csv(h, len(history) + 1) if h.is_file() else []
-    best_epoch = None
-    if best_cb is not None and best_cb.best_model_path:
-        weights, epoch = best_weights(best_cb.best_model_path)
-        net.load_state_dict(weights); best_epoch = rc.freeze_epochs + epoch
+    with _run_folder(out) as work:  # a temporary folder for Lightning's logs and checkpoints when `out` is None
+        module, trainer, best_cb, history = _fit_stages(work, net, rc, dm, loss_func, epochs, lr, callbacks, progress,
+            accelerator=acc, devices=n, strategy=strategy, precision=precision, reload_dataloaders_every_n_epochs=int(len(set(sizes)) > 1))
+        if trainer.global_rank != 0: return {'model': model_name, 'global_rank': trainer.global_rank}  # the copies DDP started: rank 0 writes
+        best_epoch = None
+        if best_cb is not None and best_cb.best_model_path:
+            weights, epoch = best_weights(best_cb.best_model_path)
+            net.load_state_dict(weights); best_epoch = rc.freeze_epochs + epoch
     dls = dm.by_size[sizes[-1]]
     device = torch.device('cuda' if acc == 'cuda' else 'cpu')
     res = {'model': model_name, 'dataset': data.name, 'data_root': str(data.root), 'counts': data.counts(),
@@ -338,7 +351,7 @@ def fit_on_devices(model_name:str='simple_cnn', # a registered model name
     res = _jsonable({**res, 'history': history})
     if out is not None:
         best_row = next((h for h in history if h['epoch'] == best_epoch), history[-1] if history else None)
-        save_checkpoint(work/'best.pt', net.cpu(), list(dls.classes), preset.to_dict(), metrics=best_row)  # once, by rank 0
+        save_checkpoint(Path(out)/'best.pt', net.cpu(), list(dls.classes), preset.to_dict(), metrics=best_row)  # once, by rank 0
         res['paths'] = write_run(res, SimpleNamespace(history=history), out, saved=True)
     res['module'] = module
     return res

@@ -1,6 +1,6 @@
 """`fracture_course.lightning`: DDP over gloo with two CPU processes (disjoint shards, identical weights, whole-split
 validation, files written once, the same result as one process), one device against `train_run`, and bad input."""
-import json, os, subprocess, sys, textwrap
+import json, os, subprocess, sys, tempfile, textwrap
 from pathlib import Path
 import numpy as np
 import pytest
@@ -140,6 +140,15 @@ def test_one_device_matches_train_run(tiny, tmp_path, monkeypatch):
         assert a['train_loss'] == pytest.approx(b['train_loss'], rel=0.05, abs=1e-4) and a['valid_auroc'] == pytest.approx(b['valid_auroc'], abs=1e-4)
     assert ours['test']['auroc'] == pytest.approx(ref['test']['auroc'], abs=0.02)
     assert history_from_csv(tmp_path/'l'/'lightning'/'stage0'/'metrics.csv') == ours['history']
+
+def test_without_out_the_run_leaves_no_folder_behind(tiny, tmp_path, monkeypatch):
+    "out=None: Lightning's logs and checkpoints go to a temporary folder, read back and then deleted"
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path/'tmp')); (tmp_path/'tmp').mkdir()
+    cfg = get_config('quick', epochs=1, image_size=32, batch_size=16, lr=3e-3)
+    r = fit_on_devices('simple_cnn', tiny, None, cfg, accelerator='cpu', progress=False, recipe_overrides={'epochs': 1}, widths=(8, 16))
+    assert len(r['history']) == 1 and r['best_epoch'] == 1 and 'paths' not in r  # the history and best epoch were read from the folder
+    assert list((tmp_path/'tmp').iterdir()) == []
 
 def test_why_the_second_epoch_differs():
     "A for loop asks a loader for one batch past its end, and RandomSampler draws a permutation from the loader's generator to answer; Lightning stops at len()"

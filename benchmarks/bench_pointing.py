@@ -4,6 +4,7 @@
     python benchmarks/bench_pointing.py --off-centre 0.3 --seeds 42
     python benchmarks/bench_pointing.py --by-layer                # every depth, four networks, seeds 42 and 0 (about 15 minutes, 10 of them Lite0)
     python benchmarks/bench_pointing.py --by-layer --networks efficientnet_lite0
+    python benchmarks/bench_pointing.py --checkpoint runs/lite0/best.pt --data ../shared/data/FracAtlas   # a trained model, real boxes
 
 For each setting: the synthetic set (4,000 images at 64 px, the quick profile's) drawn with the generator's
 `off_centre` (0.2 is the course's dataset, 0.3 the variant chapter 10 uses), chapter 10's quick model (the narrowed
@@ -16,6 +17,11 @@ four of the course's networks (chapter 10's Inception; the six-stage EnhancedCNN
 SimpleCNN and the ImageNet-pretrained EfficientNet-Lite0, each with its quick recipe) play the game at the last stage of every map side (`pointing_by_layer`), Grad-CAM and
 LayerCAM, and each method is scored at its default layer (`explain_layer`) by its margin over the centre at that layer's
 tolerance. Bar: LayerCAM's margin above Grad-CAM's for every network and seed.
+
+`--checkpoint CKPT --data PATH` plays the same game, at every depth and with each method's default layer marked, for a
+model already trained (by `fracture-course train`) on a dataset with fracture boxes, FracAtlas for instance: its
+fractured test images, at the checkpoint's own input size. It trains nothing, and has no bar: it measures whether the
+tools' rule holds for that model.
 """
 import os
 for _v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'): os.environ.setdefault(_v, '1')
@@ -26,10 +32,13 @@ import torch
 
 from fracture_course.config import get_config
 from fracture_course.data import load_dataset
+from fracture_course.learner import load_checkpoint
+from fracture_course.transforms import Preset, eval_tfms
+from fracture_course.evaluate import load_inputs
 from fracture_course.synthetic import default_synthetic_dir
 from fracture_course.train import train_run
 from fracture_course.interpret import (GradCAM, LayerCAM, explain_split, pointing_game, pointing_baselines, heatmap_peak,
-                                       pointing_by_layer, explain_layer)
+                                       pointing_by_layer, explain_layer, item_input_boxes)
 
 NARROW = dict(stem_channels=16, branch_channels=(8, 8, 16, 16), stem_dropout=0.0, head_dropout=0.0)  # chapter 10, quick
 RECIPE = dict(epochs=6, lr=1e-2, aug='flip', channels_last=True, tta=False)
@@ -65,9 +74,22 @@ NETWORKS = {  # name: how chapter 10, chapter 9 and the main job train it on the
     'efficientnet_lite0 (ImageNet weights)': lambda cfg, data: train_run('efficientnet_lite0', data, None, cfg, progress=False),  # its quick recipe
 }
 
+LABEL = {'layercam': 'LayerCAM', 'gradcam': 'Grad-CAM'}
+
+def print_layers(rows:list, model, preset) -> dict:
+    "Print `pointing_by_layer`'s rows; return each method's margin over the centre at its default layer (`explain_layer`)"
+    print(f"  {'layer':10} {'side':>4} {'tol px':>6} {'centre':>6} {'random':>6} {'Grad-CAM':>8} {'LayerCAM':>8}")
+    for r in rows:
+        print(f"  {r['layer']:10} {r['map side']:4d} {r['tolerance px']:6.1f} {r['centre']:6.3f} {r['random']:6.3f} {r['Grad-CAM']:8.3f} {r['LayerCAM']:8.3f}")
+    at = {m: next(r for r in rows if r['layer'] == explain_layer(model, preset.size, preset.channels, m)[0]) for m in LABEL}
+    margin = {m: at[m][LABEL[m]] - at[m]['centre'] for m in LABEL}
+    print(f"  default layers: LayerCAM at {at['layercam']['layer']} {margin['layercam']:+.3f} over the centre, "
+          f"Grad-CAM at {at['gradcam']['layer']} {margin['gradcam']:+.3f}", flush=True)
+    return margin
+
 def by_layer(seeds, off_centre:float=0.3, networks=None) -> bool:
     "The pointing game at every depth of the networks; True when LayerCAM's margin over the centre beats Grad-CAM's every time"
-    label, ok = {'layercam': 'LayerCAM', 'gradcam': 'Grad-CAM'}, True
+    ok = True
     for net, train in NETWORKS.items():
         if networks and not any(net.startswith(n) for n in networks): continue
         for seed in seeds:
@@ -79,16 +101,27 @@ def by_layer(seeds, off_centre:float=0.3, networks=None) -> bool:
             heat, boxes, inputs = explain_split(model, dls.test, items, dls.preset)
             rows = pointing_by_layer(model, inputs[fx], [boxes[i] for i in fx])
             print(f"{net}, seed {seed}, off_centre {off_centre}: test AUROC {run['test']['auroc']:.3f} ({time.perf_counter() - t0:.0f} s)")
-            print(f"  {'layer':10} {'side':>4} {'tol px':>6} {'centre':>6} {'random':>6} {'Grad-CAM':>8} {'LayerCAM':>8}")
-            for r in rows:
-                print(f"  {r['layer']:10} {r['map side']:4d} {r['tolerance px']:6.1f} {r['centre']:6.3f} {r['random']:6.3f} {r['Grad-CAM']:8.3f} {r['LayerCAM']:8.3f}")
-            at = {m: next(r for r in rows if r['layer'] == explain_layer(model, dls.preset.size, dls.preset.channels, m)[0]) for m in label}
-            margin = {m: at[m][label[m]] - at[m]['centre'] for m in label}
+            margin = print_layers(rows, model, dls.preset)
             ok &= margin['layercam'] > margin['gradcam']
-            print(f"  default layers: LayerCAM at {at['layercam']['layer']} {margin['layercam']:+.3f} over the centre, "
-                  f"Grad-CAM at {at['gradcam']['layer']} {margin['gradcam']:+.3f}", flush=True)
     print(f"bar: LayerCAM's margin over the centre above Grad-CAM's at their default layers, every network and seed -> {'PASS' if ok else 'FAIL'}")
     return ok
+
+
+def checkpoint_by_layer(checkpoint:str, data_path:str, seed:int=42, bs:int=16) -> dict:
+    "The pointing game at every depth of a trained checkpoint, on the fractured test images with boxes of a dataset"
+    model, info = load_checkpoint(checkpoint)
+    model.eval(); preset = Preset.from_dict(info['preprocessing'])
+    data = load_dataset(data_path, seed=seed)
+    items = [o for o in data.split('test') if o.label == 1]
+    t0 = time.perf_counter()
+    x, ok, failed = load_inputs([o.path for o in items], preset)
+    x = eval_tfms(preset)(x)  # uint8 images -> model inputs, as `predict_inputs` prepares them
+    boxes = [item_input_boxes(items[i], preset) for i in ok]
+    keep = [j for j, b in enumerate(boxes) if len(b)]
+    rows = pointing_by_layer(model, x[keep], [boxes[j] for j in keep], bs=bs)
+    print(f"{info.get('arch')} from {checkpoint} ({preset}), {data.name} test split: {len(keep)} fractured images with boxes "
+          f"({len(failed)} unreadable, {len(ok) - len(keep)} without boxes), {time.perf_counter() - t0:.0f} s")
+    return print_layers(rows, model, preset)
 
 
 def main(argv=None):
@@ -97,10 +130,15 @@ def main(argv=None):
     ap.add_argument('--off-centre', type=float, nargs='+', help='default 0.2 0.3 (with --by-layer: 0.3, the first value given)')
     ap.add_argument('--epochs', type=int, default=6, help="training epochs (chapter 10's quick model: 6)")
     ap.add_argument('--by-layer', action='store_true', help='every depth of four networks (default seeds 42 and 0, off_centre 0.3)')
+    ap.add_argument('--checkpoint', metavar='CKPT', help='with --data: the game at every depth of this trained model instead (no training)')
+    ap.add_argument('--data', metavar='PATH', help="with --checkpoint: a dataset with fracture boxes (FracAtlas), split with --seeds' first value")
     ap.add_argument('--networks', nargs='+', metavar='NAME', help=f"with --by-layer, only these (default all: {', '.join(n.split()[0] for n in NETWORKS)})")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     print(f'python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}')
+    if a.checkpoint:
+        if not a.data: ap.error('--checkpoint needs --data')
+        checkpoint_by_layer(a.checkpoint, a.data, (a.seeds or [42])[0]); return 0
     if a.by_layer: return 0 if by_layer(a.seeds or [42, 0], (a.off_centre or [0.3])[0], a.networks) else 1
     a.seeds, a.off_centre = a.seeds or [42, 0, 1, 2], a.off_centre or [0.2, 0.3]
     rows = []

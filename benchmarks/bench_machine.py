@@ -3,8 +3,8 @@
     python benchmarks/bench_machine.py            # before and after a timing, to read it
 
 The development machine's speed varies by about a third from hour to hour (other tenants share its cores). Timing
-rows in the README give this figure beside them: a whole-course `nbdev-test` that takes 143-150 s when a step costs
-36 ms took 182-199 s when it cost 44-49 ms.
+rows in the README give this figure beside them: before the main job's cells became `slow`, a whole-course `nbdev-test`
+that took 143-150 s when a step cost 36 ms took 182-199 s when it cost 44-49 ms; since then, 135-157 s at 36-44 ms.
 """
 import os
 os.environ.setdefault('OMP_NUM_THREADS', '1')

@@ -276,7 +276,7 @@ def _run_folder(out:Path|str|None, # the run's folder, or None
 
 def _fit_stages(work:Path, net:nn.Module, rc:Recipe, dm, loss_func, epochs:int, lr:float, callbacks:Sequence, progress:bool,
                 **trainer_kw) -> tuple:
-    "Fit `net` stage by stage as `fit_recipe` does, logging to `work`: the last module and trainer, the best-epoch callback, the history"
+    "Fit `net` stage by stage as `fit_recipe` does, logging to `work`: the last module and trainer, the best-epoch callback, the CSV logs"
     module, histories, trainer, best_cb, done = None, [], None, None, 0
     with quiet_lightning(not progress):
         for i, (n_epochs, lrs, head_only) in enumerate(_stages(rc, net, epochs, lr)):
@@ -295,9 +295,7 @@ def _fit_stages(work:Path, net:nn.Module, rc:Recipe, dm, loss_func, epochs:int, 
             trainer.fit(module, datamodule=dm)
             net.requires_grad_(True); done += n_epochs
             histories.append(work/'lightning'/f'stage{i}'/'metrics.csv')
-    history = []
-    for h in histories: history += history_from_csv(h, len(history) + 1) if h.is_file() else []
-    return module, trainer, best_cb, history
+    return module, trainer, best_cb, histories
 
 def fit_on_devices(model_name:str='simple_cnn', # a registered model name
                    data:FractureData|Path|str|None=None, # a dataset, a path for `load_dataset`, or None for the configured one
@@ -330,9 +328,11 @@ def fit_on_devices(model_name:str='simple_cnn', # a registered model name
     net = build_model(model_name, preset, **{**rc.model_kwargs, **model_kwargs})
     if rc.channels_last: net = net.to(memory_format=torch.channels_last)
     with _run_folder(out) as work:  # a temporary folder for Lightning's logs and checkpoints when `out` is None
-        module, trainer, best_cb, history = _fit_stages(work, net, rc, dm, loss_func, epochs, lr, callbacks, progress,
+        module, trainer, best_cb, logs = _fit_stages(work, net, rc, dm, loss_func, epochs, lr, callbacks, progress,
             accelerator=acc, devices=n, strategy=strategy, precision=precision, reload_dataloaders_every_n_epochs=int(len(set(sizes)) > 1))
         if trainer.global_rank != 0: return {'model': model_name, 'global_rank': trainer.global_rank}  # the copies DDP started: rank 0 writes
+        history = []
+        for h in logs: history += history_from_csv(h, len(history) + 1) if h.is_file() else []
         best_epoch = None
         if best_cb is not None and best_cb.best_model_path:
             weights, epoch = best_weights(best_cb.best_model_path)

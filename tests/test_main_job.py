@@ -10,16 +10,17 @@ def readme_main_job() -> list[str]:
     "The arguments of `fracture-course train` in the README's first command"
     first = re.search(r'```bash\n(.*?)\n', (ROOT/'README.md').read_text()).group(1)
     args = shlex.split(first.split('&&')[1])
-    assert args[:2] == ['fracture-course', 'train'], first
+    assert args[:2] == ['fracture-course', 'train'] and '--out' in args, f"expected 'fracture-course train ... --out DIR' in: {first}"
     return args[2:]
 
 def test_the_main_job_learns_the_synthetic_radiographs(tmp_path):
     args = readme_main_job()
     args[args.index('--out') + 1] = str(tmp_path/'run')  # the README writes to runs/simple_cnn
     env = {**{k: v for k, v in os.environ.items() if k not in ('IN_TEST', 'FRACTURE_SEED')},
-           'FRACTURE_CACHE_DIR': str(tmp_path/'cache'), 'FRACTURE_DATASET': 'synthetic', 'FRACTURE_PROFILE': 'quick'}
+           'FRACTURE_CACHE_DIR': str(tmp_path/'cache'), 'FRACTURE_DATASET': 'synthetic', 'FRACTURE_PROFILE': 'quick',
+           'FRACTURE_DEVICE': 'cpu'}  # the figures below are the CPU's (one thread, as the quick profile trains there)
     cli = str(Path(sys.executable).parent/'fracture-course')
-    r = subprocess.run([cli, 'train', *args, '--quiet'], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run([cli, 'train', *args, '--quiet'], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert any((tmp_path/'cache').rglob('manifest.csv')), 'the synthetic radiographs should have been generated in the fresh cache'
     m = json.loads((tmp_path/'run'/'metrics.json').read_text())

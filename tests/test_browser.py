@@ -55,14 +55,17 @@ def served(tmp_path_factory):
         except subprocess.TimeoutExpired: proc.kill()
 
 @pytest.fixture(scope='module')
-def browser():
+def browser(tmp_path_factory):
+    "Headless Chromium; its profile and the singleton folder it makes in TMPDIR go in a pytest folder, not in /tmp"
     _browser_or_skip()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for a in ('--headless=new', '--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--window-size=1000,1200'): opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    scratch = tmp_path_factory.mktemp('chromium')
+    opts.add_argument(f'--user-data-dir={scratch/"profile"}')
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, env={**os.environ, 'TMPDIR': str(scratch)}), options=opts)
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json, math, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,8 +31,8 @@ __all__ = ['METRIC_NAMES', 'fracture_probs', 'evaluation_metrics', 'confusion_ma
            'metrics_table', 'weighted_metrics', 'bootstrap_ci', 'plot_confusion', 'plot_roc', 'plot_pr',
            'threshold_for_sensitivity', 'operating_point', 'reliability_table', 'expected_calibration_error', 'nll',
            'fit_temperature', 'plot_reliability', 'item_losses', 'top_losses', 'borderline', 'show_cases',
-           'group_metrics', 'load_inputs', 'predict_inputs', 'saved_operating_point', 'add_evaluate_args',
-           'evaluate_command']
+           'group_metrics', 'load_inputs', 'predict_inputs', 'saved_operating_point', 'evaluation_report',
+           'add_evaluate_args', 'evaluate_command']
 
 # %% ../nbs/09_evaluation.ipynb #3cb3db88
 def fracture_probs(logits:torch.Tensor, # [N, 2]
@@ -349,7 +349,31 @@ def saved_operating_point(info:dict # checkpoint information, from `load_checkpo
     return {'threshold': thr, 'temperature': float(op.get('temperature') or 1.0), 'source': src,
             'target_sensitivity': op.get('target_sensitivity')}
 
-# %% ../nbs/09_evaluation.ipynb #98d612b0
+# %% ../nbs/09_evaluation.ipynb #5963a06d
+def _json_ready(o):
+    "`o` with NaN (a metric undefined on these images) as None, which JSON can hold"
+    if isinstance(o, dict): return {k: _json_ready(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_json_ready(v) for v in o]
+    return None if isinstance(o, float) and math.isnan(o) else o
+
+def evaluation_report(probs:torch.Tensor, # probability of `fractured` per image
+                      targets:torch.Tensor, # true labels, 1 = fractured
+                      threshold:float, # the operating point: call `fractured` above it
+                      train_labels:Sequence[int], # labels whose majority the trivial classifier predicts (the training split's)
+                      n_boot:int=2000, # bootstrap resamples for the 95% intervals (0: none)
+                      seed:int=42 # seed of the resamples
+                     ) -> dict:
+    "Metrics at `threshold` with 95% intervals, confusion matrix, ECE and the trivial classifier's metrics, ready for JSON"
+    cm, triv = confusion_matrix(probs, targets, threshold), trivial_probs(train_labels, len(targets))
+    ci = bootstrap_ci(probs, targets, threshold, n_boot, seed=seed) if n_boot else None
+    return _json_ready({'images': len(targets), 'fractured': int(targets.sum()), 'threshold': float(threshold),
+        **evaluation_metrics(probs, targets, threshold),
+        'confusion_matrix': cm.tolist(), 'confusion_matrix_layout': '[[TN, FP], [FN, TP]]: rows true, columns predicted',
+        'ece': expected_calibration_error(probs, targets),
+        'ci95': ci[['low', 'high']].T.to_dict() if ci is not None else None,
+        'trivial': {'predicts': CLASSES[int(triv[0].item())], **evaluation_metrics(triv, targets, threshold)}})
+
+# %% ../nbs/09_evaluation.ipynb #87de472b
 def add_evaluate_args(p):
     "Arguments of `fracture-course evaluate`"
     p.add_argument('checkpoint', help='a model checkpoint written by fracture-course train (best.pt) or save_checkpoint')
@@ -377,59 +401,65 @@ def _checked_preset(info:dict, path) -> Preset:
     except (TypeError, KeyError): raise ValueError(f"{path} does not record how its inputs were prepared (preprocessing: {pre}); "
                                        "save it with Learner.save or save_checkpoint(..., preprocessing=preset.to_dict()).") from None
 
-def evaluate_command(args) -> int:
-    "Run `fracture-course evaluate`: metrics with intervals beside the trivial classifier, metrics.json and plots"
-    import sys
-    from fracture_course.config import get_config, pick_device
+def _check_evaluate_args(args):
+    "Refuse out-of-range options before anything is loaded"
     if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.target_sensitivity is not None and not 0 < args.target_sensitivity <= 1:
         raise ValueError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
     if args.batch_size < 1 or args.n_boot < 0: raise ValueError("--batch-size must be at least 1 and --n-boot at least 0")
+
+def _split_items(data, split:str) -> list:
+    "The images of `split` ('all': every image), refused when there are none"
+    items = list(data.items) if split == 'all' else data.split(split)
+    if not items: raise ValueError(f"{data.name} has no {split} split (its counts: {data.counts()}); use --split all or another split.")
+    return items
+
+def _pick_threshold(args, op:dict, data, score:Callable) -> tuple[float, str, list]:
+    "`--threshold`, else the one reaching `--target-sensitivity` on the validation split, else the checkpoint's; its source; unreadable validation images"
+    if args.threshold is not None: return args.threshold, '--threshold', []
+    if args.target_sensitivity is None: return op['threshold'], op['source'], []
+    vitems = data.split('valid')
+    if not vitems: raise ValueError(f"{data.name} has no validation split to choose a threshold on; pass --threshold instead.")
+    vp, vy, vfail = score(vitems)
+    return threshold_for_sensitivity(vp, vy, args.target_sensitivity), f'validation split, sensitivity >= {args.target_sensitivity}', vfail
+
+def _print_evaluation(res:dict, out:Path):
+    "The report as a table: each metric, its 95% interval and the trivial classifier's value"
+    print(f"{res['arch']} on {res['dataset']} ({res['split']}): {res['images']} images, {res['fractured']} fractured; "
+          f"threshold {res['threshold']:.3f} ({res['threshold_source']}){', flip TTA' if res['tta'] else ''}")
+    print(f"  {'metric':18} {'model':>7} {'95% CI':>15} {'trivial':>8}")
+    fmt = lambda v: f'{v:.3f}' if v is not None else 'n/a'  # None: undefined on these images
+    for k in METRIC_NAMES:
+        ci = (res['ci95'] or {}).get(k) or {}
+        iv = f"{ci['low']:.3f}-{ci['high']:.3f}" if ci.get('low') is not None else ''
+        print(f"  {k:18} {fmt(res[k]):>7} {iv:>15} {fmt(res['trivial'][k]):>8}")
+    print(f"  confusion matrix [[TN, FP], [FN, TP]]: {res['confusion_matrix']}   (trivial: always '{res['trivial']['predicts']}')")
+    print(f"Wrote {out/'metrics.json'}, {out/'confusion_matrix.png'}, {out/'roc.png'}, {out/'pr.png'}")
+
+def evaluate_command(args) -> int:
+    "Run `fracture-course evaluate`: metrics with intervals beside the trivial classifier, metrics.json and plots"
+    import sys
+    from fracture_course.config import get_config, pick_device
+    _check_evaluate_args(args)
     device = pick_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
-    preset = _checked_preset(info, args.checkpoint)
-    cfg = get_config(seed=args.seed)
-    data = load_dataset(args.data, seed=args.seed) if args.data else load_course_data(cfg, verbose=False)
-    items = list(data.items) if args.split == 'all' else data.split(args.split)
-    if not items: raise ValueError(f"{data.name} has no {args.split} split (its counts: {data.counts()}); use --split all or another split.")
-    failed_all, op = [], saved_operating_point(info)
-    T = op['temperature']  # the checkpoint's calibration applies whichever threshold is used
-    if args.threshold is not None: thr, source = args.threshold, '--threshold'
-    elif args.target_sensitivity is not None:
-        vitems = data.split('valid')
-        if not vitems: raise ValueError(f"{data.name} has no validation split to choose a threshold on; pass --threshold instead.")
-        vp, vy, vfail = _score(model, vitems, preset, args, device, T); failed_all += vfail
-        thr = threshold_for_sensitivity(vp, vy, args.target_sensitivity)
-        source = f'validation split, sensitivity >= {args.target_sensitivity}'
-    else: thr, source = op['threshold'], op['source']
-    probs, targets, failed = _score(model, items, preset, args, device, T); failed_all += failed
+    preset, op = _checked_preset(info, args.checkpoint), saved_operating_point(info)
+    data = load_dataset(args.data, seed=args.seed) if args.data else load_course_data(get_config(seed=args.seed), verbose=False)
+    items = _split_items(data, args.split)
+    score = lambda its: _score(model, its, preset, args, device, op['temperature'])  # the checkpoint's calibration applies whichever threshold is used
+    thr, source, failed_all = _pick_threshold(args, op, data, score)
+    probs, targets, failed = score(items); failed_all += failed
     for path, reason in dict(failed_all).items(): print(f"error: {path}: {reason}", file=sys.stderr)
     if len(probs) == 0: raise ValueError(f"None of the {len(items)} images of {data.name} ({args.split}) could be read.")
-    train_items = data.split('train')
-    triv = trivial_probs([o.label for o in (train_items or items)], len(targets))
-    ci = bootstrap_ci(probs, targets, thr, args.n_boot, seed=args.seed) if args.n_boot else None
-    m = evaluation_metrics(probs, targets, thr)
-    cm = confusion_matrix(probs, targets, thr)
     res = {'checkpoint': str(args.checkpoint), 'arch': info.get('arch'), 'data': str(data.root), 'dataset': data.name, 'split': args.split,
-           'images': len(targets), 'fractured': int(targets.sum()), 'threshold': thr, 'threshold_source': source, 'temperature': T, 'tta': bool(args.tta),
-           **m, 'confusion_matrix': cm.tolist(), 'confusion_matrix_layout': '[[TN, FP], [FN, TP]]: rows true, columns predicted',
-           'ece': expected_calibration_error(probs, targets),
-           'ci95': ci[['low', 'high']].T.to_dict() if ci is not None else None,
-           'trivial': {'predicts': CLASSES[int(triv[0].item())], **evaluation_metrics(triv, targets, thr)},
+           'threshold_source': source, 'temperature': op['temperature'], 'tta': bool(args.tta),
+           **evaluation_report(probs, targets, thr, [o.label for o in (data.split('train') or items)], args.n_boot, args.seed),
            'unreadable': [{'path': p, 'reason': r} for p, r in failed_all]}
     out = Path(args.out) if args.out else Path(args.checkpoint).parent/f'eval-{args.split}'
     out.mkdir(parents=True, exist_ok=True)
-    clean = lambda o: None if isinstance(o, float) and math.isnan(o) else {k: clean(v) for k, v in o.items()} if isinstance(o, dict) else [clean(v) for v in o] if isinstance(o, list) else o
-    (out/'metrics.json').write_text(json.dumps(clean(res), indent=2))
+    (out/'metrics.json').write_text(json.dumps(res, indent=2))
     _save_plots(probs, targets, thr, out)
-    print(f"{info.get('arch')} on {data.name} ({args.split}): {len(targets)} images, {int(targets.sum())} fractured; "
-          f"threshold {thr:.3f} ({source}){', flip TTA' if args.tta else ''}")
-    print(f"  {'metric':18} {'model':>7} {'95% CI':>15} {'trivial':>8}")
-    for k in METRIC_NAMES:
-        iv = f"{ci.loc[k, 'low']:.3f}-{ci.loc[k, 'high']:.3f}" if ci is not None and not math.isnan(ci.loc[k, 'low']) else ''
-        print(f"  {k:18} {m[k]:7.3f} {iv:>15} {res['trivial'][k]:8.3f}")
-    print(f"  confusion matrix [[TN, FP], [FN, TP]]: {cm.tolist()}   (trivial: always '{res['trivial']['predicts']}')")
-    print(f"Wrote {out/'metrics.json'}, {out/'confusion_matrix.png'}, {out/'roc.png'}, {out/'pr.png'}")
+    _print_evaluation(res, out)
     if failed_all:
         print(f"{len(dict(failed_all))} image(s) could not be read (listed above) and are not in the scores.", file=sys.stderr)
         return 1

@@ -227,6 +227,32 @@ def test_evaluate_bad_inputs(tiny, tmp_path, capsys):
     assert m['images'] == 23 and m['unreadable'][0]['path'].endswith('fra0.png')
 
 
+def test_evaluate_one_class_writes_null_for_undefined_metrics(tiny, tmp_path, capsys):
+    "Only fractured images (a folder of positives): specificity and AUROC are undefined, written as null and printed n/a"
+    rows = [f"{f},{f.parent.name},{'train' if split == 'train' else 'test'}" for split in ('train', 'test')
+            for f in sorted((tiny/'data'/split).glob('*/*.png')) if split == 'train' or f.parent.name == 'fractured']
+    (tmp_path/'positives.csv').write_text('path,label,split\n' + '\n'.join(rows) + '\n')
+    assert run_eval([tiny/'model.pt', '--data', tmp_path/'positives.csv', '--out', tmp_path/'o', '--n-boot', '50']) == 0
+    text = (tmp_path/'o'/'metrics.json').read_text()
+    assert 'NaN' not in text  # strict JSON
+    m = json.loads(text)
+    assert m['images'] == m['fractured'] == 12 and m['specificity'] is None and m['auroc'] is None and m['sensitivity'] is not None
+    assert m['ci95']['auroc'] == {'low': None, 'high': None} and m['ci95']['sensitivity']['low'] is not None
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith('auroc'))
+    assert 'n/a' in line
+
+
+def test_evaluation_report_matches_its_parts():
+    from fracture_course.evaluate import evaluation_report
+    r = evaluation_report(P8, T8, 0.5, [0, 0, 1], n_boot=100, seed=1)
+    assert {k: r[k] for k in METRIC_NAMES} == evaluation_metrics(P8, T8, 0.5)
+    assert r['confusion_matrix'] == confusion_matrix(P8, T8, 0.5).tolist() and r['images'] == 8 and r['fractured'] == 4
+    ci = bootstrap_ci(P8, T8, 0.5, 100, seed=1)
+    assert r['ci95']['auroc'] == {'low': ci.loc['auroc', 'low'], 'high': ci.loc['auroc', 'high']}
+    assert r['trivial']['predicts'] == 'not fractured' and r['trivial']['sensitivity'] == 0
+    assert evaluation_report(P8, T8, 0.5, [1], n_boot=0)['ci95'] is None
+
+
 def test_load_inputs_reports_failures_in_order(tiny, tmp_path):
     good = sorted((tiny/'data'/'test'/'fractured').glob('*.png'))[:2]
     (tmp_path/'empty.png').write_bytes(b'')

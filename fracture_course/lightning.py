@@ -8,7 +8,6 @@ Docs: https://github.com/fracture-course/fracture_course/lightning.html.md"""
 from __future__ import annotations
 import logging, math, os, sys, tempfile, time, warnings
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Mapping, Sequence
@@ -31,7 +30,7 @@ from .config import CourseConfig, get_config, seed_everything
 from .data import FractureData
 from .learner import OneCycleCB, param_groups, freeze, save_checkpoint
 from .finetune import imbalance_setup, discriminative_lrs
-from .train import Recipe, recipe_for, epoch_sizes, check_zoom, run_plan, run_loaders, build_model, evaluate_run, write_run, _as_data, _jsonable
+from .train import Recipe, recipe_for, epoch_sizes, check_zoom, run_plan, run_loaders, build_model, evaluate_run, write_run, run_summary, _as_data, _jsonable
 
 # %% auto #0
 __all__ = ['LEARNER_TO_LIGHTNING', 'COURSE_STRATEGIES', 'NOTEBOOK_STRATEGIES', 'fracture_metrics', 'FractureModule',
@@ -297,6 +296,37 @@ def _fit_stages(work:Path, net:nn.Module, rc:Recipe, dm, loss_func, epochs:int, 
             histories.append(work/'lightning'/f'stage{i}'/'metrics.csv')
     return module, trainer, best_cb, histories
 
+def _data_and_net(model_name:str, data, cfg:CourseConfig, rc:Recipe, sizes:list, split_batch:bool, progress:bool, model_kwargs:dict) -> tuple:
+    "The dataset, loss, data module and network of a run, seeded as `train_run` seeds them"
+    seed_everything(cfg.seed)
+    data = _as_data(data, cfg, progress)
+    loss_func, balance = imbalance_setup(rc.imbalance, [o.label for o in data.split('train')])
+    dm = FractureDataModule(data, cfg, rc, sizes, balance, split_batch, progress)
+    dm.setup()
+    seed_everything(cfg.seed)  # every process builds the same network (DDP also copies rank 0's weights to the others)
+    net = build_model(model_name, dm.preset, **{**rc.model_kwargs, **model_kwargs})
+    return data, loss_func, dm, net.to(memory_format=torch.channels_last) if rc.channels_last else net
+
+def _read_fit(logs:Sequence[Path], best_cb, net:nn.Module) -> tuple[list, int|None]:
+    "The history of every stage's CSV log, numbered on; the best epoch's weights loaded into `net`, and that epoch (of the main fit)"
+    history = []
+    for h in logs: history += history_from_csv(h, len(history) + 1) if h.is_file() else []
+    if best_cb is None or not best_cb.best_model_path: return history, None
+    weights, epoch = best_weights(best_cb.best_model_path)
+    net.load_state_dict(weights)
+    return history, epoch
+
+def _where_it_ran(acc:str, n:int, strategy:str, precision:str, world_size:int, batch_size:int, split_batch:bool) -> dict:
+    "What ran where, for metrics.json"
+    return {'engine': f'lightning {L.__version__}', 'accelerator': acc, 'devices': n, 'strategy': strategy, 'precision': str(precision),
+            'world_size': world_size, 'batch_per_device': max(1, batch_size // world_size) if split_batch else batch_size}
+
+def _write_device_run(res:dict, net:nn.Module, dls, out:Path|str) -> dict:
+    "best.pt in the course's format (the best epoch's history row as its metrics), then metrics.json and curves.png"
+    best_row = next((h for h in res['history'] if h['epoch'] == res['best_epoch']), res['history'][-1] if res['history'] else None)
+    save_checkpoint(Path(out)/'best.pt', net.cpu(), list(dls.classes), dls.preset.to_dict(), metrics=best_row)
+    return write_run(res, SimpleNamespace(history=res['history']), out, saved=True)
+
 def fit_on_devices(model_name:str='simple_cnn', # a registered model name
                    data:FractureData|Path|str|None=None, # a dataset, a path for `load_dataset`, or None for the configured one
                    out:Path|str|None=None, # folder for best.pt, metrics.json, curves.png and Lightning's logs (None: a temporary one, deleted at the end)
@@ -315,43 +345,22 @@ def fit_on_devices(model_name:str='simple_cnn', # a registered model name
     acc, n, strategy = check_devices(devices, strategy, accelerator)
     rc, epochs, lr, sizes = run_plan(model_name, cfg, recipe_overrides)  # the training-run chapter's plan
     if rc.ema or rc.box_weight:
-        raise ValueError(f"fit_on_devices does not do weight averaging (ema) or the box loss (box_weight) yet; use train_run on one device, "
+        raise ValueError("fit_on_devices does not do weight averaging (ema) or the box loss (box_weight) yet; use train_run on one device, "
                          "or set {'ema': 0, 'box_weight': 0} in recipe_overrides.")
-    seed_everything(cfg.seed)
     t0 = time.perf_counter()
-    data = _as_data(data, cfg, progress)
-    loss_func, balance = imbalance_setup(rc.imbalance, [o.label for o in data.split('train')])
-    dm = FractureDataModule(data, cfg, rc, sizes, balance, split_batch, progress)
-    dm.setup()
-    preset = dm.preset
-    seed_everything(cfg.seed)  # every process builds the same network (DDP also copies rank 0's weights to the others)
-    net = build_model(model_name, preset, **{**rc.model_kwargs, **model_kwargs})
-    if rc.channels_last: net = net.to(memory_format=torch.channels_last)
+    data, loss_func, dm, net = _data_and_net(model_name, data, cfg, rc, sizes, split_batch, progress, model_kwargs)
     with _run_folder(out) as work:  # a temporary folder for Lightning's logs and checkpoints when `out` is None
         module, trainer, best_cb, logs = _fit_stages(work, net, rc, dm, loss_func, epochs, lr, callbacks, progress,
             accelerator=acc, devices=n, strategy=strategy, precision=precision, reload_dataloaders_every_n_epochs=int(len(set(sizes)) > 1))
         if trainer.global_rank != 0: return {'model': model_name, 'global_rank': trainer.global_rank}  # the copies DDP started: rank 0 writes
-        history = []
-        for h in logs: history += history_from_csv(h, len(history) + 1) if h.is_file() else []
-        best_epoch = None
-        if best_cb is not None and best_cb.best_model_path:
-            weights, epoch = best_weights(best_cb.best_model_path)
-            net.load_state_dict(weights); best_epoch = rc.freeze_epochs + epoch
+        history, best = _read_fit(logs, best_cb, net)
     dls = dm.by_size[sizes[-1]]
+    res = run_summary(model_name, data, cfg, rc, dm.preset, net, box_loss='off', train_crops='off' if rc.zoom == 1 else f'zoom {rc.zoom}',
+                      best_epoch=rc.freeze_epochs + best if best is not None else None,
+                      distributed=_where_it_ran(acc, n, strategy, precision, trainer.world_size, cfg.batch_size, split_batch))
     device = torch.device('cuda' if acc == 'cuda' else 'cpu')
-    res = {'model': model_name, 'dataset': data.name, 'data_root': str(data.root), 'counts': data.counts(),
-           'settings': {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
-           'recipe': asdict(rc), 'preprocessing': preset.to_dict(), 'weights': getattr(net, 'weights_source', 'random initialisation'),
-           'box_loss': 'off', 'train_crops': 'off' if rc.zoom == 1 else f'zoom {rc.zoom}', 'best_epoch': best_epoch,
-           'distributed': {'engine': f'lightning {L.__version__}', 'accelerator': acc, 'devices': n, 'strategy': strategy,
-                           'precision': str(precision), 'world_size': trainer.world_size,
-                           'batch_per_device': max(1, cfg.batch_size // trainer.world_size) if split_batch else cfg.batch_size}}
     res.update(evaluate_run(SimpleNamespace(model=net, dls=dls, device=device), data, rc.tta, rc.target_sensitivity))
-    res['seconds'] = round(time.perf_counter() - t0, 1)
-    res = _jsonable({**res, 'history': history})
-    if out is not None:
-        best_row = next((h for h in history if h['epoch'] == best_epoch), history[-1] if history else None)
-        save_checkpoint(Path(out)/'best.pt', net.cpu(), list(dls.classes), preset.to_dict(), metrics=best_row)  # once, by rank 0
-        res['paths'] = write_run(res, SimpleNamespace(history=history), out, saved=True)
+    res = _jsonable({**res, 'seconds': round(time.perf_counter() - t0, 1), 'history': history})
+    if out is not None: res['paths'] = _write_device_run(res, net, dls, out)  # once, by rank 0
     res['module'] = module
     return res

@@ -25,7 +25,8 @@ from .evaluate import threshold_for_sensitivity
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
            'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
-           'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args', 'train_command']
+           'run_summary', 'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args',
+           'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -206,6 +207,16 @@ def _jsonable(o):
     if isinstance(o, float) and o != o: return None  # NaN is not JSON
     return o
 
+def run_summary(model:str, # the registered model name
+                data:FractureData, cfg:CourseConfig, recipe:Recipe, preset:Preset,
+                net:torch.nn.Module, # the network trained (its `weights_source`, if any, says where its first weights came from)
+                **extra) -> dict:
+    "What a run was: model, dataset and its counts, settings, recipe, preprocessing and starting weights (and `extra`)"
+    return {'model': model, 'dataset': data.name, 'data_root': str(data.root), 'counts': data.counts(),
+            'settings': {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
+            'recipe': asdict(recipe), 'preprocessing': preset.to_dict(), 'weights': getattr(net, 'weights_source', 'random initialisation'),
+            **extra}
+
 def run_operating_point(res:dict # what `evaluate_run` returned (with 'dataset' and 'counts' when known)
                        ) -> dict:
     "The operating point of a run, as a checkpoint stores it: threshold, target sensitivity, temperature, source"
@@ -269,10 +280,8 @@ def train_run(model:str='simple_cnn', # a registered model name
     learn = Learner(net, by_size[sizes[0]], loss_func=loss_func, lr=lr, device=cfg.device, progress=progress,
                     cbs=[BoxLossCB(rc.box_weight)] if box_loss != 'off' else [])
     fit_recipe(learn, rc, by_size, sizes, epochs, lr, cbs=[best])
-    res = {'model': model, 'dataset': data.name, 'data_root': str(data.root), 'counts': data.counts(),
-           'settings': {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
-           'recipe': asdict(rc), 'preprocessing': preset.to_dict(), 'weights': getattr(net, 'weights_source', 'random initialisation'),
-           'box_loss': box_loss, 'train_crops': crops, 'best_epoch': best.best_epoch, 'seconds': round(time.perf_counter() - t0, 1)}
+    res = run_summary(model, data, cfg, rc, preset, net, box_loss=box_loss, train_crops=crops, best_epoch=best.best_epoch,
+                      seconds=round(time.perf_counter() - t0, 1))
     res = _jsonable({**res, **evaluate_run(learn, data, rc.tta, rc.target_sensitivity), 'history': learn.history})
     if out is not None: res['paths'] = write_run(res, learn, out, saved=best.best is not None)
     res['learner'] = learn

@@ -25,7 +25,7 @@ from .evaluate import threshold_for_sensitivity
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
            'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
-           'run_summary', 'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args',
+           'run_summary', 'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args', 'print_run',
            'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
@@ -308,11 +308,34 @@ def _positive(name, v):
     if v is not None and v <= 0: raise ValueError(f'--{name} must be positive, got {v}')
     return v
 
-def train_command(args) -> int:
-    "Run `fracture-course train`"
+def _train_config(args) -> CourseConfig:
+    "The course settings with the command's options applied (each checked to be positive)"
     ov = {k: _positive(k.replace('_', '-'), v) for k, v in dict(epochs=args.epochs, image_size=args.size, batch_size=args.batch_size, lr=args.lr).items()}
     ov.update(seed=args.seed, dataset=args.data)
-    cfg = get_config(args.profile, **{k: v for k, v in ov.items() if v is not None})
+    return get_config(args.profile, **{k: v for k, v in ov.items() if v is not None})
+
+def _lightning_options(args) -> dict:
+    "The Lightning options given (--devices, --strategy, --accelerator, --precision); none given: train with `train_run`"
+    given = {k: v for k, v in dict(devices=args.devices, strategy=args.strategy, accelerator=args.accelerator,
+                                   precision=args.precision).items() if v is not None}
+    if 'devices' in given and given['devices'].lstrip('-').isdigit(): given['devices'] = int(given['devices'])
+    return given
+
+def print_run(r:dict # what `train_run` or `fit_on_devices` returned
+             ):
+    "A run's test figures at the threshold chosen on validation, at 0.5 and for the trivial classifier, and the files it wrote"
+    print(f"\n{r['model']} on {r['dataset']} ({r['weights']}): best epoch {r['best_epoch']}, {r['seconds']:.0f} s")
+    print(f"Test split; threshold {r['threshold']:.3f} chosen on validation for sensitivity >= {r['target_sensitivity']}:")
+    rows = [('at threshold', r.get('test_at_threshold', {})), ('at 0.5', r.get('test', {})), ('trivial', r.get('test_trivial', {}))]
+    print(f"  {'':13} {'AUROC':>6} {'sens':>6} {'spec':>6} {'acc':>6}")
+    for name, m in rows:
+        print(f"  {name:13} {m.get('auroc', 0.5):6.3f} {m.get('sensitivity', float('nan')):6.3f} {m.get('specificity', float('nan')):6.3f} "
+              f"{m.get('accuracy', float('nan')):6.3f}" + (f"  (always '{m['predicts']}')" if 'predicts' in m else ''))
+    if r.get('paths'): print(f"Wrote {', '.join(r['paths'].values())}")
+
+def train_command(args) -> int:
+    "Run `fracture-course train`"
+    cfg = _train_config(args)
     say = print if os.environ.get('LOCAL_RANK', '0') == '0' else (lambda *a, **k: None)  # DDP's other processes stay quiet
     say(cfg.summary())
     if args.model not in model_names(): raise ValueError(f"Unknown model {args.model!r}; choose one of: {', '.join(model_names())}")
@@ -320,11 +343,8 @@ def train_command(args) -> int:
     rc = recipe_for(args.model, cfg.profile, **given)
     say(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {rc.lr or cfg.lr:g}, "
           f"{rc.epochs or cfg.epochs} epochs" + (f", {rc.model_kwargs}" if rc.model_kwargs else ''))
-    lightning = {k: v for k, v in dict(devices=args.devices, strategy=args.strategy, accelerator=args.accelerator,
-                                        precision=args.precision).items() if v is not None}
-    if lightning:  # the same run on Lightning's Trainer (imported only when asked for)
+    if lightning := _lightning_options(args):  # the same run on Lightning's Trainer (imported only when asked for)
         from fracture_course.lightning import fit_on_devices
-        if 'devices' in lightning: lightning['devices'] = int(lightning['devices']) if lightning['devices'].lstrip('-').isdigit() else lightning['devices']
         r = fit_on_devices(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given, **lightning)
         if r.get('global_rank', 0) != 0: return 0  # a copy that DDP started: rank 0 reports
     else:
@@ -334,12 +354,5 @@ def train_command(args) -> int:
         # November's recipe took 39-44 s on one thread and 30-40 s on two, with AUROC 0.902-0.911 against 0.888-0.905
         if cfg.profile == 'quick' and cfg.device == 'cpu': torch.set_num_threads(1)
         r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
-    print(f"\n{r['model']} on {r['dataset']} ({r['weights']}): best epoch {r['best_epoch']}, {r['seconds']:.0f} s")
-    print(f"Test split; threshold {r['threshold']:.3f} chosen on validation for sensitivity >= {r['target_sensitivity']}:")
-    rows = [('at threshold', r.get('test_at_threshold', {})), ('at 0.5', r.get('test', {})), ('trivial', r.get('test_trivial', {}))]
-    print(f"  {'':13} {'AUROC':>6} {'sens':>6} {'spec':>6} {'acc':>6}")
-    for name, m in rows:
-        print(f"  {name:13} {m.get('auroc', 0.5):6.3f} {m.get('sensitivity', float('nan')):6.3f} {m.get('specificity', float('nan')):6.3f} "
-              f"{m.get('accuracy', float('nan')):6.3f}" + (f"  (always '{m['predicts']}')" if 'predicts' in m else ''))
-    print(f"Wrote {', '.join(r['paths'].values())}")
+    print_run(r)
     return 0

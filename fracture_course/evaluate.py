@@ -351,9 +351,10 @@ def saved_operating_point(info:dict # checkpoint information, from `load_checkpo
 
 # %% ../nbs/09_evaluation.ipynb #5963a06d
 def _json_ready(o):
-    "`o` with NaN (a metric undefined on these images) as None, which JSON can hold"
+    "`o` ready for JSON: NaN (a metric undefined on these images) as None, paths as text"
     if isinstance(o, dict): return {k: _json_ready(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)): return [_json_ready(v) for v in o]
+    if isinstance(o, Path): return str(o)
     return None if isinstance(o, float) and math.isnan(o) else o
 
 def evaluation_report(probs:torch.Tensor, # probability of `fractured` per image
@@ -457,7 +458,7 @@ def evaluate_command(args) -> int:
            'unreadable': [{'path': p, 'reason': r} for p, r in failed_all]}
     out = Path(args.out) if args.out else Path(args.checkpoint).parent/f'eval-{args.split}'
     out.mkdir(parents=True, exist_ok=True)
-    (out/'metrics.json').write_text(json.dumps(res, indent=2))
+    (out/'metrics.json').write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False))
     _save_plots(probs, targets, thr, out)
     _print_evaluation(res, out)
     if failed_all:

@@ -30,7 +30,8 @@ from .config import CourseConfig, get_config, seed_everything
 from .data import FractureData
 from .learner import OneCycleCB, param_groups, freeze, save_checkpoint
 from .finetune import imbalance_setup, discriminative_lrs
-from .train import Recipe, recipe_for, epoch_sizes, check_zoom, run_plan, run_loaders, build_model, evaluate_run, write_run, run_summary, _as_data, _jsonable
+from .train import Recipe, recipe_for, epoch_sizes, check_zoom, run_plan, run_loaders, build_model, evaluate_run, write_run, run_summary, _as_data
+from .evaluate import _json_ready
 
 # %% auto #0
 __all__ = ['LEARNER_TO_LIGHTNING', 'COURSE_STRATEGIES', 'NOTEBOOK_STRATEGIES', 'fracture_metrics', 'FractureModule',
@@ -353,14 +354,14 @@ def fit_on_devices(model_name:str='simple_cnn', # a registered model name
         module, trainer, best_cb, logs = _fit_stages(work, net, rc, dm, loss_func, epochs, lr, callbacks, progress,
             accelerator=acc, devices=n, strategy=strategy, precision=precision, reload_dataloaders_every_n_epochs=int(len(set(sizes)) > 1))
         if trainer.global_rank != 0: return {'model': model_name, 'global_rank': trainer.global_rank}  # the copies DDP started: rank 0 writes
-        history, best = _read_fit(logs, best_cb, net)
+        history, best_main = _read_fit(logs, best_cb, net)
     dls = dm.by_size[sizes[-1]]
     res = run_summary(model_name, data, cfg, rc, dm.preset, net, box_loss='off', train_crops='off' if rc.zoom == 1 else f'zoom {rc.zoom}',
-                      best_epoch=rc.freeze_epochs + best if best is not None else None,
+                      best_epoch=rc.freeze_epochs + best_main if best_main is not None else None,
                       distributed=_where_it_ran(acc, n, strategy, precision, trainer.world_size, cfg.batch_size, split_batch))
     device = torch.device('cuda' if acc == 'cuda' else 'cpu')
     res.update(evaluate_run(SimpleNamespace(model=net, dls=dls, device=device), data, rc.tta, rc.target_sensitivity))
-    res = _jsonable({**res, 'seconds': round(time.perf_counter() - t0, 1), 'history': history})
+    res = _json_ready({**res, 'seconds': round(time.perf_counter() - t0, 1), 'history': history})
     if out is not None: res['paths'] = _write_device_run(res, net, dls, out)  # once, by rank 0
     res['module'] = module
     return res

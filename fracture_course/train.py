@@ -20,12 +20,12 @@ from .models import create_model, model_names
 from .learner import Learner, Callback, SaveBestCB, plot_history, binary_metrics, update_checkpoint
 from .finetune import imbalance_setup, discriminative_lrs, EMACB, BoxLossCB
 from .tta import tta_probs, hflip
-from .evaluate import threshold_for_sensitivity
+from .evaluate import threshold_for_sensitivity, _json_ready
 
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
            'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
-           'run_summary', 'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args', 'print_run',
+           'run_summary', 'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args',
            'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
@@ -200,15 +200,11 @@ def evaluate_run(learn:Learner, data:FractureData,
     return res
 
 # %% ../nbs/91_train.ipynb #bd45e34b
-def _jsonable(o):
-    if isinstance(o, dict): return {k: _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
-    if isinstance(o, Path): return str(o)
-    if isinstance(o, float) and o != o: return None  # NaN is not JSON
-    return o
-
 def run_summary(model:str, # the registered model name
-                data:FractureData, cfg:CourseConfig, recipe:Recipe, preset:Preset,
+                data:FractureData, # the dataset trained on
+                cfg:CourseConfig, # the settings of the run
+                recipe:Recipe, # the recipe, after any overrides
+                preset:Preset, # how images became inputs (the last epoch's, with progressive resizing)
                 net:torch.nn.Module, # the network trained (its `weights_source`, if any, says where its first weights came from)
                 **extra) -> dict:
     "What a run was: model, dataset and its counts, settings, recipe, preprocessing and starting weights (and `extra`)"
@@ -235,7 +231,7 @@ def write_run(res:dict, # what the run measured (made JSON-safe here)
     paths = {'checkpoint': out/'best.pt', 'metrics': out/'metrics.json', 'curves': out/'curves.png'}
     if not saved: learn.save(paths['checkpoint'], class_names=list(learn.dls.classes), preprocessing=learn.dls.preset.to_dict())
     if isinstance(res.get('threshold'), (int, float)): update_checkpoint(paths['checkpoint'], operating_point=run_operating_point(res))
-    paths['metrics'].write_text(json.dumps(_jsonable(res), indent=2))
+    paths['metrics'].write_text(json.dumps(_json_ready(res), indent=2))
     fig = plot_history(learn.history); fig = getattr(fig, 'figure', fig)
     fig.savefig(paths['curves'], dpi=110, bbox_inches='tight')
     import matplotlib.pyplot as plt; plt.close(fig)
@@ -282,7 +278,7 @@ def train_run(model:str='simple_cnn', # a registered model name
     fit_recipe(learn, rc, by_size, sizes, epochs, lr, cbs=[best])
     res = run_summary(model, data, cfg, rc, preset, net, box_loss=box_loss, train_crops=crops, best_epoch=best.best_epoch,
                       seconds=round(time.perf_counter() - t0, 1))
-    res = _jsonable({**res, **evaluate_run(learn, data, rc.tta, rc.target_sensitivity), 'history': learn.history})
+    res = _json_ready({**res, **evaluate_run(learn, data, rc.tta, rc.target_sensitivity), 'history': learn.history})
     if out is not None: res['paths'] = write_run(res, learn, out, saved=best.best is not None)
     res['learner'] = learn
     return res
@@ -316,21 +312,22 @@ def _train_config(args) -> CourseConfig:
 
 def _lightning_options(args) -> dict:
     "The Lightning options given (--devices, --strategy, --accelerator, --precision); none given: train with `train_run`"
-    given = {k: v for k, v in dict(devices=args.devices, strategy=args.strategy, accelerator=args.accelerator,
-                                   precision=args.precision).items() if v is not None}
-    if 'devices' in given and given['devices'].lstrip('-').isdigit(): given['devices'] = int(given['devices'])
-    return given
+    opts = {k: v for k, v in dict(devices=args.devices, strategy=args.strategy, accelerator=args.accelerator,
+                                  precision=args.precision).items() if v is not None}
+    if 'devices' in opts and opts['devices'].lstrip('-').isdigit(): opts['devices'] = int(opts['devices'])
+    return opts
 
-def print_run(r:dict # what `train_run` or `fit_on_devices` returned
-             ):
+def _print_run(r:dict # what `train_run` or `fit_on_devices` returned
+              ):
     "A run's test figures at the threshold chosen on validation, at 0.5 and for the trivial classifier, and the files it wrote"
     print(f"\n{r['model']} on {r['dataset']} ({r['weights']}): best epoch {r['best_epoch']}, {r['seconds']:.0f} s")
     print(f"Test split; threshold {r['threshold']:.3f} chosen on validation for sensitivity >= {r['target_sensitivity']}:")
     rows = [('at threshold', r.get('test_at_threshold', {})), ('at 0.5', r.get('test', {})), ('trivial', r.get('test_trivial', {}))]
     print(f"  {'':13} {'AUROC':>6} {'sens':>6} {'spec':>6} {'acc':>6}")
+    fmt = lambda v: f'{v:6.3f}' if isinstance(v, (int, float)) else f"{'n/a':>6}"  # None: undefined on these images
     for name, m in rows:
-        print(f"  {name:13} {m.get('auroc', 0.5):6.3f} {m.get('sensitivity', float('nan')):6.3f} {m.get('specificity', float('nan')):6.3f} "
-              f"{m.get('accuracy', float('nan')):6.3f}" + (f"  (always '{m['predicts']}')" if 'predicts' in m else ''))
+        print(f"  {name:13} {fmt(m.get('auroc'))} {fmt(m.get('sensitivity'))} {fmt(m.get('specificity'))} {fmt(m.get('accuracy'))}"
+              + (f"  (always '{m['predicts']}')" if 'predicts' in m else ''))
     if r.get('paths'): print(f"Wrote {', '.join(r['paths'].values())}")
 
 def train_command(args) -> int:
@@ -354,5 +351,5 @@ def train_command(args) -> int:
         # November's recipe took 39-44 s on one thread and 30-40 s on two, with AUROC 0.902-0.911 against 0.888-0.905
         if cfg.profile == 'quick' and cfg.device == 'cpu': torch.set_num_threads(1)
         r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
-    print_run(r)
+    _print_run(r)
     return 0

@@ -243,6 +243,7 @@ def test_evaluate_one_class_writes_null_for_undefined_metrics(tiny, tmp_path, ca
 
 
 def test_evaluation_report_matches_its_parts():
+    "The report is the metrics, confusion matrix, bootstrap intervals and trivial classifier computed on their own"
     from fracture_course.evaluate import evaluation_report
     r = evaluation_report(P8, T8, 0.5, [0, 0, 1], n_boot=100, seed=1)
     assert {k: r[k] for k in METRIC_NAMES} == evaluation_metrics(P8, T8, 0.5)

@@ -75,3 +75,14 @@ def test_cli_train_on_devices_refuses_what_cannot_run(tiny, tmp_path):
         r = subprocess.run(base + args, capture_output=True, text=True, env=env)
         assert r.returncode == 1 and msg in r.stderr, (args, r.stderr[-800:])
     assert not (tmp_path/'x'/'best.pt').exists()
+
+
+def test_print_run_shows_undefined_metrics_as_na(capsys):
+    "A metric undefined on the test split (None in metrics.json) prints n/a; no files, no 'Wrote' line"
+    from fracture_course.train import _print_run
+    m = {'auroc': None, 'sensitivity': 0.5, 'specificity': None, 'accuracy': 0.5}
+    _print_run({'model': 'simple_cnn', 'dataset': 'd', 'weights': 'random initialisation', 'best_epoch': 1, 'seconds': 2.0,
+                'threshold': 0.3, 'target_sensitivity': 0.9, 'test_at_threshold': m, 'test': m,
+                'test_trivial': {**m, 'predicts': 'fractured'}})
+    out = capsys.readouterr().out
+    assert out.count('n/a') == 6 and '0.500' in out and "always 'fractured'" in out and 'Wrote' not in out

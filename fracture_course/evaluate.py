@@ -154,11 +154,18 @@ def plot_confusion(cm:torch.Tensor, # [[TN, FP], [FN, TP]]
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=classes, yticklabels=classes, xlabel='predicted', ylabel='true', title=title)
     return ax
 
+def _undefined_curve(ax, title:str, why:str):
+    "An empty panel that says why the curve cannot be drawn"
+    ax.text(0.5, 0.5, why, ha='center', va='center', transform=ax.transAxes, wrap=True)
+    ax.set(title=title, xticks=[], yticks=[])
+    return ax
+
 def plot_roc(probs:torch.Tensor, targets:torch.Tensor, ax=None, threshold:float|None=None, label:str='model'):
     "ROC curve (sensitivity against 1 - specificity) with its AUROC, and the operating point at `threshold`"
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(3.8, 3.6))
     p, t = torch.as_tensor(probs).float(), torch.as_tensor(targets).long()
+    if len(t.unique()) < 2: return _undefined_curve(ax, 'ROC curve', 'undefined: the images are all of one class')
     fpr, tpr, _ = binary_roc(p, t)
     m = evaluation_metrics(p, t, 0.5 if threshold is None else threshold)
     line, = ax.plot(fpr, tpr, label=f"{label} (AUROC {m['auroc']:.2f})")
@@ -172,6 +179,7 @@ def plot_pr(probs:torch.Tensor, targets:torch.Tensor, ax=None, threshold:float|N
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(3.8, 3.6))
     p, t = torch.as_tensor(probs).float(), torch.as_tensor(targets).long()
+    if not (t == 1).any(): return _undefined_curve(ax, 'precision-recall curve', 'undefined: no fractured images')
     prec, rec, _ = binary_precision_recall_curve(p, t)
     m = evaluation_metrics(p, t, 0.5 if threshold is None else threshold)
     line, = ax.plot(rec, prec, label=f"{label} (AP {m['average_precision']:.2f})")

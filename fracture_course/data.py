@@ -72,8 +72,8 @@ class FractureData:
         return f"FractureData({self.name!r}, {len(self)} images: {cs} (fractured+not); {len(self.skipped)} skipped)"
 
 # %% ../nbs/02_data.ipynb #8e160736
-class UnreadableImage(Exception):
-    "An image file that cannot be decoded; the message names the file and the reason"
+class UnreadableImage(ValueError):
+    "An image file that cannot be decoded; the message names the file and the reason (a `ValueError`: bad input)"
     def __init__(self, path, reason):
         self.path, self.reason = Path(path), reason
         super().__init__(f"{path}: {reason}")
@@ -224,6 +224,11 @@ def dicom_summary(path:Path|str # a DICOM file
     "Technical facts of a DICOM file, from an allow-list of tags: never patient, study, institution or device identifiers"
     path = Path(path)
     ds = _dcmread(path, path, stop_before_pixels=True)
+    try: return _summary_of(ds)
+    except Exception as e: raise UnreadableImage(path, f"damaged DICOM file ({type(e).__name__} while reading its header values)") from None
+
+def _summary_of(ds) -> dict:
+    "`dicom_summary` of a dataset already read"
     d = {k: ds.get(tag) for k, tag in _SUMMARY_TAGS.items()}
     d = {k: None if v is None else str(v).strip() if isinstance(v, str) else int(v) for k, v in d.items()}
     ts = _tsyntax(ds)
@@ -301,8 +306,15 @@ def _voi(mod:np.ndarray, ds, window=None) -> tuple:
 
 def _dicom_image(src, path:Path, window=None) -> Image.Image:
     "The 8-bit image of DICOM `src` (a path or file object), bone bright; `path` names it in errors"
-    from pydicom.pixels import apply_modality_lut
     ds = _dcmread(src, path)
+    try: return _dicom_pixels(ds, path, window)
+    except UnreadableImage: raise
+    except Exception as e:  # a header value pydicom reads only now, e.g. a number written as '1A' (the message quotes no value)
+        raise UnreadableImage(path, f"damaged DICOM file ({type(e).__name__} while reading its header values)") from None
+
+def _dicom_pixels(ds, path:Path, window=None) -> Image.Image:
+    "The 8-bit image of the DICOM dataset `ds`, bone bright"
+    from pydicom.pixels import apply_modality_lut
     _check_supported(ds, path)
     try: arr = ds.pixel_array
     except Exception as e:

@@ -445,6 +445,13 @@ def _print_evaluation(res:dict, out:Path):
     print(f"  confusion matrix [[TN, FP], [FN, TP]]: {res['confusion_matrix']}   (trivial: always '{res['trivial']['predicts']}')")
     print(f"Wrote {out/'metrics.json'}, {out/'confusion_matrix.png'}, {out/'roc.png'}, {out/'pr.png'}")
 
+def _ready_out(out:Path|str, option:str='--out') -> Path:
+    "Make the output folder `out` now, before any work, or say why it cannot be made"
+    out = Path(out)
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ValueError(f"{option} {out}: cannot make this folder ({e.strerror or e}); choose another {option}.") from None
+    return out
+
 def evaluate_command(args) -> int:
     "Run `fracture-course evaluate`: metrics with intervals beside the trivial classifier, metrics.json and plots"
     import sys
@@ -452,6 +459,7 @@ def evaluate_command(args) -> int:
     _check_evaluate_args(args)
     device = pick_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
+    out = _ready_out(args.out if args.out else Path(args.checkpoint).parent/f'eval-{args.split}')  # before the scoring, not after
     preset, op = _checked_preset(info, args.checkpoint), saved_operating_point(info)
     data = load_dataset(args.data, seed=args.seed) if args.data else load_course_data(get_config(seed=args.seed), verbose=False)
     items = _split_items(data, args.split)
@@ -459,13 +467,13 @@ def evaluate_command(args) -> int:
     thr, source, failed_all = _pick_threshold(args, op, data, score)
     probs, targets, failed = score(items); failed_all += failed
     for path, reason in dict(failed_all).items(): print(f"error: {path}: {reason}", file=sys.stderr)
+    for s in data.skipped: print(f"warning: {s['path']}: {s['reason']} (left out when {data.name} was read)", file=sys.stderr)
     if len(probs) == 0: raise ValueError(f"None of the {len(items)} images of {data.name} ({args.split}) could be read.")
     res = {'checkpoint': str(args.checkpoint), 'arch': info.get('arch'), 'data': str(data.root), 'dataset': data.name, 'split': args.split,
            'threshold_source': source, 'temperature': op['temperature'], 'tta': bool(args.tta),
            **evaluation_report(probs, targets, thr, [o.label for o in (data.split('train') or items)], args.n_boot, args.seed),
-           'unreadable': [{'path': p, 'reason': r} for p, r in failed_all]}
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent/f'eval-{args.split}'
-    out.mkdir(parents=True, exist_ok=True)
+           'unreadable': [{'path': p, 'reason': r} for p, r in failed_all],
+           'skipped': list(data.skipped)}  # left out when the dataset was read (a listed file missing, a file that is no image)
     (out/'metrics.json').write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False))
     _save_plots(probs, targets, thr, out)
     _print_evaluation(res, out)

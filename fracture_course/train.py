@@ -20,7 +20,7 @@ from .models import create_model, model_names
 from .learner import Learner, Callback, SaveBestCB, plot_history, binary_metrics, update_checkpoint
 from .finetune import imbalance_setup, discriminative_lrs, EMACB, BoxLossCB
 from .tta import tta_probs, hflip
-from .evaluate import threshold_for_sensitivity, _json_ready
+from .evaluate import threshold_for_sensitivity, _json_ready, _ready_out
 
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
@@ -207,10 +207,11 @@ def run_summary(model:str, # the registered model name
                 preset:Preset, # how images became inputs (the last epoch's, with progressive resizing)
                 net:torch.nn.Module, # the network trained (its `weights_source`, if any, says where its first weights came from)
                 **extra) -> dict:
-    "What a run was: model, dataset and its counts, settings, recipe, preprocessing and starting weights (and `extra`)"
+    "What a run was: model, dataset and its counts (and files skipped), settings, recipe, preprocessing and starting weights (and `extra`)"
     return {'model': model, 'dataset': data.name, 'data_root': str(data.root), 'counts': data.counts(),
             'settings': {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
             'recipe': asdict(recipe), 'preprocessing': preset.to_dict(), 'weights': getattr(net, 'weights_source', 'random initialisation'),
+            'skipped': list(data.skipped), # files the dataset lists or holds that were left out when it was read, with why
             **extra}
 
 def run_operating_point(res:dict # what `evaluate_run` returned (with 'dataset' and 'counts' when known)
@@ -329,6 +330,11 @@ def _print_run(r:dict # what `train_run` or `fit_on_devices` returned
         print(f"  {name:13} {fmt(m.get('auroc'))} {fmt(m.get('sensitivity'))} {fmt(m.get('specificity'))} {fmt(m.get('accuracy'))}"
               + (f"  (always '{m['predicts']}')" if 'predicts' in m else ''))
     if r.get('paths'): print(f"Wrote {', '.join(r['paths'].values())}")
+    if r.get('skipped'):
+        import sys
+        first = r['skipped'][0]
+        print(f"warning: {len(r['skipped'])} file(s) of the dataset were left out when it was read (all listed under 'skipped' in metrics.json); "
+              f"the first: {first['path']}: {first['reason']}", file=sys.stderr)
 
 def train_command(args) -> int:
     "Run `fracture-course train`"
@@ -336,6 +342,7 @@ def train_command(args) -> int:
     say = print if os.environ.get('LOCAL_RANK', '0') == '0' else (lambda *a, **k: None)  # DDP's other processes stay quiet
     say(cfg.summary())
     if args.model not in model_names(): raise ValueError(f"Unknown model {args.model!r}; choose one of: {', '.join(model_names())}")
+    if args.out: _ready_out(args.out)  # a folder that cannot be made fails now, not after the training
     given = {k: v for k, v in dict(epochs=args.epochs, lr=args.lr).items() if v is not None}  # options win over the recipe
     rc = recipe_for(args.model, cfg.profile, **given)
     say(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {rc.lr or cfg.lr:g}, "

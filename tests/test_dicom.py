@@ -298,3 +298,17 @@ def test_patient_tags_never_appear_in_any_output(twins, tmp_path, capsys, caplog
     texts += [out.out, out.err, caplog.text] + [str(o.message) for o in w]
     assert 'could not be read' in out.err and 'multi-frame' in out.err   # the refusals were reported...
     for t in texts: assert not any(x in t for x in PHI), t            # ...without the patient's tags
+
+
+def test_a_damaged_header_value_is_an_unreadable_image_not_a_crash(tmp_path):
+    "badVR.dcm has a number written '1A': the file is named as unreadable, the error quotes no header value, and audit goes on"
+    import shutil
+    bad = bundled('badVR.dcm')
+    with pytest.raises(UnreadableImage, match='damaged DICOM file') as e: load_image(bad)
+    assert isinstance(e.value, ValueError) and '1A' not in str(e.value) and 'badVR.dcm' in str(e.value)
+    for split, cls in (('train', 'fractured'), ('train', 'not fractured')):
+        d = tmp_path/'ds'/split/cls; d.mkdir(parents=True)
+        Image.fromarray(np.full((32, 32), 100, np.uint8)).save(d/'ok.png')
+    shutil.copy(bad, tmp_path/'ds'/'train'/'fractured'/'bad.dcm')
+    report = audit(load_dataset(tmp_path/'ds'))
+    assert any('bad.dcm' in str(u['path']) for u in report.unreadable)

@@ -273,3 +273,19 @@ def test_cli_evaluate_when_wired(tiny, tmp_path):
     assert (tmp_path/'o'/'metrics.json').is_file()
     r = subprocess.run([CLI, 'evaluate', str(tmp_path/'missing.pt'), '--data', str(tiny/'data')], capture_output=True, text=True)
     assert r.returncode == 1 and 'missing.pt' in r.stderr
+
+
+def test_evaluate_checks_its_output_folder_first_and_reports_skipped_rows(tiny, tmp_path, capsys):
+    "--out that cannot be a folder fails before scoring (and a missing checkpoint makes no folder); a manifest row whose file is missing is named and recorded"
+    (tmp_path/'afile').write_text('x')
+    with pytest.raises(ValueError, match='choose another --out'): run_eval([tiny/'model.pt', '--data', tiny/'data', '--out', tmp_path/'afile'])
+    with pytest.raises(FileNotFoundError): run_eval([tmp_path/'gone'/'model.pt', '--data', tiny/'data'])
+    assert not (tmp_path/'gone').exists()
+    rows = [f"{f},{f.parent.name},{split}" for split in ('train', 'test') for f in sorted((tiny/'data'/split).glob('*/*.png'))]
+    rows.append(f"{tmp_path/'missing.png'},fractured,test")
+    (tmp_path/'m.csv').write_text('path,label,split\n' + '\n'.join(rows) + '\n')
+    capsys.readouterr()
+    assert run_eval([tiny/'model.pt', '--data', tmp_path/'m.csv', '--out', tmp_path/'o', '--n-boot', '0']) == 0
+    assert 'missing.png' in capsys.readouterr().err
+    m = json.loads((tmp_path/'o'/'metrics.json').read_text())
+    assert m['images'] == 24 and [Path(s['path']).name for s in m['skipped']] == ['missing.png']

@@ -86,3 +86,20 @@ def test_print_run_shows_undefined_metrics_as_na(capsys):
                 'test_trivial': {**m, 'predicts': 'fractured'}})
     out = capsys.readouterr().out
     assert out.count('n/a') == 6 and '0.500' in out and "always 'fractured'" in out and 'Wrote' not in out
+
+
+def test_cli_train_checks_its_output_folder_and_names_an_unreadable_image(tiny, tmp_path, monkeypatch, capsys):
+    "A --out that cannot be a folder fails before any training; an image that cannot be decoded is named, without a traceback"
+    import shutil, time
+    from fracture_course.cli import main
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    (tmp_path/'afile').write_text('not a folder')
+    t0 = time.perf_counter()
+    assert main(['train', '--data', str(tiny), '--epochs', '1', '--size', '32', '--out', str(tmp_path/'afile'), '--quiet']) == 1
+    err = capsys.readouterr().err
+    assert '--out' in err and 'afile' in err and 'choose another --out' in err and time.perf_counter() - t0 < 20
+    bad = tmp_path/'bad'; shutil.copytree(tiny, bad)
+    (bad/'train'/'fractured'/'notes.png').write_text('not an image')
+    assert main(['train', '--data', str(bad), '--epochs', '1', '--size', '32', '--out', str(tmp_path/'o'), '--quiet']) == 1
+    err = capsys.readouterr().err
+    assert 'notes.png' in err and 'Traceback' not in err

@@ -496,26 +496,49 @@ def read_fracatlas(root:Path|str, fracs:tuple=(0.7, 0.1, 0.2), seed:int=42) -> F
     return FractureData('FracAtlas', root, items, skipped, [f'no split given: made a 70/10/20 split stratified by label and body region (seed {seed})'])
 
 # %% ../nbs/02_data.ipynb #a1018a06
+def _manifest_rows(csv_path:Path) -> tuple[list, set]:
+    "The rows of a CSV manifest (header names trimmed and lower-cased; a byte-order mark is fine) and its columns"
+    try:
+        with open(csv_path, newline='', encoding='utf-8-sig') as f:
+            reader = csv.DictReader(f)
+            rows = [{(k or '').strip().lower(): v for k, v in r.items()} for r in reader]
+            return rows, {(k or '').strip().lower() for k in reader.fieldnames or []}
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{csv_path} is not UTF-8 text (byte {e.start}); save it as 'CSV UTF-8' and try again.") from None
+
+def _row_split(csv_path:Path, i:int, r:dict, splits_given:bool):
+    "The split a manifest row names (None when the manifest names none); an unknown or missing one is an error"
+    raw = str(r.get('split') or '').strip()
+    if not splits_given: return None
+    split = _SPLIT_NAMES.get(raw.lower())
+    if split is None: raise ValueError(f"{csv_path} line {i}: split {raw!r} is not one of {', '.join(sorted(_SPLIT_NAMES))}; "
+                                       "give every row a split, or none (then the course makes a stratified split).")
+    return split
+
 def read_manifest(csv_path:Path|str, seed:int=42, fracs:tuple=(0.7, 0.1, 0.2), name:str|None=None) -> FractureData:
     "A CSV manifest with `path`/`file`, `label` and optional `split` columns (other columns become metadata)"
     csv_path = Path(csv_path); root = csv_path.parent
-    with open(csv_path, newline='') as f: rows = list(csv.DictReader(f))
-    cols = set(rows[0]) if rows else set()
+    rows, cols = _manifest_rows(csv_path)
     pcol = next((c for c in ('path', 'file', 'filename', 'image') if c in cols), None)
     if pcol is None or 'label' not in cols:
         raise ValueError(f"{csv_path} needs a 'path' (or 'file') column and a 'label' column; it has {sorted(cols)}")
+    if not rows: raise ValueError(f"{csv_path} lists no images: it has a header and no rows.")
+    splits_given = 'split' in cols and any(str(r.get('split') or '').strip() for r in rows)  # an empty column: no splits given
     items, skipped = [], []
     for i, r in enumerate(rows, 2):
         label = label_from_name(r['label'])
         if label is None: raise ValueError(f"{csv_path} line {i}: label {r['label']!r} is neither fractured nor not fractured")
+        split = _row_split(csv_path, i, r, splits_given)
         p = root/r[pcol]
         if not p.is_file(): skipped.append({'path': str(p), 'reason': f'listed in {csv_path.name} line {i} but missing'}); continue
-        split = _SPLIT_NAMES.get(str(r.get('split', '')).strip().lower())
         meta = {k: v for k, v in r.items() if k not in (pcol, 'label', 'split')}
-        if 'boxes' in meta and meta['boxes']: meta['boxes'] = json.loads(meta['boxes'])
+        if 'boxes' in meta and meta['boxes']:
+            try: meta['boxes'] = json.loads(meta['boxes'])
+            except json.JSONDecodeError: raise ValueError(f"{csv_path} line {i}: boxes {meta['boxes'][:40]!r} is not JSON; "
+                                                          "write them as [[x0, y0, x1, y1], ...] in pixels.") from None
         items.append(Item(p, label, split, meta))
     notes = []
-    if any(o.split is None for o in items):
+    if not splits_given:
         split_items(items, fracs, seed, strata_key=None); notes.append(f'no split column: made a stratified split (seed {seed})')
     return FractureData(name or csv_path.stem, root, items, skipped, notes)
 

@@ -240,9 +240,13 @@ def write_run(res:dict, # what the run measured (made JSON-safe here)
 
 # %% ../nbs/91_train.ipynb #0696b131
 def _as_data(data, cfg:CourseConfig, progress:bool) -> FractureData:
-    "The configured dataset for None, `load_dataset` for a path, a `FractureData` as it is"
-    if data is None: return load_course_data(cfg, verbose=progress)
-    return data if isinstance(data, FractureData) else load_dataset(data, seed=cfg.seed)
+    "The configured dataset for None, `load_dataset` for a path, a `FractureData` as it is; refused when it has no training images"
+    if data is None: data = load_course_data(cfg, verbose=progress)
+    elif not isinstance(data, FractureData): data = load_dataset(data, seed=cfg.seed)
+    if not data.split('train'):
+        raise ValueError(f"{data.name} ({data.root}) has no training images (its counts: {data.counts()}; {len(data.skipped)} file(s) skipped); "
+                         f"check the path, and run `fracture-course audit {data.root}` to see what it holds.")
+    return data
 
 def run_plan(model:str, cfg:CourseConfig, recipe_overrides:dict|None=None) -> tuple[Recipe, int, float, list]:
     "The recipe of `model` on `cfg`'s profile, its epochs after any head-only ones, its peak lr and the input side of every epoch"

@@ -187,3 +187,37 @@ def test_kaggle_dataset_found_in_newer_nested_mount(tmp_path, monkeypatch):
     kind, p = resolve_source(get_config(dataset='kaggle:foyez767/x-ray-images-of-fractured-and-healthy-bones'))
     assert (kind, p) == ('kaggle', root)
     assert resolve_source(get_config(dataset='kaggle:someone/absent'))[1] is None
+
+
+def test_manifest_as_spreadsheets_write_it_and_its_errors_name_the_line(tmp_path):
+    "Excel's 'CSV UTF-8' (a byte-order mark, capitalised headers) reads; a partial or unknown split, bad boxes, another encoding or no rows are refused with the file and line"
+    from PIL import Image
+    from fracture_course.data import read_manifest
+    for i in range(4): Image.new('L', (8, 8), 40 * i).save(tmp_path/f'x{i}.png')
+    rows = [f'x{i}.png,{"fractured" if i % 2 else "not fractured"},{s}' for i, s in enumerate(['train', 'train', 'test', 'test'])]
+    (tmp_path/'excel.csv').write_bytes(('\ufeffPath,Label,Split\r\n' + '\r\n'.join(rows) + '\r\n').encode('utf-8'))
+    d = read_manifest(tmp_path/'excel.csv')
+    assert len(d.items) == 4 and [o.split for o in d.items] == ['train', 'train', 'test', 'test'] and not d.notes
+    def refused(text, match, encoding='utf-8'):
+        (tmp_path/'m.csv').write_bytes(text.encode(encoding))
+        with pytest.raises(ValueError, match=match) as e: read_manifest(tmp_path/'m.csv')
+        assert 'm.csv' in str(e.value)
+    refused('path,label,split\n' + '\n'.join(rows[:3]) + '\nx3.png,fractured,holdout\n', "line 5: split 'holdout' is not one of")
+    refused('path,label,split\n' + '\n'.join(rows[:3]) + '\nx3.png,fractured,\n', "line 5: split '' is not one of")
+    refused('path,label,boxes\nx0.png,fractured,oops\n', "line 2: boxes 'oops' is not JSON")
+    refused('path,label\nx0.png,fractured\ncaf\u00e9.png,fractured\n', 'not UTF-8', encoding='latin-1')
+    refused('path,label\n', 'no rows')
+    (tmp_path/'none.csv').write_text('path,label,split\n' + '\n'.join(r.rsplit(',', 1)[0] + ',' for r in rows) + '\n')
+    assert read_manifest(tmp_path/'none.csv').notes  # an empty split column: the course splits
+
+
+def test_train_on_a_dataset_without_training_images_says_so(tmp_path, monkeypatch):
+    "Class folders with no images in them: a clear error naming the dataset, not an error from deep inside PyTorch"
+    from fracture_course.config import get_config
+    from fracture_course.train import train_run
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    for c in ('fractured', 'not fractured'): (tmp_path/'empty'/c).mkdir(parents=True)
+    (tmp_path/'empty'/'fractured'/'readme.txt').write_text('no images here')
+    with pytest.raises(ValueError, match='no training images') as e:
+        train_run('simple_cnn', tmp_path/'empty', None, get_config('quick', epochs=1, image_size=32), progress=False)
+    assert 'empty' in str(e.value) and 'audit' in str(e.value)

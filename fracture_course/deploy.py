@@ -383,7 +383,7 @@ def serve_command(args) -> int:
     import uvicorn
     from fracture_course.config import pick_device
     if not 0 < args.port < 65536: raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
-    if args.max_upload_mb <= 0: raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if not 0 < args.max_upload_mb < 2**20: raise ValueError(f"--max-upload-mb must be a positive number of megabytes below 2**20, got {args.max_upload_mb}")
     app = make_app(args.checkpoint, pick_device(args.device), args.max_upload_mb, cam=args.cam)
     pred = app.state.predictor
     print(f"Serving {pred.arch} from {args.checkpoint} ({pred.runtime}; threshold {pred.threshold:.3f}, {pred.source}) "

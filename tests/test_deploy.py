@@ -312,3 +312,12 @@ def test_200_requests_from_8_concurrent_clients(live_server, synth):
     for j, _, d in results:
         if d.get('heatmap_png'): cams.setdefault(j, set()).add(d['heatmap_png'])
     assert cams and all(len(v) == 1 for v in cams.values())  # heat maps never mixed between requests
+
+
+@pytest.mark.parametrize('mb', ['0', '-1', 'nan', 'inf', '1e9'])
+def test_serve_refuses_an_upload_limit_that_is_no_size(mb, tmp_path):
+    "--max-upload-mb must be a positive, finite number of megabytes: refused before anything is loaded or served"
+    import argparse
+    from fracture_course.deploy import add_serve_args, serve_command
+    p = argparse.ArgumentParser(); add_serve_args(p)
+    with pytest.raises(ValueError, match='--max-upload-mb must be a positive number'): serve_command(p.parse_args([str(tmp_path/'model.pt'), '--max-upload-mb', mb]))

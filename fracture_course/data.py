@@ -795,6 +795,8 @@ def add_audit_args(p):
 def audit_command(args) -> int:
     "Run `fracture-course audit`"
     if args.near_bits < 0 or args.near_bits > 64: raise ValueError(f'--near-bits must be between 0 and 64, not {args.near_bits}')
+    if args.json and args.json != '-' and (Path(args.json).is_dir() or not Path(args.json).parent.is_dir()):  # before the audit, not after
+        raise ValueError(f"--json {args.json}: {'is a folder' if Path(args.json).is_dir() else 'its folder does not exist'}; give a file in an existing folder.")
     rep = audit(load_dataset(args.path, seed=args.seed), near_bits=args.near_bits)
     js = json.dumps(rep.to_dict(), indent=2, default=str)
     if args.json == '-': print(js); return 0

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .data import CLASSES
 from .transforms import Preset, eval_tfms, resize_boxes, decoded_boxes
 from .learner import load_checkpoint
-from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point
+from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point, _ready_out
 
 # %% auto #0
 __all__ = ['CAMS', 'GradCAM', 'stage_sides', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input',
@@ -311,6 +311,7 @@ def predict_command(args) -> int:
     device = pick_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
     preset = _checked_preset(info, args.checkpoint)
+    if out is not None: _ready_out(out, '--heatmaps' if args.heatmaps else '--gradcam')  # before the scoring, not after
     op = saved_operating_point(info)
     thr, source = (args.threshold, '--threshold') if args.threshold is not None else (op['threshold'], op['source'])
     x, ok, failed = load_inputs(args.images, preset)
@@ -319,7 +320,6 @@ def predict_command(args) -> int:
     rc = report_predictions(f"# {info.get('arch')} from {args.checkpoint}; threshold {thr:.3f} ({source}){'; flip TTA' if args.tta else ''}",
                             args.images, probs, ok, failed, thr, names)
     if out is not None and ok:
-        out.mkdir(parents=True, exist_ok=True)
         layer_name, layer = explain_layer(model, preset.size, preset.channels, cam)
         tfm, written = eval_tfms(preset), set()
         for k in range(0, len(ok), args.batch_size):

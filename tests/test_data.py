@@ -221,3 +221,16 @@ def test_train_on_a_dataset_without_training_images_says_so(tmp_path, monkeypatc
     with pytest.raises(ValueError, match='no training images') as e:
         train_run('simple_cnn', tmp_path/'empty', None, get_config('quick', epochs=1, image_size=32), progress=False)
     assert 'empty' in str(e.value) and 'audit' in str(e.value)
+
+
+def test_audit_json_path_is_checked_before_the_audit(tmp_path, capsys):
+    "--json into a folder, or into a folder that does not exist: a clear error naming the option, and no audit run"
+    import argparse
+    from conftest import bar_xrays
+    from fracture_course.data import add_audit_args, audit_command
+    data = bar_xrays(tmp_path/'d', (('train', 2), ('val', 2), ('test', 2)))
+    p = argparse.ArgumentParser(); add_audit_args(p)
+    for target, why in ((tmp_path, 'is a folder'), (tmp_path/'nowhere'/'a.json', 'its folder does not exist')):
+        with pytest.raises(ValueError, match=f'--json .*{why}'): audit_command(p.parse_args([str(data), '--json', str(target)]))
+    assert capsys.readouterr().out == ''
+    assert audit_command(p.parse_args([str(data), '--json', str(tmp_path/'a.json')])) == 0 and json.loads((tmp_path/'a.json').read_text())

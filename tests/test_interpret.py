@@ -255,3 +255,11 @@ def test_cli_predict_when_wired(tiny, tmp_path):
     assert r.returncode == 1 and 'img0.png' in r.stdout and 'bad.png' in r.stderr
     r = subprocess.run([CLI, 'predict', str(tmp_path/'missing.pt'), str(tiny/'img0.png')], capture_output=True, text=True)
     assert r.returncode == 1 and 'missing.pt' in r.stderr
+
+
+def test_predict_checks_the_heatmap_folder_before_scoring(tiny, tmp_path, capsys):
+    "--heatmaps into a file: refused with the option named, before any image is scored (no probabilities printed)"
+    (tmp_path/'afile').write_text('x')
+    with pytest.raises(ValueError, match='--heatmaps .*choose another --heatmaps'):
+        run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'afile'])
+    assert 'img0.png' not in capsys.readouterr().out

@@ -219,13 +219,17 @@ def _tsyntax(ds):
     "The dataset's transfer syntax UID, or None"
     return getattr(ds, 'file_meta', {}).get('TransferSyntaxUID')
 
+def _bad_header(path:Path, e:Exception) -> UnreadableImage:
+    "The error for a header value pydicom cannot interpret, e.g. a number written '1A' (the message quotes no value: it could be a patient's)"
+    return UnreadableImage(path, f"damaged DICOM file ({type(e).__name__} while reading its header values)")
+
 def dicom_summary(path:Path|str # a DICOM file
                  ) -> dict:
     "Technical facts of a DICOM file, from an allow-list of tags: never patient, study, institution or device identifiers"
     path = Path(path)
     ds = _dcmread(path, path, stop_before_pixels=True)
     try: return _summary_of(ds)
-    except Exception as e: raise UnreadableImage(path, f"damaged DICOM file ({type(e).__name__} while reading its header values)") from None
+    except Exception as e: raise _bad_header(path, e) from None
 
 def _summary_of(ds) -> dict:
     "`dicom_summary` of a dataset already read"
@@ -310,7 +314,7 @@ def _dicom_image(src, path:Path, window=None) -> Image.Image:
     try: return _dicom_pixels(ds, path, window)
     except UnreadableImage: raise
     except Exception as e:  # a header value pydicom reads only now, e.g. a number written as '1A' (the message quotes no value)
-        raise UnreadableImage(path, f"damaged DICOM file ({type(e).__name__} while reading its header values)") from None
+        raise _bad_header(path, e) from None
 
 def _dicom_pixels(ds, path:Path, window=None) -> Image.Image:
     "The 8-bit image of the DICOM dataset `ds`, bone bright"

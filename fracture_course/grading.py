@@ -6,7 +6,8 @@ Docs: https://github.com/fracture-course/fracture_course/grading.html.md"""
 
 # %% ../nbs/11_grading.ipynb #35e3a5e8
 from __future__ import annotations
-import argparse, asyncio, copy, csv, functools, json, logging, os, re, sys, tempfile, time
+import argparse, asyncio, copy, csv, functools, io, json, logging, os, re, sys, tempfile, threading, time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -149,7 +150,8 @@ def student_edition(src:Path|str, # the reference notebooks: a folder (e.g. `nbs
     if not files: raise FileNotFoundError(f'{src}: no notebooks (*.ipynb) in this folder')
     if dest.resolve() in {f.parent.resolve() for f in files}:
         raise ValueError(f'{dest}: the student edition would overwrite the reference notebooks; choose another folder')
-    dest.mkdir(parents=True, exist_ok=True)
+    try: dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ValueError(f'{dest}: cannot make this folder ({e.strerror or e}); choose another folder for the student edition') from None
     out = []
     for f in files:
         nbformat.write(student_notebook(read_notebook(f), f.name), dest/f.name)
@@ -310,6 +312,7 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
           reference_dir:Path|str='nbs', # the reference notebooks (the course's `nbs/`)
           timeout:float=120, # seconds a cell may run before its notebook is stopped
           workers:int=1, # notebooks graded at once (each runs in its own kernel)
+          on_result:Callable|None=None, # called with each record as soon as it is made (from worker threads when workers > 1)
          ) -> list[dict]:
     "Grade every submitted notebook against the reference of the same name; one record per notebook"
     subs_root, ref_dir = Path(submissions_dir), Path(reference_dir)
@@ -320,9 +323,10 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
     root = subs_root if subs_root.is_dir() else subs_root.parent
     for name in sorted({s.name for s in subs} & set(refs)): find_exercises(read_notebook(refs[name]), str(refs[name]))
     def _one(s):
-        if s.name not in refs:
-            return _notebook_record(s, root, [], 'no reference', f'no reference notebook named {s.name} in {ref_dir}')
-        return grade_notebook(s, refs[s.name], timeout, root)
+        if s.name not in refs: rec = _notebook_record(s, root, [], 'no reference', f'no reference notebook named {s.name} in {ref_dir}')
+        else: rec = grade_notebook(s, refs[s.name], timeout, root)
+        if on_result: on_result(rec)
+        return rec
     if workers <= 1: return [_one(s) for s in subs]
     with ThreadPoolExecutor(workers) as ex: return list(ex.map(_one, subs))
 
@@ -348,21 +352,27 @@ def grades_table(results:list[dict]) -> str:
 
 CSV_FIELDS = ('student', 'notebook', 'exercise', 'name', 'points', 'max_points', 'status', 'error')
 
+def _write_atomically(path:Path, text:str):
+    "Write `text` to `path` through a temporary file, so that a reader (or a crash) never sees half a file"
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    tmp.write_text(text, newline=''); os.replace(tmp, path)
+
 def write_grades(results:list[dict], # from `grade`
                  out_dir:Path|str, # folder for grades.json and grades.csv (created)
+                 complete:bool=True, # False while grading goes on: the files hold the notebooks graded so far
                  **info) -> tuple[Path, Path]: # anything to record in grades.json (reference, timeout...)
     "Write `grades.json` (everything) and `grades.csv` (one row per exercise); returns their paths"
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     js, cs = out/'grades.json', out/'grades.csv'
-    doc = dict(graded_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), **{k: str(v) for k, v in info.items()},
+    doc = dict(graded_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), complete=complete, **{k: str(v) for k, v in info.items()},
                points=sum(r['points'] for r in results), max_points=sum(r['max_points'] for r in results), notebooks=results)
-    js.write_text(json.dumps(doc, indent=2))
-    with open(cs, 'w', newline='') as f:
-        w = csv.DictWriter(f, CSV_FIELDS); w.writeheader()
-        for r in results:
-            rows = r['exercises'] or [dict(number='', name='', points=0, max_points=0, error=r['message'])]
-            for e in rows: w.writerow(dict(student=r['student'], notebook=r['notebook'], exercise=e['number'], name=e['name'],
-                                           points=e['points'], max_points=e['max_points'], status=r['status'], error=e['error']))
+    _write_atomically(js, json.dumps(doc, indent=2))
+    buf = io.StringIO(); w = csv.DictWriter(buf, CSV_FIELDS); w.writeheader()
+    for r in results:
+        rows = r['exercises'] or [dict(number='', name='', points=0, max_points=0, error=r['message'])]
+        for e in rows: w.writerow(dict(student=r['student'], notebook=r['notebook'], exercise=e['number'], name=e['name'],
+                                       points=e['points'], max_points=e['max_points'], status=r['status'], error=e['error']))
+    _write_atomically(cs, buf.getvalue())
     return js, cs
 
 # %% ../nbs/11_grading.ipynb #8ae56227
@@ -389,9 +399,15 @@ def grade_command(args) -> int:
     "Run `fracture-course grade`"
     if args.timeout <= 0: raise ValueError(f'--timeout must be a positive number of seconds, not {args.timeout:g}')
     if args.workers < 1: raise ValueError(f'--workers must be at least 1, not {args.workers}')
-    res = grade(args.submissions, args.reference, args.timeout, args.workers)
-    print(grades_table(res))
     sub = Path(args.submissions)
-    js, cs = write_grades(res, args.out or (sub if sub.is_dir() else sub.parent), reference=args.reference, timeout=args.timeout)
+    out = Path(args.out) if args.out else sub if sub.is_dir() else sub.parent
+    try: out.mkdir(parents=True, exist_ok=True)  # now, not after hours of grading
+    except OSError as e: raise ValueError(f'--out {out}: cannot make this folder ({e.strerror or e}); choose another --out') from None
+    info, done, lock = dict(reference=args.reference, timeout=args.timeout), [], threading.Lock()
+    def save_so_far(rec):  # a grader stopped half-way (a submission can kill it) keeps every grade made
+        with lock: done.append(rec); write_grades(done, out, complete=False, **info)
+    res = grade(args.submissions, args.reference, args.timeout, args.workers, on_result=save_so_far)
+    print(grades_table(res))
+    js, cs = write_grades(res, out, **info)
     print(f'\nWrote {js} and {cs}')
     return 0

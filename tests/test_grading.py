@@ -168,7 +168,7 @@ def test_timeout_crash_invalid_and_unmatched_are_reported_and_the_rest_graded(ti
     per_nb = {}
     for row in rows: per_nb[f"{row['student']}/{row['notebook']}"] = per_nb.get(f"{row['student']}/{row['notebook']}", 0) + float(row['points'])
     assert per_nb == {k: r['points'] for k, r in res.items()}
-    assert sum(per_nb.values()) == doc['points'] == 8 and doc['max_points'] == 30
+    assert sum(per_nb.values()) == doc['points'] == 8 and doc['max_points'] == 30 and doc['complete'] is True
 
 def test_bad_arguments_name_the_problem(tiny, tmp_path):
     ref, stu, subs = tiny
@@ -180,3 +180,29 @@ def test_bad_arguments_name_the_problem(tiny, tmp_path):
     with pytest.raises(ValueError, match='--timeout'): grade_command(p.parse_args([str(subs), '--timeout', '0']))
     (tmp_path/'bad.ipynb').write_text('nope')
     with pytest.raises(InvalidNotebook, match='bad.ipynb: not valid JSON'): read_notebook(tmp_path/'bad.ipynb')
+
+def test_output_folders_that_cannot_be_made_are_refused_before_any_grading(tiny, tmp_path, monkeypatch):
+    ref, stu, subs = tiny
+    hand_in(stu, subs/'a'/'tiny.ipynb', SOLVED)
+    (tmp_path/'afile').write_text('not a folder')
+    with pytest.raises(ValueError, match='afile: cannot make this folder'): student_edition(ref, tmp_path/'afile')
+    import fracture_course.grading as g
+    monkeypatch.setattr(g, 'grade', lambda *a, **k: pytest.fail('graded before checking --out'))
+    p = argparse.ArgumentParser(); add_grade_args(p)
+    with pytest.raises(ValueError, match='--out .*afile: cannot make this folder'):
+        grade_command(p.parse_args([str(subs), '--reference', str(ref), '--out', str(tmp_path/'afile')]))
+
+def test_a_submission_that_kills_the_grader_loses_no_grade_made_before_it(tiny, tmp_path):
+    "The grader is no sandbox (a cell can kill it), but every record made before is already in grades.json and grades.csv"
+    ref, stu, subs = tiny
+    hand_in(stu, subs/'a_good'/'tiny.ipynb', SOLVED)
+    hand_in(stu, subs/'b_killer'/'tiny.ipynb', {**SOLVED, 2: 'import os; os.kill(os.getppid(), 9)'})
+    cli = Path(sys.executable).parent/'fracture-course'
+    r = subprocess.run([str(cli), 'grade', str(subs), '--reference', str(ref), '--out', str(tmp_path/'out')],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == -9, r.stdout + r.stderr  # killed by the submission, before printing the table
+    doc = json.loads((tmp_path/'out'/'grades.json').read_text())
+    assert doc['complete'] is False and [n['student'] for n in doc['notebooks']] == ['a_good'] and doc['points'] == 6
+    rows = list(csv.DictReader(open(tmp_path/'out'/'grades.csv')))
+    assert {r['student'] for r in rows} == {'a_good'} and sum(float(r['points']) for r in rows) == 6
+    assert not list((tmp_path/'out').glob('.*.tmp'))

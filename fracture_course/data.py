@@ -16,12 +16,12 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'REGIONS', 'LAYOUTS', 'KNOWN_KAGGLE', 'KAGGLE_INPUT',
-           'label_from_name', 'Item', 'FractureData', 'UnreadableImage', 'DamagedImageWarning', 'is_dicom',
-           'load_image', 'write_dicom', 'dicom_summary', 'read_dicom', 'file_digest', 'fingerprints', 'split_items',
-           'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes', 'load_dataset',
-           'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport', 'audit',
-           'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats',
-           'plot_image_stats']
+           'label_from_name', 'Item', 'FractureData', 'UnreadableImage', 'DamagedImageWarning', 'TruncatedImage',
+           'is_dicom', 'load_image', 'write_dicom', 'dicom_summary', 'read_dicom', 'file_digest', 'fingerprints',
+           'split_items', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes',
+           'load_dataset', 'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport',
+           'audit', 'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples',
+           'image_stats', 'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -81,6 +81,10 @@ class UnreadableImage(ValueError):
 class DamagedImageWarning(UserWarning):
     "An image that decoded only partly (for example a truncated JPEG)"
 
+class TruncatedImage(UnreadableImage):
+    "A file that ends early (a cut-off download or copy): only the top of its image decodes"
+    def __init__(self, path): super().__init__(path, "the file is truncated (only part of the image decodes); use the whole file (copy or download it again)")
+
 def _to_grey(img:Image.Image) -> Image.Image:
     "Any PIL mode to 8-bit greyscale; 16-bit images are stretched to their own range"
     if img.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
@@ -117,6 +121,7 @@ def _file_bytes(path:Path) -> bytes:
 def load_image(path:Path|str, # image file
                max_side:int|None=2048, # shrink larger images to this side while decoding (None: keep)
                warn:bool=True, # warn about files that decode only partly
+               partial:bool=True, # accept a file that decodes only partly (False: raise `TruncatedImage`)
               ) -> Image.Image:
     "Read any radiograph (PNG, JPEG, ..., DICOM) as an upright 8-bit greyscale PIL image, or raise `UnreadableImage`"
     path = Path(path)
@@ -133,6 +138,7 @@ def load_image(path:Path|str, # image file
     try: img.load()
     except OSError as e:
         if 'truncated' not in str(e): raise UnreadableImage(path, f"damaged image ({e})") from None
+        if not partial: raise TruncatedImage(path) from None
         img = _load_truncated(data)
         if warn: warnings.warn(f"{path}: image file is truncated; loaded what could be decoded", DamagedImageWarning, stacklevel=2)
     except Exception as e: raise UnreadableImage(path, f"damaged image ({type(e).__name__}: {e})") from None
@@ -347,9 +353,7 @@ def _fingerprint(path:Path) -> tuple:
     import imagehash
     data = path.read_bytes()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', DamagedImageWarning)
-            ph = str(imagehash.phash(load_image(path)))
+        ph = str(imagehash.phash(load_image(path, warn=False)))
     except UnreadableImage: ph = None
     return hashlib.sha1(data).hexdigest(), ph
 
@@ -528,13 +532,19 @@ def read_manifest(csv_path:Path|str, seed:int=42, fracs:tuple=(0.7, 0.1, 0.2), n
         raise ValueError(f"{csv_path} needs a 'path' (or 'file') column and a 'label' column; it has {sorted(cols)}")
     if not rows: raise ValueError(f"{csv_path} lists no images: it has a header and no rows.")
     splits_given = 'split' in cols and any(str(r.get('split') or '').strip() for r in rows)  # an empty column: no splits given
-    items, skipped = [], []
+    items, skipped, seen = [], [], {}
     for i, r in enumerate(rows, 2):
         label = label_from_name(r['label'])
         if label is None: raise ValueError(f"{csv_path} line {i}: label {r['label']!r} is neither fractured nor not fractured")
         split = _row_split(csv_path, i, r, splits_given)
         p = root/r[pcol]
         if not p.is_file(): skipped.append({'path': str(p), 'reason': f'listed in {csv_path.name} line {i} but missing'}); continue
+        if p.resolve() in seen:  # the same file listed twice
+            j, first_label = seen[p.resolve()]
+            if first_label != label: raise ValueError(f"{csv_path} lines {j} and {i} give {p} two labels ({CLASSES[first_label]}, "
+                                                      f"{CLASSES[label]}); keep the row with the right label.")
+            skipped.append({'path': str(p), 'reason': f'listed again in {csv_path.name} line {i} (first on line {j}); read once'}); continue
+        seen[p.resolve()] = i, label
         meta = {k: v for k, v in r.items() if k not in (pcol, 'label', 'split')}
         if 'boxes' in meta and meta['boxes']:
             try: meta['boxes'] = json.loads(meta['boxes'])
@@ -689,11 +699,9 @@ def _file_facts(path:Path) -> dict:
         except UnreadableImage: s = None  # load_image below gives the reason
         if s: d.update(format='DICOM', mode='DICOM', width=s['columns'], height=s['rows'],
                        dicom={k: s[k] for k in ('modality', 'photometric_interpretation', 'bits_stored', 'transfer_syntax')})
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter('always', DamagedImageWarning)
-        try: img = load_image(path)
-        except UnreadableImage as e: return {**d, 'error': e.reason}
-    if any(issubclass(o.category, DamagedImageWarning) for o in w): d['damaged'] = 'truncated'
+    try: img = load_image(path, partial=False)
+    except TruncatedImage: img, d['damaged'] = load_image(path, warn=False), 'truncated'  # the audit reports it
+    except UnreadableImage as e: return {**d, 'error': e.reason}
     d['phash'] = int(str(imagehash.phash(img)), 16)
     return d
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from PIL import Image, UnidentifiedImageError
 
-from .data import CLASSES, DamagedImageWarning, UnreadableImage, load_image
+from .data import CLASSES, UnreadableImage, load_image
 from .transforms import Preset, decode_resize, eval_tfms
 from .learner import load_checkpoint
 from .evaluate import _checked_preset, load_inputs, predict_inputs, saved_operating_point
@@ -202,13 +202,8 @@ def decode_upload(data:bytes, # the uploaded file's content
     with tempfile.TemporaryDirectory() as d:
         path = Path(d)/('upload' + (suffix if re.fullmatch(r'\.[a-z0-9]{1,8}', suffix) else ''))
         path.write_bytes(data)
-        with warnings.catch_warnings(record=True) as caught:  # not thread-safe: the caller holds a lock (see `Predictor`)
-            warnings.simplefilter('always')
-            try: load_image(path)
-            except UnreadableImage as e: raise UploadError(422, f"{filename}: {e.reason}") from None
-        if any(issubclass(c.category, DamagedImageWarning) for c in caught):
-            raise UploadError(422, f"{filename}: the file is truncated (only part of the image decodes); upload the whole file")
-        return decode_resize(path, preset)
+        try: return decode_resize(path, preset, partial=False)  # a truncated file is refused, not scored on what decodes
+        except UnreadableImage as e: raise UploadError(422, f"{filename}: {e.reason}") from None
 
 # %% ../nbs/13_deploy.ipynb #2af2e613
 def overlay_png(img:np.ndarray, # [H, W] in 0..1 (see `to_display`)

@@ -27,10 +27,10 @@ from .tta import get_logits
 from .tta import hflip
 
 # %% auto #0
-__all__ = ['METRIC_NAMES', 'fracture_probs', 'evaluation_metrics', 'confusion_matrix', 'classification_report', 'trivial_probs',
-           'metrics_table', 'weighted_metrics', 'bootstrap_ci', 'plot_confusion', 'plot_roc', 'plot_pr',
-           'threshold_for_sensitivity', 'operating_point', 'reliability_table', 'expected_calibration_error', 'nll',
-           'fit_temperature', 'plot_reliability', 'item_losses', 'top_losses', 'borderline', 'show_cases',
+__all__ = ['METRIC_NAMES', 'MIN_BOOT', 'fracture_probs', 'evaluation_metrics', 'confusion_matrix', 'classification_report',
+           'trivial_probs', 'metrics_table', 'weighted_metrics', 'bootstrap_ci', 'plot_confusion', 'plot_roc',
+           'plot_pr', 'threshold_for_sensitivity', 'operating_point', 'reliability_table', 'expected_calibration_error',
+           'nll', 'fit_temperature', 'plot_reliability', 'item_losses', 'top_losses', 'borderline', 'show_cases',
            'group_metrics', 'load_inputs', 'predict_inputs', 'saved_operating_point', 'evaluation_report',
            'add_evaluate_args', 'evaluate_command']
 
@@ -320,10 +320,10 @@ def group_metrics(probs:torch.Tensor, targets:torch.Tensor,
 def load_inputs(paths:Sequence, # image files
                 preset:Preset # how the model's inputs were made (from the checkpoint)
                ) -> tuple[torch.Tensor, list, list]:
-    "Decoded uint8 images [N, 1, R, R] of the readable files, their positions in `paths`, and (path, reason) of the others"
+    "Decoded uint8 images [N, 1, R, R] of the readable whole files, their positions in `paths`, and (path, reason) of the others"
     paths = [Path(p) for p in paths]
     def one(p):
-        try: return decode_resize(p, preset), None
+        try: return decode_resize(p, preset, partial=False), None  # no score on part of an image
         except UnreadableImage as e: return None, e.reason
         except OSError as e: return None, f"cannot read the file ({e.strerror or e})"
     with ThreadPoolExecutor(min(8, max(1, len(paths)))) as ex: res = list(ex.map(one, paths))
@@ -383,6 +383,8 @@ def evaluation_report(probs:torch.Tensor, # probability of `fractured` per image
         'trivial': {'predicts': CLASSES[int(triv[0].item())], **evaluation_metrics(triv, targets, threshold)}})
 
 # %% ../nbs/09_evaluation.ipynb #87de472b
+MIN_BOOT = 100  # fewest bootstrap resamples `evaluate` takes: each 2.5% tail then rests on at least 2-3 of them
+
 def add_evaluate_args(p):
     "Arguments of `fracture-course evaluate`"
     p.add_argument('checkpoint', help='a model checkpoint written by fracture-course train (best.pt) or save_checkpoint')
@@ -393,7 +395,7 @@ def add_evaluate_args(p):
     g.add_argument('--threshold', type=float, metavar='T', help='call fractured above this probability')
     g.add_argument('--target-sensitivity', type=float, metavar='S', help="choose the threshold reaching sensitivity S on the dataset's validation split")
     p.add_argument('--tta', action='store_true', help='average each image with its mirror image')
-    p.add_argument('--n-boot', type=int, default=2000, help='bootstrap resamples for the confidence intervals (default 2000; 0: none)')
+    p.add_argument('--n-boot', type=int, default=2000, help=f'bootstrap resamples for the confidence intervals (default 2000, at least {MIN_BOOT}; 0: none)')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--seed', type=int, default=42, help='seed for splits the dataset lacks and for the bootstrap (default 42)')
     p.add_argument('--device', default='auto', help='auto (default: CUDA, then MPS, then CPU), cuda, mps or cpu')
@@ -415,7 +417,10 @@ def _check_evaluate_args(args):
     if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.target_sensitivity is not None and not 0 < args.target_sensitivity <= 1:
         raise ValueError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
-    if args.batch_size < 1 or args.n_boot < 0: raise ValueError("--batch-size must be at least 1 and --n-boot at least 0")
+    if args.batch_size < 1: raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.n_boot != 0 and args.n_boot < MIN_BOOT:
+        raise ValueError(f"--n-boot must be 0 (no intervals) or at least {MIN_BOOT}, got {args.n_boot}: the ends of a 95% interval "
+                         "drawn from fewer resamples are mostly noise (the default is 2000)")
 
 def _split_items(data, split:str) -> list:
     "The images of `split` ('all': every image), refused when there are none"

@@ -59,9 +59,11 @@ def grey_preset(size:int=128, mean:float=0.5, std:float=0.25) -> Preset:
 
 # %% ../nbs/03_preprocessing.ipynb #fe758de6
 def decode_resize(path:Path|str, # image file
-                  preset:Preset) -> torch.Tensor:
+                  preset:Preset,
+                  partial:bool=True, # accept a truncated file (False: raise `TruncatedImage`, as the tools that score images do)
+                 ) -> torch.Tensor:
     "Decode any radiograph to a `uint8` tensor of shape [1, resize, resize] as the preset says"
-    img = load_image(path, warn=False)
+    img = load_image(path, warn=False, partial=partial)
     r = preset.resize
     if preset.squash: img = img.resize((r, r), Image.Resampling.BILINEAR, reducing_gap=2.0)
     else:

@@ -211,6 +211,19 @@ def test_manifest_as_spreadsheets_write_it_and_its_errors_name_the_line(tmp_path
     assert read_manifest(tmp_path/'none.csv').notes  # an empty split column: the course splits
 
 
+def test_a_file_listed_twice_is_read_once_and_two_labels_for_it_are_refused(tmp_path):
+    "A repeated row is named among the skipped (nothing silent); one file with two labels is refused with both lines"
+    from PIL import Image
+    from fracture_course.data import read_manifest
+    for i in range(2): Image.new('L', (8, 8), 40 * i).save(tmp_path/f'x{i}.png')
+    (tmp_path/'twice.csv').write_text('path,label,split\nx0.png,fractured,train\nx1.png,not fractured,train\n./x0.png,fractured,test\n')
+    d = read_manifest(tmp_path/'twice.csv')
+    assert [(o.path.name, o.split) for o in d.items] == [('x0.png', 'train'), ('x1.png', 'train')]
+    assert d.skipped == [{'path': str(tmp_path/'x0.png'), 'reason': 'listed again in twice.csv line 4 (first on line 2); read once'}]
+    (tmp_path/'clash.csv').write_text('path,label\nx0.png,fractured\nx1.png,not fractured\nx0.png,not fractured\n')
+    with pytest.raises(ValueError, match=r'clash.csv lines 2 and 4 give .*x0.png two labels \(fractured, not fractured\)'):
+        read_manifest(tmp_path/'clash.csv')
+
 def test_train_on_a_dataset_without_training_images_says_so(tmp_path, monkeypatch):
     "Class folders with no images in them: a clear error naming the dataset, not an error from deep inside PyTorch"
     from fracture_course.config import get_config

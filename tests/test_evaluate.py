@@ -212,6 +212,8 @@ def test_evaluate_bad_inputs(tiny, tmp_path, capsys):
     with pytest.raises(ValueError, match='could not be read as a checkpoint'): run_eval([tmp_path/'junk.pt', '--data', tiny/'data'])
     with pytest.raises(FileNotFoundError, match='does not exist'): run_eval([tiny/'model.pt', '--data', tmp_path/'nodata'])
     with pytest.raises(ValueError, match='--threshold'): run_eval([tiny/'model.pt', '--data', tiny/'data', '--threshold', '2'])
+    for n in ('1', '99', '-1'):  # a '95% interval' from a handful of resamples would be printed as if it meant something
+        with pytest.raises(ValueError, match=f'--n-boot must be 0 .*or at least 100, got {n}'): run_eval([tiny/'model.pt', '--data', tiny/'data', '--n-boot', n])
     bare = save_checkpoint(tmp_path/'bare.pt', create_model('simple_cnn', img_size=32, widths=(4,), hidden=4))
     with pytest.raises(ValueError, match='preprocessing'): run_eval([bare, '--data', tiny/'data'])
     with pytest.raises(SystemExit): run_eval([tiny/'model.pt', '--threshold', '0.5', '--target-sensitivity', '0.9'])
@@ -227,13 +229,28 @@ def test_evaluate_bad_inputs(tiny, tmp_path, capsys):
     assert m['images'] == 23 and m['unreadable'][0]['path'].endswith('fra0.png')
 
 
+def test_evaluate_lists_a_truncated_test_image_and_scores_the_rest(tiny, tmp_path, capsys):
+    "A test image that decodes only partly is named as unreadable (reason: truncated), not scored on what decodes"
+    import shutil
+    shutil.copytree(tiny/'data', tmp_path/'d')
+    victim = tmp_path/'d'/'test'/'not fractured'/'not0.png'
+    Image.open(victim).resize((200, 200)).save(victim.with_suffix('.jpg'), quality=95); victim.unlink()
+    data = victim.with_suffix('.jpg').read_bytes(); victim.with_suffix('.jpg').write_bytes(data[:len(data) * 2 // 3])
+    capsys.readouterr()
+    assert run_eval([tiny/'model.pt', '--data', tmp_path/'d', '--out', tmp_path/'o', '--n-boot', '0']) == 1
+    assert 'not0.jpg: the file is truncated' in capsys.readouterr().err
+    m = json.loads((tmp_path/'o'/'metrics.json').read_text())
+    assert m['images'] == 23 and m['fractured'] == 12 and [u['path'] for u in m['unreadable']] == [str(victim.with_suffix('.jpg'))]
+    assert 'truncated' in m['unreadable'][0]['reason']
+
+
 @pytest.mark.filterwarnings('error::UserWarning')  # no meaningless ROC curve drawn (torchmetrics warns when one class is missing)
 def test_evaluate_one_class_writes_null_for_undefined_metrics(tiny, tmp_path, capsys):
     "Only fractured images (a folder of positives): specificity and AUROC are undefined, written as null and printed n/a"
     rows = [f"{f},{f.parent.name},{'train' if split == 'train' else 'test'}" for split in ('train', 'test')
             for f in sorted((tiny/'data'/split).glob('*/*.png')) if split == 'train' or f.parent.name == 'fractured']
     (tmp_path/'positives.csv').write_text('path,label,split\n' + '\n'.join(rows) + '\n')
-    assert run_eval([tiny/'model.pt', '--data', tmp_path/'positives.csv', '--out', tmp_path/'o', '--n-boot', '50']) == 0
+    assert run_eval([tiny/'model.pt', '--data', tmp_path/'positives.csv', '--out', tmp_path/'o', '--n-boot', '100']) == 0
     text = (tmp_path/'o'/'metrics.json').read_text()
     assert 'NaN' not in text  # strict JSON
     m = json.loads(text)

@@ -263,3 +263,15 @@ def test_predict_checks_the_heatmap_folder_before_scoring(tiny, tmp_path, capsys
     with pytest.raises(ValueError, match='--heatmaps .*choose another --heatmaps'):
         run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'afile'])
     assert 'img0.png' not in capsys.readouterr().out
+
+
+def test_predict_refuses_a_truncated_file_as_the_server_does(tiny, tmp_path, capsys):
+    "A file that decodes only partly gets no score (a score on the top of an X-ray is not one on the X-ray); training still reads it"
+    from fracture_course.data import DamagedImageWarning, load_image
+    Image.open(tiny/'img0.png').convert('L').resize((200, 160)).save(tmp_path/'whole.jpg', quality=95)
+    data = (tmp_path/'whole.jpg').read_bytes(); (tmp_path/'cut.jpg').write_bytes(data[:len(data) * 2 // 3])
+    with pytest.warns(DamagedImageWarning, match='cut.jpg'): assert load_image(tmp_path/'cut.jpg').size == (200, 160)
+    assert run_predict([tiny/'model.pt', tmp_path/'whole.jpg', tmp_path/'cut.jpg']) == 1
+    cap = capsys.readouterr()
+    assert 'whole.jpg' in cap.out and 'cut.jpg' not in cap.out
+    assert f"error: {tmp_path/'cut.jpg'}: the file is truncated" in cap.err and '1 of 2' in cap.err

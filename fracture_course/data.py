@@ -133,8 +133,9 @@ def load_image(path:Path|str, # image file
     try:
         img = Image.open(io.BytesIO(data))
         if max_side and img.format == 'JPEG': img.draft('L', (max_side, max_side))  # decode JPEGs at reduced size
-    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise UnreadableImage(path, f"not an image Pillow can read ({type(e).__name__})") from None
+    except UnidentifiedImageError as e: raise UnreadableImage(path, f"not an image Pillow can read ({type(e).__name__})") from None
+    except Image.DecompressionBombError as e:  # a small file claiming an enormous image
+        raise UnreadableImage(path, f"{e} If the file is a genuine X-ray, downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS before loading.") from None
     try: img.load()
     except OSError as e:
         if 'truncated' not in str(e): raise UnreadableImage(path, f"damaged image ({e})") from None
@@ -269,7 +270,9 @@ def _check_supported(ds, path:Path):
     frames = int(ds.get('NumberOfFrames') or 1)
     if frames > 1:
         raise UnreadableImage(path, f"multi-frame DICOM ({frames} frames): the course reads single radiographs; save the frame you need as its own file")
-    pi, spp = str(ds.get('PhotometricInterpretation', '?')).strip(), int(ds.get('SamplesPerPixel') or 1)
+    pi, spp = str(ds.get('PhotometricInterpretation', '')).strip(), int(ds.get('SamplesPerPixel') or 1)
+    if not pi: raise UnreadableImage(path, "DICOM image without PhotometricInterpretation (a required tag): the file does not say whether "
+                                           "low values are black or white; export it again from the archive (PACS) or the X-ray system")
     if spp > 1 or pi not in ('MONOCHROME1', 'MONOCHROME2'):
         raise UnreadableImage(path, f"colour DICOM ({pi}, {spp} samples per pixel): radiographs are greyscale, MONOCHROME1 or MONOCHROME2")
     bits = int(ds.get('BitsStored') or 0)

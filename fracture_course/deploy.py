@@ -7,11 +7,11 @@ Docs: https://github.com/fracture-course/fracture_course/deploy.html.md"""
 # %% auto #0
 __all__ = ['META', 'ONNX_TOLERANCE', 'MAX_UPLOAD_MB', 'MAX_PIXELS', 'NOTICE', 'PAGE', 'DeployedModel', 'export_onnx', 'OnnxModel',
            'add_export_args', 'export_command', 'add_predict_args', 'predict_command', 'UploadError', 'decode_upload',
-           'overlay_png', 'Predictor', 'page_html', 'make_app', 'add_serve_args', 'serve_command']
+           'overlay_png', 'Predictor', 'page_html', 'make_app', 'add_serve_args', 'listening_socket', 'serve_command']
 
 # %% ../nbs/13_deploy.ipynb #980691a3
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (UploadFile, ...) at run time
-import argparse, base64, contextlib, io, json, os, re, string, sys, tempfile, threading, time, warnings
+import argparse, base64, contextlib, io, json, os, re, socket, string, sys, tempfile, threading, time, warnings
 from html import escape
 from pathlib import Path
 
@@ -373,6 +373,18 @@ def add_serve_args(p:argparse.ArgumentParser):
     p.add_argument('--device', default='cpu', help='cpu (default), auto, cuda or mps')
     p.add_argument('--cam', choices=list(CAMS), default='layercam', help='the heat-map method: layercam (default) or gradcam')
 
+def listening_socket(host:str, port:int) -> socket.socket:
+    "A TCP socket bound to `host`:`port` for uvicorn to serve on, or a `ValueError` saying why it cannot be"
+    try: family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as e: raise ValueError(f"--host {host}: not an address of this computer ({e.strerror}); try 127.0.0.1") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port just freed can be used again at once
+    try: sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port, or stop the program using it") from None
+    return sock
+
 def serve_command(args) -> int:
     "Run `fracture-course serve`: the demo page and API for a checkpoint, with uvicorn, until interrupted"
     import uvicorn
@@ -380,8 +392,9 @@ def serve_command(args) -> int:
     if not 0 < args.port < 65536: raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
     if not 0 < args.max_upload_mb < 2**20: raise ValueError(f"--max-upload-mb must be a positive number of megabytes below 2**20, got {args.max_upload_mb}")
     app = make_app(args.checkpoint, pick_device(args.device), args.max_upload_mb, cam=args.cam)
+    sock = listening_socket(args.host, args.port)  # a port in use is an error now, before "Serving" is printed
     pred = app.state.predictor
     print(f"Serving {pred.arch} from {args.checkpoint} ({pred.runtime}; threshold {pred.threshold:.3f}, {pred.source}) "
           f"at http://{args.host}:{args.port}/  (Ctrl-C stops it)\n{NOTICE}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level='warning')
+    uvicorn.Server(uvicorn.Config(app, log_level='warning')).run(sockets=[sock])
     return 0

@@ -247,3 +247,13 @@ def test_audit_json_path_is_checked_before_the_audit(tmp_path, capsys):
         with pytest.raises(ValueError, match=f'--json .*{why}'): audit_command(p.parse_args([str(data), '--json', str(target)]))
     assert capsys.readouterr().out == ''
     assert audit_command(p.parse_args([str(data), '--json', str(tmp_path/'a.json')])) == 0 and json.loads((tmp_path/'a.json').read_text())
+
+
+def test_a_decompression_bomb_is_refused_with_advice(tmp_path, monkeypatch):
+    "An image claiming more pixels than Pillow decodes: the reason, and what to do if the X-ray is genuine"
+    from PIL import Image
+    from fracture_course.data import UnreadableImage, load_image
+    Image.new('L', (64, 64)).save(tmp_path/'huge.png')
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)  # 4,096 pixels > 2 x 1,000: Pillow's error rather than its warning
+    with pytest.raises(UnreadableImage, match=r'huge.png: Image size \(4096 pixels\) exceeds .* downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS'):
+        load_image(tmp_path/'huge.png')

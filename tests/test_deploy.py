@@ -321,3 +321,14 @@ def test_serve_refuses_an_upload_limit_that_is_no_size(mb, tmp_path):
     from fracture_course.deploy import add_serve_args, serve_command
     p = argparse.ArgumentParser(); add_serve_args(p)
     with pytest.raises(ValueError, match='--max-upload-mb must be a positive number'): serve_command(p.parse_args([str(tmp_path/'model.pt'), '--max-upload-mb', mb]))
+
+
+def test_serve_on_a_port_in_use_says_so_before_serving(ckpt, capsys):
+    "The port is bound before the 'Serving' line: a taken port is an error naming it, and nothing claims to serve"
+    p = argparse.ArgumentParser(); deploy.add_serve_args(p)
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0)); taken.listen(); port = taken.getsockname()[1]
+        with pytest.raises(ValueError, match=f'cannot listen on 127.0.0.1:{port} .*choose another --port'):
+            deploy.serve_command(p.parse_args([str(ckpt), '--port', str(port)]))
+    assert 'Serving' not in capsys.readouterr().out
+    with pytest.raises(ValueError, match='--host no-such-host.invalid: not an address'): deploy.listening_socket('no-such-host.invalid', 8000)

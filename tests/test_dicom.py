@@ -196,6 +196,10 @@ def test_damaged_and_fake_dicoms_are_refused(tmp_path):
     with pytest.raises(UnreadableImage, match='multi-frame DICOM \\(3 frames\\)'): load_image(three)
     rgb = write_dicom(np.zeros((20, 20, 3), np.uint8), tmp_path/'rgb.dcm', photometric='RGB')
     with pytest.raises(UnreadableImage, match='colour DICOM \\(RGB, 3 samples'): load_image(rgb)
+    import pydicom
+    ds = pydicom.dcmread(good); del ds.PhotometricInterpretation; ds.save_as(tmp_path/'no_pi.dcm')
+    with pytest.raises(UnreadableImage, match='without PhotometricInterpretation .*whether low values are black or white'):
+        load_image(tmp_path/'no_pi.dcm')
 
 
 def _png_bytes():

@@ -359,6 +359,10 @@ def test_save_errors(tmp_path):
 
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match='nope.pt does not exist'): load_checkpoint(tmp_path / 'nope.pt')
+    run = tmp_path / 'run'; run.mkdir()
+    with pytest.raises(ValueError, match=r'run is a folder, not a checkpoint file \(it holds no .pt file\)'): load_checkpoint(run)
+    save_checkpoint(run / 'best.pt', tiny_model())
+    with pytest.raises(ValueError, match=r'\(it holds best.pt\); give the file itself, e.g. .*run/best.pt'): load_checkpoint(run)
 
 
 def test_damaged_checkpoint(tmp_path):

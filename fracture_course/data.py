@@ -526,6 +526,15 @@ def _row_split(csv_path:Path, i:int, r:dict, splits_given:bool):
                                        "give every row a split, or none (then the course makes a stratified split).")
     return split
 
+def _row_meta(csv_path:Path, i:int, r:dict, pcol:str) -> dict:
+    "A manifest row's other columns, its `boxes` read from JSON (bad JSON is an error naming the line)"
+    meta = {k: v for k, v in r.items() if k not in (pcol, 'label', 'split')}
+    if meta.get('boxes'):
+        try: meta['boxes'] = json.loads(meta['boxes'])
+        except json.JSONDecodeError: raise ValueError(f"{csv_path} line {i}: boxes {meta['boxes'][:40]!r} is not JSON; "
+                                                      "write them as [[x0, y0, x1, y1], ...] in pixels.") from None
+    return meta
+
 def read_manifest(csv_path:Path|str, seed:int=42, fracs:tuple=(0.7, 0.1, 0.2), name:str|None=None) -> FractureData:
     "A CSV manifest with `path`/`file`, `label` and optional `split` columns (other columns become metadata)"
     csv_path = Path(csv_path); root = csv_path.parent
@@ -548,12 +557,7 @@ def read_manifest(csv_path:Path|str, seed:int=42, fracs:tuple=(0.7, 0.1, 0.2), n
                                                       f"{CLASSES[label]}); keep the row with the right label.")
             skipped.append({'path': str(p), 'reason': f'listed again in {csv_path.name} line {i} (first on line {j}); read once'}); continue
         seen[p.resolve()] = i, label
-        meta = {k: v for k, v in r.items() if k not in (pcol, 'label', 'split')}
-        if 'boxes' in meta and meta['boxes']:
-            try: meta['boxes'] = json.loads(meta['boxes'])
-            except json.JSONDecodeError: raise ValueError(f"{csv_path} line {i}: boxes {meta['boxes'][:40]!r} is not JSON; "
-                                                          "write them as [[x0, y0, x1, y1], ...] in pixels.") from None
-        items.append(Item(p, label, split, meta))
+        items.append(Item(p, label, split, _row_meta(csv_path, i, r, pcol)))
     notes = []
     if not splits_given:
         split_items(items, fracs, seed, strata_key=None); notes.append(f'no split column: made a stratified split (seed {seed})')

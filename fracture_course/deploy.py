@@ -167,8 +167,7 @@ def predict_command(args) -> int:
     if args.heatmaps or args.gradcam: raise ValueError(f"--{'heatmaps' if args.heatmaps else 'gradcam'} needs the PyTorch model (LayerCAM and Grad-CAM take gradients, which ONNX Runtime does not compute); "
                                       f"pass the .pt checkpoint that {args.checkpoint} was exported from")
     if args.tta: raise ValueError("--tta is not part of an exported model; leave it out, or pass the .pt checkpoint")
-    if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    if args.batch_size < 1: raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    interpret.check_predict_args(args)
     m = OnnxModel(args.checkpoint)
     op = m.operating_point
     thr, source = (args.threshold, '--threshold') if args.threshold is not None else (op['threshold'], op['source'])

@@ -24,7 +24,7 @@ from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operat
 __all__ = ['CAMS', 'GradCAM', 'stage_sides', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input',
            'item_input_boxes', 'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split', 'pointing_baselines',
            'LayerCAM', 'pointing_by_layer', 'CamMethod', 'explain_layer', 'heatmap', 'add_predict_args',
-           'report_predictions', 'heatmap_request', 'predict_command']
+           'report_predictions', 'heatmap_request', 'check_predict_args', 'write_overlays', 'predict_command']
 
 # %% ../nbs/10_interpretation.ipynb #6d298345
 class GradCAM:
@@ -302,11 +302,32 @@ def heatmap_request(args) -> tuple[Path|None, str]:
     if args.gradcam: return Path(args.gradcam), args.cam or 'gradcam'
     return (Path(args.heatmaps) if args.heatmaps else None), args.cam or 'layercam'
 
+def check_predict_args(args):
+    "Refuse a `--threshold` outside 0..1 or a `--batch-size` below 1, before anything is loaded"
+    if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    if args.batch_size < 1: raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+
+def write_overlays(model:nn.Module, x:torch.Tensor, # the scored images, uint8 [N, 1, R, R] from `load_inputs`
+                   images:Sequence, ok:list, probs:torch.Tensor, # the paths asked for, the positions of `x` in them, its probabilities
+                   preset:Preset, cam:str, out:Path, # the model's preprocessing, the heat-map method (a key of `CAMS`), the folder
+                   batch_size:int=32, device:str|torch.device='cpu') -> str:
+    "Write a heat-map overlay PNG per scored image into `out`, named after the image and the method; the explained layer's name"
+    layer_name, layer = explain_layer(model, preset.size, preset.channels, cam)
+    tfm, written = eval_tfms(preset), set()
+    for k in range(0, len(ok), batch_size):
+        xb = tfm(x[k:k + batch_size]).to(device)
+        heat = heatmap(model, xb, cam, layer).cpu()
+        for j, i in enumerate(ok[k:k + batch_size]):
+            stem = Path(images[i]).stem; name = f'{stem}_{cam}.png'
+            if name in written: name = f'{stem}_{i}_{cam}.png'  # two images of the same name from different folders
+            written.add(name)
+            _overlay_png(out/name, xb[j].cpu(), heat[j], preset, f"P(fracture) {probs[k + j]:.3f}")
+    return layer_name
+
 def predict_command(args) -> int:
     "Run `fracture-course predict`: probability of fracture per image, optional heat-map overlays; 1 if any image failed"
     from fracture_course.config import pick_device
-    if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    if args.batch_size < 1: raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_predict_args(args)
     out, cam = heatmap_request(args)
     device = pick_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
@@ -320,15 +341,6 @@ def predict_command(args) -> int:
     rc = report_predictions(f"# {info.get('arch')} from {args.checkpoint}; threshold {thr:.3f} ({source}){'; flip TTA' if args.tta else ''}",
                             args.images, probs, ok, failed, thr, names)
     if out is not None and ok:
-        layer_name, layer = explain_layer(model, preset.size, preset.channels, cam)
-        tfm, written = eval_tfms(preset), set()
-        for k in range(0, len(ok), args.batch_size):
-            xb = tfm(x[k:k + args.batch_size]).to(device)
-            heat = heatmap(model, xb, cam, layer).cpu()
-            for j, i in enumerate(ok[k:k + args.batch_size]):
-                stem = Path(args.images[i]).stem; name = f'{stem}_{cam}.png'
-                if name in written: name = f'{stem}_{i}_{cam}.png'
-                written.add(name)
-                _overlay_png(out/name, xb[j].cpu(), heat[j], preset, f"P(fracture) {probs[ok.index(i)]:.3f}")
+        layer_name = write_overlays(model, x, args.images, ok, probs, preset, cam, out, args.batch_size, device)
         print(f"{CAMS[cam].label} overlays ({layer_name}) written to {out}")
     return rc

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/data.html.md"""
 
 # %% ../nbs/02_data.ipynb #f218da6a
 from __future__ import annotations
-import csv, hashlib, io, json, os, re, warnings
+import contextlib, csv, hashlib, io, json, os, re, threading, warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +136,13 @@ def load_image(path:Path|str, # image file
     except UnidentifiedImageError as e: raise UnreadableImage(path, f"not an image Pillow can read ({type(e).__name__})") from None
     except Image.DecompressionBombError as e:  # a small file claiming an enormous image
         raise UnreadableImage(path, f"{e} If the file is a genuine X-ray, downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS before loading.") from None
-    try: img.load()
+    except OSError as e:  # e.g. 'Truncated File Read': cut inside its header, so no pixel at all
+        why = 'the file ends inside its header' if 'truncated' in str(e).lower() else f'damaged image header ({e})'
+        raise UnreadableImage(path, f"{why}; copy or download it again") from None
+    try:
+        if partial or not ImageFile.LOAD_TRUNCATED_IMAGES: img.load()
+        else:  # someone turned Pillow's process-wide switch on: decode with it off, so that a cut file is still caught
+            with _truncated_images(False): img.load()
     except OSError as e:
         if 'truncated' not in str(e): raise UnreadableImage(path, f"damaged image ({e})") from None
         if not partial: raise TruncatedImage(path) from None
@@ -147,13 +153,21 @@ def load_image(path:Path|str, # image file
     if max_side and max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return img
 
+_SWITCH = threading.Lock()  # Pillow's LOAD_TRUNCATED_IMAGES is one switch for the whole process, shared by all threads
+
+@contextlib.contextmanager
+def _truncated_images(allowed:bool):
+    "Pillow's switch for truncated files set to `allowed` for one decode, one thread at a time, then put back"
+    with _SWITCH:
+        old, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, allowed
+        try: yield
+        finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
+
 def _load_truncated(data:bytes) -> Image.Image:
     "Decode a truncated image, allowing Pillow to stop early for this one file only"
-    old, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
-    try:
+    with _truncated_images(True):
         img = Image.open(io.BytesIO(data)); img.load()
         return img
-    finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
 
 # %% ../nbs/02_data.ipynb #296e7752
 def _dcmread(src, # a path or a binary file object
@@ -552,11 +566,12 @@ def read_manifest(csv_path:Path|str, seed:int=42, fracs:tuple=(0.7, 0.1, 0.2), n
         p = root/r[pcol]
         if not p.is_file(): skipped.append({'path': str(p), 'reason': f'listed in {csv_path.name} line {i} but missing'}); continue
         if p.resolve() in seen:  # the same file listed twice
-            j, first_label = seen[p.resolve()]
+            j, first_label, first_split = seen[p.resolve()]
             if first_label != label: raise ValueError(f"{csv_path} lines {j} and {i} give {p} two labels ({CLASSES[first_label]}, "
                                                       f"{CLASSES[label]}); keep the row with the right label.")
-            skipped.append({'path': str(p), 'reason': f'listed again in {csv_path.name} line {i} (first on line {j}); read once'}); continue
-        seen[p.resolve()] = i, label
+            where = f'; kept in {first_split}, not {split}' if split != first_split else ''
+            skipped.append({'path': str(p), 'reason': f'listed again in {csv_path.name} line {i} (first on line {j}); read once{where}'}); continue
+        seen[p.resolve()] = i, label, split
         items.append(Item(p, label, split, _row_meta(csv_path, i, r, pcol)))
     notes = []
     if not splits_given:

@@ -11,7 +11,7 @@ __all__ = ['META', 'ONNX_TOLERANCE', 'MAX_UPLOAD_MB', 'MAX_PIXELS', 'NOTICE', 'P
 
 # %% ../nbs/13_deploy.ipynb #980691a3
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (UploadFile, ...) at run time
-import argparse, base64, contextlib, io, json, os, re, socket, string, sys, tempfile, threading, time, warnings
+import argparse, base64, contextlib, errno, io, json, os, re, socket, string, sys, tempfile, threading, time, warnings
 from html import escape
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from PIL import Image, UnidentifiedImageError
 
-from .data import CLASSES, UnreadableImage, load_image
+from .data import CLASSES, TruncatedImage, UnreadableImage, load_image
 from .transforms import Preset, decode_resize, eval_tfms
 from .learner import load_checkpoint
 from .evaluate import _checked_preset, load_inputs, predict_inputs, saved_operating_point
@@ -202,6 +202,7 @@ def decode_upload(data:bytes, # the uploaded file's content
         path = Path(d)/('upload' + (suffix if re.fullmatch(r'\.[a-z0-9]{1,8}', suffix) else ''))
         path.write_bytes(data)
         try: return decode_resize(path, preset, partial=False)  # a truncated file is refused, not scored on what decodes
+        except TruncatedImage: raise UploadError(422, f"{filename}: the file is truncated (only part of the image decodes); upload the whole file") from None
         except UnreadableImage as e: raise UploadError(422, f"{filename}: {e.reason}") from None
 
 # %% ../nbs/13_deploy.ipynb #2af2e613
@@ -374,26 +375,31 @@ def add_serve_args(p:argparse.ArgumentParser):
 
 def listening_socket(host:str, port:int) -> socket.socket:
     "A TCP socket bound to `host`:`port` for uvicorn to serve on, or a `ValueError` saying why it cannot be"
-    try: family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except socket.gaierror as e: raise ValueError(f"--host {host}: not an address of this computer ({e.strerror}); try 127.0.0.1") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port just freed can be used again at once
-    try: sock.bind((host, port))
+    try: family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e: raise ValueError(f"--host {host}: cannot be resolved to an address ({e.strerror}); try 127.0.0.1") from None
+    sock = socket.socket(family, kind, proto)
+    if os.name == 'posix': sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port just freed is usable at once (on Windows it would share a busy one)
+    try: sock.bind(addr)
     except OSError as e:
         sock.close()
-        raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose another --port, or stop the program using it") from None
+        if e.errno == errno.EADDRINUSE: raise ValueError(f"port {port} on {host} is in use; choose another --port, or stop the program using it") from None
+        raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e}); --host must be an address of this computer, "
+                         "and ports below 1024 need administrator rights") from None
     return sock
 
 def serve_command(args) -> int:
-    "Run `fracture-course serve`: the demo page and API for a checkpoint, with uvicorn, until interrupted"
+    "Run `fracture-course serve`: the demo page and API for a checkpoint, with uvicorn, until interrupted (Ctrl-C)"
     import uvicorn
     from fracture_course.config import pick_device
     if not 0 < args.port < 65536: raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
     if not 0 < args.max_upload_mb < 2**20: raise ValueError(f"--max-upload-mb must be a positive number of megabytes below 2**20, got {args.max_upload_mb}")
     app = make_app(args.checkpoint, pick_device(args.device), args.max_upload_mb, cam=args.cam)
     sock = listening_socket(args.host, args.port)  # a port in use is an error now, before "Serving" is printed
-    pred = app.state.predictor
+    pred, where = app.state.predictor, f"[{args.host}]" if ':' in args.host else args.host
     print(f"Serving {pred.arch} from {args.checkpoint} ({pred.runtime}; threshold {pred.threshold:.3f}, {pred.source}) "
-          f"at http://{args.host}:{args.port}/  (Ctrl-C stops it)\n{NOTICE}", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level='warning')).run(sockets=[sock])
-    return 0
+          f"at http://{where}:{args.port}/  (Ctrl-C stops it)\n{NOTICE}", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level='warning'))
+    try: server.run(sockets=[sock])
+    except KeyboardInterrupt: pass  # Ctrl-C: the way to stop it, not an error
+    finally: sock.close()
+    return 0 if server.started else 1

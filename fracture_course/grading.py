@@ -355,7 +355,7 @@ CSV_FIELDS = ('student', 'notebook', 'exercise', 'name', 'points', 'max_points',
 def _write_atomically(path:Path, text:str):
     "Write `text` to `path` through a temporary file, so that a reader (or a crash) never sees half a file"
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(text, newline=''); os.replace(tmp, path)
+    tmp.write_text(text, encoding='utf-8', newline=''); os.replace(tmp, path)
 
 def write_grades(results:list[dict], # from `grade`
                  out_dir:Path|str, # folder for grades.json and grades.csv (created)
@@ -403,9 +403,13 @@ def grade_command(args) -> int:
     out = Path(args.out) if args.out else sub if sub.is_dir() else sub.parent
     try: out.mkdir(parents=True, exist_ok=True)  # now, not after hours of grading
     except OSError as e: raise ValueError(f'--out {out}: cannot make this folder ({e.strerror or e}); choose another --out') from None
-    info, done, lock = dict(reference=args.reference, timeout=args.timeout), [], threading.Lock()
+    info, done, lock, warned = dict(reference=args.reference, timeout=args.timeout), [], threading.Lock(), []
     def save_so_far(rec):  # a grader stopped half-way (a submission can kill it) keeps every grade made
-        with lock: done.append(rec); write_grades(done, out, complete=False, **info)
+        with lock:
+            done.append(rec)
+            try: write_grades(done, out, complete=False, **info)
+            except OSError as e:  # e.g. grades.csv open in a spreadsheet on Windows: warn once, grade on, write at the end
+                if not warned: warned.append(e); print(f'warning: cannot update the grades in {out} yet ({e}); grading goes on', file=sys.stderr)
     res = grade(args.submissions, args.reference, args.timeout, args.workers, on_result=save_so_far)
     print(grades_table(res))
     js, cs = write_grades(res, out, **info)

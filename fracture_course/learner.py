@@ -601,8 +601,9 @@ def read_checkpoint(path:str|Path) -> dict:
     "The checkpoint dict stored at `path`, checked; clear errors for missing, damaged or foreign files"
     path = Path(path)
     if path.is_dir():
-        inside = ', '.join(p.name for p in sorted(path.glob('*.pt'))[:4]) or 'no .pt file'
-        raise ValueError(f"{path} is a folder, not a checkpoint file (it holds {inside}); give the file itself, e.g. {path/'best.pt'}.")
+        pts = sorted(p.name for p in path.glob('*.pt'))
+        inside = (', '.join(pts[:4]) + (', ...' if len(pts) > 4 else '')) if pts else 'no .pt file'
+        raise ValueError(f"{path} is a folder, not a checkpoint file (it holds {inside}); give the file itself, e.g. {path/('best.pt' if 'best.pt' in pts or not pts else pts[0])}.")
     if not path.is_file(): raise FileNotFoundError(f"Checkpoint {path} does not exist; check the path, or train and save a model first.")
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:

@@ -219,7 +219,7 @@ def test_a_file_listed_twice_is_read_once_and_two_labels_for_it_are_refused(tmp_
     (tmp_path/'twice.csv').write_text('path,label,split\nx0.png,fractured,train\nx1.png,not fractured,train\n./x0.png,fractured,test\n')
     d = read_manifest(tmp_path/'twice.csv')
     assert [(o.path.name, o.split) for o in d.items] == [('x0.png', 'train'), ('x1.png', 'train')]
-    assert d.skipped == [{'path': str(tmp_path/'x0.png'), 'reason': 'listed again in twice.csv line 4 (first on line 2); read once'}]
+    assert d.skipped == [{'path': str(tmp_path/'x0.png'), 'reason': 'listed again in twice.csv line 4 (first on line 2); read once; kept in train, not test'}]
     (tmp_path/'clash.csv').write_text('path,label\nx0.png,fractured\nx1.png,not fractured\nx0.png,not fractured\n')
     with pytest.raises(ValueError, match=r'clash.csv lines 2 and 4 give .*x0.png two labels \(fractured, not fractured\)'):
         read_manifest(tmp_path/'clash.csv')

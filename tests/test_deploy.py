@@ -1,5 +1,5 @@
 "Deployment: ONNX export and its parity with PyTorch, the export and predict commands, the web API (bad uploads, a real server under concurrent load)."
-import argparse, base64, io, socket, threading, time
+import argparse, base64, io, os, socket, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -328,7 +328,33 @@ def test_serve_on_a_port_in_use_says_so_before_serving(ckpt, capsys):
     p = argparse.ArgumentParser(); deploy.add_serve_args(p)
     with socket.socket() as taken:
         taken.bind(('127.0.0.1', 0)); taken.listen(); port = taken.getsockname()[1]
-        with pytest.raises(ValueError, match=f'cannot listen on 127.0.0.1:{port} .*choose another --port'):
+        with pytest.raises(ValueError, match=f'port {port} on 127.0.0.1 is in use; choose another --port'):
             deploy.serve_command(p.parse_args([str(ckpt), '--port', str(port)]))
     assert 'Serving' not in capsys.readouterr().out
-    with pytest.raises(ValueError, match='--host no-such-host.invalid: not an address'): deploy.listening_socket('no-such-host.invalid', 8000)
+    with pytest.raises(ValueError, match='--host no-such-host.invalid: cannot be resolved'): deploy.listening_socket('no-such-host.invalid', 8000)
+    with pytest.raises(ValueError, match='--host must be an address of this computer'): deploy.listening_socket('192.0.2.1', 8000)  # TEST-NET-1: nobody's
+    with deploy.listening_socket('::1' if socket.has_ipv6 else '127.0.0.1', 0) as s: assert s.getsockname()[1] > 0
+
+
+def test_serve_stops_cleanly_on_ctrl_c(ckpt):
+    "Ctrl-C is how a person stops the server: exit status 0 and no traceback"
+    import httpx, signal
+    serve = ("import sys, argparse; from fracture_course.deploy import add_serve_args, serve_command; "
+             "p = argparse.ArgumentParser(); add_serve_args(p); sys.exit(serve_command(p.parse_args(sys.argv[1:])))")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, '-c', serve, str(ckpt), '--port', str(port)], env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f'http://127.0.0.1:{port}/health', timeout=2).status_code == 200: break
+            except httpx.HTTPError: pass
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None: proc.kill()
+    assert proc.returncode == 0 and 'Traceback' not in err and 'KeyboardInterrupt' not in err, err
+    assert f'at http://127.0.0.1:{port}/' in out

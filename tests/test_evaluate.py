@@ -229,19 +229,26 @@ def test_evaluate_bad_inputs(tiny, tmp_path, capsys):
     assert m['images'] == 23 and m['unreadable'][0]['path'].endswith('fra0.png')
 
 
-def test_evaluate_lists_a_truncated_test_image_and_scores_the_rest(tiny, tmp_path, capsys):
-    "A test image that decodes only partly is named as unreadable (reason: truncated), not scored on what decodes"
+def test_evaluate_scores_a_truncated_test_image_as_training_read_it_and_names_it(tiny, tmp_path, capsys):
+    "The test set is the one training measured: a truncated file is scored on what decodes, named on stderr and under `partial`"
     import shutil
+    from fracture_course.learner import load_checkpoint
+    from fracture_course.evaluate import predict_inputs
+    from fracture_course.transforms import decode_resize
     shutil.copytree(tiny/'data', tmp_path/'d')
-    victim = tmp_path/'d'/'test'/'not fractured'/'not0.png'
-    Image.open(victim).resize((200, 200)).save(victim.with_suffix('.jpg'), quality=95); victim.unlink()
-    data = victim.with_suffix('.jpg').read_bytes(); victim.with_suffix('.jpg').write_bytes(data[:len(data) * 2 // 3])
+    victim = tmp_path/'d'/'test'/'not fractured'/'not0.png'; cut = victim.with_suffix('.jpg')
+    Image.open(victim).resize((200, 200)).save(cut, quality=95); victim.unlink()
+    data = cut.read_bytes(); cut.write_bytes(data[:len(data) * 2 // 3])
     capsys.readouterr()
-    assert run_eval([tiny/'model.pt', '--data', tmp_path/'d', '--out', tmp_path/'o', '--n-boot', '0']) == 1
-    assert 'not0.jpg: the file is truncated' in capsys.readouterr().err
+    assert run_eval([tiny/'model.pt', '--data', tmp_path/'d', '--out', tmp_path/'o', '--n-boot', '0', '--split', 'all']) == 0
+    assert f'warning: {cut}: the file is truncated; scored on the part that decodes' in capsys.readouterr().err
     m = json.loads((tmp_path/'o'/'metrics.json').read_text())
-    assert m['images'] == 23 and m['fractured'] == 12 and [u['path'] for u in m['unreadable']] == [str(victim.with_suffix('.jpg'))]
-    assert 'truncated' in m['unreadable'][0]['reason']
+    assert m['images'] == 56 and m['unreadable'] == [] and m['partial'] == [str(cut)]
+    x, ok, failed = load_inputs([cut], grey_preset(32))  # by default (predict, the server): refused
+    assert ok == [] and 'truncated' in failed[0][1]
+    noted = []; x, ok, failed = load_inputs([cut], grey_preset(32), noted)
+    assert ok == [0] and not failed and [p for p, _ in noted] == [str(cut)] and 'truncated' in noted[0][1]
+    assert torch.equal(x[0], decode_resize(cut, grey_preset(32)))  # what training reads
 
 
 @pytest.mark.filterwarnings('error::UserWarning')  # no meaningless ROC curve drawn (torchmetrics warns when one class is missing)

@@ -206,3 +206,20 @@ def test_a_submission_that_kills_the_grader_loses_no_grade_made_before_it(tiny, 
     rows = list(csv.DictReader(open(tmp_path/'out'/'grades.csv')))
     assert {r['student'] for r in rows} == {'a_good'} and sum(float(r['points']) for r in rows) == 6
     assert not list((tmp_path/'out').glob('.*.tmp'))
+
+def test_a_progress_write_that_fails_warns_once_and_grading_goes_on(tiny, tmp_path, monkeypatch, capsys):
+    "grades.csv held open (a spreadsheet on Windows): the grades made so far cannot be saved; warn once, grade everything, write at the end"
+    ref, stu, subs = tiny
+    for who in ('a', 'b', 'c'): hand_in(stu, subs/who/'tiny.ipynb', SOLVED)
+    import fracture_course.grading as g
+    real = g.write_grades
+    def locked(results, out_dir, complete=True, **info):
+        if not complete: raise PermissionError(13, 'Permission denied', str(tmp_path/'out'/'grades.csv'))
+        return real(results, out_dir, complete, **info)
+    monkeypatch.setattr(g, 'write_grades', locked)
+    p = argparse.ArgumentParser(); add_grade_args(p)
+    assert grade_command(p.parse_args([str(subs), '--reference', str(ref), '--out', str(tmp_path/'out'), '--workers', '2'])) == 0
+    err = capsys.readouterr().err
+    assert err.count('warning: cannot update the grades') == 1 and 'grading goes on' in err
+    doc = json.loads((tmp_path/'out'/'grades.json').read_text())
+    assert doc['complete'] is True and doc['points'] == 18 and len(doc['notebooks']) == 3

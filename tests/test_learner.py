@@ -363,6 +363,8 @@ def test_missing_checkpoint(tmp_path):
     with pytest.raises(ValueError, match=r'run is a folder, not a checkpoint file \(it holds no .pt file\)'): load_checkpoint(run)
     save_checkpoint(run / 'best.pt', tiny_model())
     with pytest.raises(ValueError, match=r'\(it holds best.pt\); give the file itself, e.g. .*run/best.pt'): load_checkpoint(run)
+    (run / 'best.pt').rename(run / 'last.pt')
+    with pytest.raises(ValueError, match=r'\(it holds last.pt\); give the file itself, e.g. .*run/last.pt'): load_checkpoint(run)
 
 
 def test_damaged_checkpoint(tmp_path):

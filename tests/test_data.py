@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from fracture_course.data import (CLASSES, Item, UnreadableImage, DamagedImageWarning, audit, label_from_name,
+from fracture_course.data import (CLASSES, Item, TruncatedImage, UnreadableImage, DamagedImageWarning, audit, label_from_name,
                                   load_dataset, load_image, split_items, read_manifest, trivial_baseline, resolve_source)
 from fracture_course.config import get_config
 
@@ -123,6 +123,13 @@ def test_bad_files_load_with_warnings_or_are_reported(tmp_path):
     assert load_image(d/'exif.jpg').size == (20, 60)
     assert max(load_image(d/'huge.png').size) == 2048 and load_image(d/'huge.png', max_side=None).size == (3000, 5000)
     with pytest.warns(DamagedImageWarning, match='trunc.jpg.*truncated'): load_image(d/'trunc.jpg')
+    (d/'head.jpg').write_bytes((d/'trunc.jpg').read_bytes()[:78])  # cut inside its header: no pixel at all
+    with pytest.raises(UnreadableImage, match='head.jpg: the file ends inside its header'): load_image(d/'head.jpg')
+    from PIL import ImageFile
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # as a write-up did, for the whole process: a decision about one image still refuses a cut file
+    try:
+        with pytest.raises(TruncatedImage): load_image(d/'trunc.jpg', partial=False)
+    finally: ImageFile.LOAD_TRUNCATED_IMAGES = False
     for f, why in [('zero.png', 'empty file'), ('text.jpg', 'not an image')]:
         with pytest.raises(UnreadableImage, match=f'{f}.*{why}'): load_image(d/f)
 

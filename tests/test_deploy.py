@@ -218,6 +218,7 @@ def test_predict_a_jpeg_and_greyscale_16bit(client):
     ('empty.png', b'', 400, 'empty file'),
     ('notes.png', b'this is not an image at all', 422, 'not an image'),
     ('cut.png', None, 422, 'truncated'),
+    ('head.jpg', png_bytes(np.zeros((60, 60), np.uint8), 'JPEG')[:78], 422, 'ends inside its header'),
     ('bomb.png', bomb_png(), 413, 'pixels'),
     ('huge.png', b'\0' * 300_000, 413, 'larger than this server accepts'),
 ])

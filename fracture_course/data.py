@@ -140,9 +140,7 @@ def load_image(path:Path|str, # image file
         why = 'the file ends inside its header' if 'truncated' in str(e).lower() else f'damaged image header ({e})'
         raise UnreadableImage(path, f"{why}; copy or download it again") from None
     try:
-        if partial or not ImageFile.LOAD_TRUNCATED_IMAGES: img.load()
-        else:  # someone turned Pillow's process-wide switch on: decode with it off, so that a cut file is still caught
-            with _truncated_images(False): img.load()
+        with _SWITCH.off(): img.load()  # a cut file raises here, whatever anyone did with Pillow's switch
     except OSError as e:
         if 'truncated' not in str(e): raise UnreadableImage(path, f"damaged image ({e})") from None
         if not partial: raise TruncatedImage(path) from None
@@ -153,19 +151,40 @@ def load_image(path:Path|str, # image file
     if max_side and max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return img
 
-_SWITCH = threading.Lock()  # Pillow's LOAD_TRUNCATED_IMAGES is one switch for the whole process, shared by all threads
+class _PillowSwitch:
+    "Pillow's `LOAD_TRUNCATED_IMAGES` is one switch for the whole process: decodes that need it off run side by side, one that changes it runs alone"
+    def __init__(self): self.cond, self.readers, self.waiting = threading.Condition(), 0, 0
 
-@contextlib.contextmanager
-def _truncated_images(allowed:bool):
-    "Pillow's switch for truncated files set to `allowed` for one decode, one thread at a time, then put back"
-    with _SWITCH:
-        old, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, allowed
+    @contextlib.contextmanager
+    def only(self, on:bool):
+        "The switch set to `on` while no other decode runs, then put back"
+        with self.cond:
+            self.waiting += 1
+            self.cond.wait_for(lambda: self.readers == 0); self.waiting -= 1
+            old, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, on
+            try: yield
+            finally: ImageFile.LOAD_TRUNCATED_IMAGES = old; self.cond.notify_all()
+
+    @contextlib.contextmanager
+    def off(self):
+        "A decode with the switch off, beside others like it (alone if someone turned it on for the whole process)"
+        with self.cond:
+            self.cond.wait_for(lambda: not self.waiting)  # a decode that changes the switch goes first
+            shared = not ImageFile.LOAD_TRUNCATED_IMAGES
+            if shared: self.readers += 1
+        if not shared:
+            with self.only(False): yield
+            return
         try: yield
-        finally: ImageFile.LOAD_TRUNCATED_IMAGES = old
+        finally:
+            with self.cond:
+                self.readers -= 1; self.cond.notify_all()
+
+_SWITCH = _PillowSwitch()
 
 def _load_truncated(data:bytes) -> Image.Image:
     "Decode a truncated image, allowing Pillow to stop early for this one file only"
-    with _truncated_images(True):
+    with _SWITCH.only(True):
         img = Image.open(io.BytesIO(data)); img.load()
         return img
 

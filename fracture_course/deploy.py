@@ -395,7 +395,7 @@ def serve_command(args) -> int:
     if not 0 < args.max_upload_mb < 2**20: raise ValueError(f"--max-upload-mb must be a positive number of megabytes below 2**20, got {args.max_upload_mb}")
     app = make_app(args.checkpoint, pick_device(args.device), args.max_upload_mb, cam=args.cam)
     sock = listening_socket(args.host, args.port)  # a port in use is an error now, before "Serving" is printed
-    pred, where = app.state.predictor, f"[{args.host}]" if ':' in args.host else args.host
+    pred, where = app.state.predictor, f"[{args.host}]" if ':' in args.host else (args.host or '0.0.0.0')
     print(f"Serving {pred.arch} from {args.checkpoint} ({pred.runtime}; threshold {pred.threshold:.3f}, {pred.source}) "
           f"at http://{where}:{args.port}/  (Ctrl-C stops it)\n{NOTICE}", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level='warning'))

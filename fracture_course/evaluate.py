@@ -489,6 +489,7 @@ def evaluate_command(args) -> int:
     (out/'metrics.json').write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False))
     _save_plots(probs, targets, thr, out)
     _print_evaluation(res, out)
+    if partial: print(f"{len(res['partial'])} truncated file(s), listed above, were scored on the part that decodes.", file=sys.stderr)
     if failed_all:
         print(f"{len(dict(failed_all))} image(s) could not be read (listed above) and are not in the scores.", file=sys.stderr)
         return 1

@@ -355,15 +355,17 @@ CSV_FIELDS = ('student', 'notebook', 'exercise', 'name', 'points', 'max_points',
 def _write_atomically(path:Path, text:str):
     "Write `text` to `path` through a temporary file, so that a reader (or a crash) never sees half a file"
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(text, encoding='utf-8', newline=''); os.replace(tmp, path)
+    try: tmp.write_text(text, encoding='utf-8', newline=''); os.replace(tmp, path)
+    except OSError: tmp.unlink(missing_ok=True); raise
 
 def write_grades(results:list[dict], # from `grade`
                  out_dir:Path|str, # folder for grades.json and grades.csv (created)
                  complete:bool=True, # False while grading goes on: the files hold the notebooks graded so far
+                 stem:str='grades', # the files' name
                  **info) -> tuple[Path, Path]: # anything to record in grades.json (reference, timeout...)
     "Write `grades.json` (everything) and `grades.csv` (one row per exercise); returns their paths"
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    js, cs = out/'grades.json', out/'grades.csv'
+    js, cs = out/f'{stem}.json', out/f'{stem}.csv'
     doc = dict(graded_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), complete=complete, **{k: str(v) for k, v in info.items()},
                points=sum(r['points'] for r in results), max_points=sum(r['max_points'] for r in results), notebooks=results)
     _write_atomically(js, json.dumps(doc, indent=2))
@@ -412,6 +414,11 @@ def grade_command(args) -> int:
                 if not warned: warned.append(e); print(f'warning: cannot update the grades in {out} yet ({e}); grading goes on', file=sys.stderr)
     res = grade(args.submissions, args.reference, args.timeout, args.workers, on_result=save_so_far)
     print(grades_table(res))
-    js, cs = write_grades(res, out, **info)
+    try: js, cs = write_grades(res, out, **info)
+    except OSError as e:  # grades.csv held open, say: the grades go under another name rather than being lost
+        stem = f"grades-{datetime.now():%Y%m%d-%H%M%S}"
+        print(f'warning: cannot write {e.filename or out} ({e.strerror or e}); writing {stem}.json and {stem}.csv instead', file=sys.stderr)
+        try: js, cs = write_grades(res, out, stem=stem, **info)
+        except OSError as e2: raise ValueError(f'cannot write the grades into {out} ({e2.strerror or e2}); the table above holds them') from None
     print(f'\nWrote {js} and {cs}')
     return 0

@@ -264,3 +264,27 @@ def test_a_decompression_bomb_is_refused_with_advice(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)  # 4,096 pixels > 2 x 1,000: Pillow's error rather than its warning
     with pytest.raises(UnreadableImage, match=r'huge.png: Image size \(4096 pixels\) exceeds .* downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS'):
         load_image(tmp_path/'huge.png')
+
+
+def test_partial_false_refuses_a_cut_file_while_other_threads_flip_pillows_switch(tmp_path):
+    "Pillow's LOAD_TRUNCATED_IMAGES is one switch for the process: with it on globally, or flipped by threads reading truncated files for training, a decision about one image still refuses a cut file"
+    import threading
+    from PIL import Image, ImageFile
+    from fracture_course.data import TruncatedImage, load_image
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1000, 1000), dtype=np.uint8)).save(tmp_path/'big.jpg', quality=95)
+    data = (tmp_path/'big.jpg').read_bytes(); (tmp_path/'cut.jpg').write_bytes(data[:len(data) * 2 // 3])
+    scored, refused = [], []
+    def decide():
+        for _ in range(15):
+            try: load_image(tmp_path/'cut.jpg', partial=False, max_side=None); scored.append(1)
+            except TruncatedImage: refused.append(1)
+    def train():
+        for _ in range(15): load_image(tmp_path/'cut.jpg', warn=False, max_side=None)
+    for switch_on, jobs in ((True, [decide] * 6), (False, [decide] * 3 + [train] * 3)):
+        ImageFile.LOAD_TRUNCATED_IMAGES = switch_on
+        try:
+            ts = [threading.Thread(target=j) for j in jobs]
+            for t in ts: t.start()
+            for t in ts: t.join()
+        finally: ImageFile.LOAD_TRUNCATED_IMAGES = False
+    assert scored == [] and len(refused) == 135

@@ -223,3 +223,21 @@ def test_a_progress_write_that_fails_warns_once_and_grading_goes_on(tiny, tmp_pa
     assert err.count('warning: cannot update the grades') == 1 and 'grading goes on' in err
     doc = json.loads((tmp_path/'out'/'grades.json').read_text())
     assert doc['complete'] is True and doc['points'] == 18 and len(doc['notebooks']) == 3
+
+def test_a_final_write_that_fails_writes_the_grades_under_another_name(tiny, tmp_path, monkeypatch, capsys):
+    "grades.csv held open until grading ends: the grades go to grades-<time>.json/.csv, never lost, and no .tmp file is left"
+    import os
+    ref, stu, subs = tiny
+    hand_in(stu, subs/'a'/'tiny.ipynb', SOLVED)
+    real_replace = os.replace
+    def replace(src, dst):
+        if Path(dst).name == 'grades.csv': raise PermissionError(13, 'Permission denied', str(dst))
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, 'replace', replace)
+    p = argparse.ArgumentParser(); add_grade_args(p)
+    assert grade_command(p.parse_args([str(subs), '--reference', str(ref), '--out', str(tmp_path/'out')])) == 0
+    cap = capsys.readouterr()
+    assert 'cannot write' in cap.err and 'grades.csv' in cap.err
+    alt = list((tmp_path/'out').glob('grades-*.csv'))
+    assert len(alt) == 1 and sum(float(r['points']) for r in csv.DictReader(open(alt[0]))) == 6 and str(alt[0]) in cap.out
+    assert not list((tmp_path/'out').glob('.*.tmp'))

@@ -126,6 +126,7 @@ def bootstrap_ci(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5,
     "Each metric at `threshold` with a percentile bootstrap confidence interval (columns estimate, low, high)"
     p, t = torch.as_tensor(probs).float().flatten(), torch.as_tensor(targets).long().flatten()
     if len(p) == 0: raise ValueError("bootstrap_ci needs at least one prediction.")
+    if n_boot < 1: raise ValueError(f"n_boot must be at least 1 resample, got {n_boot} (a 95% interval wants 1000 or more)")
     rng, n = np.random.default_rng(seed), len(p)
     parts = []
     for start in range(0, n_boot, chunk):

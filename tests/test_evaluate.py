@@ -81,6 +81,7 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
     width = (a['high'] - a['low'])['sensitivity']
     assert 0.03 < width < 0.3  # ~100 fractures: a few points either side
     with pytest.raises(ValueError, match='at least one'): bootstrap_ci(torch.zeros(0), torch.zeros(0))
+    with pytest.raises(ValueError, match='n_boot must be at least 1 resample, got 0'): bootstrap_ci(p, t, n_boot=0)  # was torch.cat's error
 
 
 # --- threshold ------------------------------------------------------------------------------------------------------

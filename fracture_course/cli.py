@@ -89,6 +89,6 @@ def main(argv:list[str]|None=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_command_in(argv)).parse_args(argv)
     try: return args.func(args) or 0
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+    except (ValueError, OSError, RuntimeError, KeyError) as e:  # OSError: a folder that cannot be made, a file that cannot be written
         print(f'fracture-course {args.command}: error: {e}', file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/grading.html.md"""
 
 # %% ../nbs/11_grading.ipynb #35e3a5e8
 from __future__ import annotations
-import argparse, asyncio, copy, csv, functools, io, json, logging, os, re, sys, tempfile, threading, time
+import argparse, asyncio, copy, csv, functools, io, json, logging, math, os, re, sys, tempfile, threading, time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,8 +45,13 @@ def read_notebook(path:Path|str # an .ipynb file
                               'open it in Jupyter and save it again, or submit it again') from None
     if not isinstance(data, dict) or not isinstance(data.get('cells'), list):
         raise InvalidNotebook(f'{path}: valid JSON but not a Jupyter notebook (no list of cells)')
-    try: return nbformat.reads(text, as_version=4)
+    try: nb = nbformat.reads(text, as_version=4)
     except Exception as e: raise InvalidNotebook(f'{path}: not a readable notebook ({type(e).__name__}: {e})') from None
+    for i, c in enumerate(nb.cells):  # what the grader relies on; Jupyter never writes otherwise
+        if not isinstance(c, dict) or c.get('cell_type') not in ('code', 'markdown', 'raw') or not isinstance(c.get('source'), str):
+            raise InvalidNotebook(f'{path}: cell {i} is malformed (a cell needs a cell_type of code, markdown or raw, and its '
+                                  'source as text); open the notebook in Jupyter and save it again')
+    return nb
 
 # %% ../nbs/11_grading.ipynb #2f9e0ec5
 BEGIN, END = '### BEGIN SOLUTION', '### END SOLUTION'
@@ -61,7 +66,7 @@ def parse_points(source:str # a cell's source
         if m is None: continue
         try: n = float(m[1])
         except ValueError: raise ValueError(f"'{line}': the points must be a number, e.g. '#| points: 2'") from None
-        if n < 0: raise ValueError(f"'{line}': the points cannot be negative")
+        if not 0 <= n < math.inf: raise ValueError(f"'{line}': the points must be a finite number, 0 or more")
         return int(n) if n.is_integer() else n
     return None
 
@@ -104,6 +109,7 @@ def find_exercises(nb, # a notebook (reference or student edition)
 
 # %% ../nbs/11_grading.ipynb #a74ef170
 STUB = 'raise NotImplementedError()'
+_NEAR_MARKER = re.compile(r'^#+\s*(BEGIN|END)\s*SOLUTION\b', re.I)
 
 def strip_solutions(source:str, # a cell's source
                     where:str='cell' # where it comes from, for error messages
@@ -112,6 +118,9 @@ def strip_solutions(source:str, # a cell's source
     out, indent = [], None
     for n, line in enumerate(source.split('\n'), 1):
         s = line.strip()
+        if s not in (BEGIN, END) and _NEAR_MARKER.match(s):  # else the solution would be published
+            raise ValueError(f"{where}, line {n}: {s!r} looks like a solution marker but is not one; "
+                             f"write {BEGIN!r} or {END!r} exactly, alone on its line")
         if s == BEGIN:
             if indent is not None: raise ValueError(f'{where}, line {n}: {BEGIN!r} inside another solution')
             indent = line[:len(line) - len(line.lstrip())]
@@ -141,7 +150,8 @@ def _notebooks_in(folder:Path) -> list[Path]:
     return sorted(p for p in folder.glob('*.ipynb') if not p.name.startswith(('.', '_')))
 
 def student_edition(src:Path|str, # the reference notebooks: a folder (e.g. `nbs/`) or one notebook
-                    dest:Path|str # folder to write the student edition to (created; never the source folder)
+                    dest:Path|str, # folder to write the student edition to (created; never the source folder)
+                    overwrite:bool=False, # replace notebooks in `dest` that differ from the new edition (someone's work, perhaps)
                    ) -> list[Path]:
     "Write the student edition of every notebook in `src` to `dest`; returns the files written"
     src, dest = Path(src), Path(dest)
@@ -150,13 +160,15 @@ def student_edition(src:Path|str, # the reference notebooks: a folder (e.g. `nbs
     if not files: raise FileNotFoundError(f'{src}: no notebooks (*.ipynb) in this folder')
     if dest.resolve() in {f.parent.resolve() for f in files}:
         raise ValueError(f'{dest}: the student edition would overwrite the reference notebooks; choose another folder')
+    editions = {dest/f.name: nbformat.writes(student_notebook(read_notebook(f), f.name)) for f in files}  # all made before any is written
+    differ = [p.name for p, text in editions.items() if p.exists() and p.read_text(encoding='utf-8', errors='replace') != text]
+    if differ and not overwrite:
+        raise ValueError(f"{dest}: {len(differ)} notebook(s) there differ from the student edition ({', '.join(differ[:5])}"
+                         f"{', ...' if len(differ) > 5 else ''}), perhaps someone's work; choose another folder, or pass --overwrite")
     try: dest.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise ValueError(f'{dest}: cannot make this folder ({e.strerror or e}); choose another folder for the student edition') from None
-    out = []
-    for f in files:
-        nbformat.write(student_notebook(read_notebook(f), f.name), dest/f.name)
-        out.append(dest/f.name)
-    return out
+    for p, text in editions.items(): p.write_text(text, encoding='utf-8')
+    return list(editions)
 
 # %% ../nbs/11_grading.ipynb #2f67325c
 def restore_checks(sub, # the submitted notebook
@@ -256,7 +268,7 @@ def run_notebook(nb, # the notebook to run (its outputs are filled in)
     NotebookClient, Kernel, CellTimeoutError, DeadKernelError = _kernel_tools()
     with tempfile.TemporaryDirectory() as d:  # the kernel talks over local sockets (IPC) in here
         km = Kernel(transport='ipc', ip=str(Path(d)/'kernel'))
-        client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=True, shutdown_kernel='immediate', log=_quiet,
+        client = NotebookClient(nb, km=km, timeout=math.ceil(timeout), allow_errors=True, shutdown_kernel='immediate', log=_quiet,
                                 resources={'metadata': {'path': str(cwd)}}, on_cell_executed=_done)
         with client.setup_kernel(env={**os.environ, 'IN_TEST': '1'}, cleanup_kc=True):
             for i, cell in enumerate(nb.cells):
@@ -324,7 +336,11 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
     for name in sorted({s.name for s in subs} & set(refs)): find_exercises(read_notebook(refs[name]), str(refs[name]))
     def _one(s):
         if s.name not in refs: rec = _notebook_record(s, root, [], 'no reference', f'no reference notebook named {s.name} in {ref_dir}')
-        else: rec = grade_notebook(s, refs[s.name], timeout, root)
+        else:
+            try: rec = grade_notebook(s, refs[s.name], timeout, root)
+            except Exception as e:  # one odd submission must not stop the class's grading
+                exs = find_exercises(read_notebook(refs[s.name]), str(refs[s.name]))
+                rec = _notebook_record(s, root, exs, 'invalid', f'could not be graded ({type(e).__name__}: {e})')
         if on_result: on_result(rec)
         return rec
     if workers <= 1: return [_one(s) for s in subs]
@@ -382,10 +398,11 @@ def add_student_args(p:argparse.ArgumentParser):
     "Arguments of `fracture-course student`"
     p.add_argument('src', metavar='SRC_NBS', help='the reference notebooks: a folder (the course nbs/) or one notebook')
     p.add_argument('out', metavar='OUT_DIR', help='folder to write the student edition to (not the reference folder)')
+    p.add_argument('--overwrite', action='store_true', help='replace notebooks in OUT_DIR that differ from the new edition')
 
 def student_command(args) -> int:
     "Run `fracture-course student`"
-    for p in student_edition(args.src, args.out):
+    for p in student_edition(args.src, args.out, args.overwrite):
         print(f'{p}: {len(find_exercises(read_notebook(p), p.name))} exercise(s)')
     return 0
 
@@ -399,7 +416,7 @@ def add_grade_args(p:argparse.ArgumentParser):
 
 def grade_command(args) -> int:
     "Run `fracture-course grade`"
-    if args.timeout <= 0: raise ValueError(f'--timeout must be a positive number of seconds, not {args.timeout:g}')
+    if not 0 < args.timeout < math.inf: raise ValueError(f'--timeout must be a positive number of seconds, not {args.timeout:g}')
     if args.workers < 1: raise ValueError(f'--workers must be at least 1, not {args.workers}')
     sub = Path(args.submissions)
     out = Path(args.out) if args.out else sub if sub.is_dir() else sub.parent

@@ -241,3 +241,37 @@ def test_a_final_write_that_fails_writes_the_grades_under_another_name(tiny, tmp
     alt = list((tmp_path/'out').glob('grades-*.csv'))
     assert len(alt) == 1 and sum(float(r['points']) for r in csv.DictReader(open(alt[0]))) == 6 and str(alt[0]) in cap.out
     assert not list((tmp_path/'out').glob('.*.tmp'))
+
+def test_a_malformed_submission_is_graded_invalid_and_the_class_goes_on(tiny, tmp_path, capsys):
+    "A code cell without a source (nbformat reads it, Jupyter never writes it): that student's record says so, the others are graded; fractional timeouts work"
+    ref, stu, subs = tiny
+    hand_in(stu, subs/'a_good'/'tiny.ipynb', SOLVED)
+    (subs/'b_odd').mkdir(parents=True)
+    (subs/'b_odd'/'tiny.ipynb').write_text('{"cells": [{"cell_type": "code", "id": "c0", "metadata": {}, "outputs": []}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    p = argparse.ArgumentParser(); add_grade_args(p)
+    assert grade_command(p.parse_args([str(subs), '--reference', str(ref), '--out', str(tmp_path/'out'), '--timeout', '2.5'])) == 0
+    res = {r['student']: r for r in json.loads((tmp_path/'out'/'grades.json').read_text())['notebooks']}
+    assert res['a_good']['points'] == 6 and res['b_odd']['status'] == 'invalid' and 'cell 0 is malformed' in res['b_odd']['message']
+    for bad in ('nan', 'inf', '0'):
+        if bad != '0':
+            with pytest.raises(ValueError, match='--timeout must be a positive number'): grade_command(p.parse_args([str(subs), '--timeout', bad]))
+
+def test_points_must_be_finite_and_near_miss_markers_are_refused(tmp_path):
+    "A marker a little off (a comment after it, lower case, ## instead of ###) would publish the solution: refused with the line"
+    with pytest.raises(ValueError, match='finite number'): parse_points('#| points: nan')
+    with pytest.raises(ValueError, match='finite number'): parse_points('#| points: inf')
+    for marker in ('### BEGIN SOLUTION  # answer', '### begin solution', '###BEGIN SOLUTION', '## BEGIN SOLUTION', '### END SOLUTION!'):
+        src = '\n'.join(['def f(x):', f'    {marker}', '    return 42', f'    {END}' if 'BEGIN' in marker.upper() else f'    {BEGIN}'])
+        with pytest.raises(ValueError, match='looks like a solution marker but is not one'): strip_solutions(src, 'nb, cell 3')
+
+def test_student_edition_does_not_replace_different_work_without_overwrite(tiny, tmp_path, capsys):
+    "A filled-in notebook where the edition would go is kept unless --overwrite; rewriting an identical edition is fine"
+    ref, stu, subs = tiny
+    work = hand_in(stu, tmp_path/'work'/'tiny.ipynb', SOLVED)
+    before = work.read_text()
+    p = argparse.ArgumentParser(); add_student_args(p)
+    with pytest.raises(ValueError, match="1 notebook\\(s\\) there differ from the student edition \\(tiny.ipynb\\).*--overwrite"):
+        student_command(p.parse_args([str(ref), str(tmp_path/'work')]))
+    assert work.read_text() == before
+    assert student_command(p.parse_args([str(ref), str(tmp_path/'work'), '--overwrite'])) == 0 and read_notebook(work) == read_notebook(stu)
+    assert student_command(p.parse_args([str(ref), str(tmp_path/'work')])) == 0  # the same edition again: nothing to protect

@@ -11,7 +11,7 @@ __all__ = ['META', 'ONNX_TOLERANCE', 'MAX_UPLOAD_MB', 'MAX_PIXELS', 'NOTICE', 'P
 
 # %% ../nbs/13_deploy.ipynb #980691a3
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (UploadFile, ...) at run time
-import argparse, base64, contextlib, errno, io, json, os, re, socket, string, sys, tempfile, threading, time, warnings
+import argparse, base64, contextlib, errno, io, json, math, os, re, socket, string, sys, tempfile, threading, time, warnings
 from html import escape
 from pathlib import Path
 
@@ -143,8 +143,11 @@ def export_command(args) -> int:
     "Run `fracture-course export`: write the checkpoint as an ONNX model with its preprocessing and operating point, checked against PyTorch"
     if args.format != 'onnx': raise ValueError(f"unknown format {args.format!r}; the only format is onnx")
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix('.onnx')
+    if Path(args.checkpoint).suffix.lower() == '.onnx': raise ValueError(f"{args.checkpoint} is already an ONNX model; export the .pt checkpoint it came from")
     if out.exists() and Path(args.checkpoint).exists() and out.resolve() == Path(args.checkpoint).resolve():
         raise ValueError(f"--out {out} is the checkpoint itself; choose another file name")
+    if out.suffix.lower() != '.onnx' and not out.is_dir():
+        raise ValueError(f"--out {out}: the name must end in .onnx (predict and serve tell an ONNX model by it)")
     t0 = time.perf_counter()
     path = export_onnx(args.checkpoint, out)
     m = OnnxModel(path)
@@ -351,14 +354,17 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
                           'threshold_source': pred.source, 'temperature': pred.temperature, 'notice': NOTICE}
 
     @app.post('/predict')
-    def predict(file:UploadFile|None=File(None), heatmap:bool=False, gradcam:bool=False):  # gradcam: heatmap's older name
-        if file is None: return error(400, "no file: send the X-ray as the multipart form field 'file'")
+    def predict(files:list[UploadFile]|None=File(None, alias='file'), heatmap:bool=False, gradcam:bool=False):  # gradcam: heatmap's older name
+        if not files: return error(400, "no file: send the X-ray as the multipart form field 'file'")
+        if len(files) > 1: return error(400, f"{len(files)} files in one request ({', '.join(Path(f.filename or '?').name for f in files[:3])}); send one X-ray per request")
+        file = files[0]
         name = Path(file.filename or 'upload').name
         data = file.file.read(limit + 1)
         if len(data) > limit: return error(413, f"{name}: larger than this server accepts ({max_upload_mb:g} MB)")
         try: res = pred(data, name, heatmap or gradcam)
         except UploadError as e: return error(e.status, str(e))
         except Exception as e: return error(500, f"{name}: the server could not score this image ({type(e).__name__}: {e})")
+        if not math.isfinite(res['probability']): return error(500, f"{name}: the model gave no valid probability ({res['probability']}); its weights are damaged")
         if gradcam and 'heatmap_png' in res: res['gradcam_png'] = res['heatmap_png']  # the field's name before heatmap_png
         return res
     return app

@@ -27,10 +27,10 @@ from .models import MODELS, create_model, model_names
 # %% auto #0
 __all__ = ['METRICS', 'DEFAULT_METRICS', 'EVENTS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'accuracy', 'sensitivity',
            'specificity', 'precision', 'f1', 'auroc', 'binary_metrics', 'CancelFitException', 'CancelEpochException',
-           'CancelBatchException', 'Callback', 'param_groups', 'Learner', 'DeviceCB', 'MixedPrecisionCB', 'Recorder',
-           'ProgressCB', 'plot_history', 'LRFindResult', 'lr_suggestion', 'LRFinderCB', 'BatchSchedulerCB',
-           'OneCycleCB', 'SaveBestCB', 'EarlyStoppingCB', 'GradClipCB', 'freeze', 'unfreeze', 'trainable',
-           'count_params', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'update_checkpoint']
+           'CancelBatchException', 'Callback', 'param_groups', 'Learner', 'DeviceCB', 'MixedPrecisionCB',
+           'TrainingDiverged', 'Recorder', 'ProgressCB', 'plot_history', 'LRFindResult', 'lr_suggestion', 'LRFinderCB',
+           'BatchSchedulerCB', 'OneCycleCB', 'SaveBestCB', 'EarlyStoppingCB', 'GradClipCB', 'freeze', 'unfreeze',
+           'trainable', 'count_params', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'update_checkpoint']
 
 # %% ../nbs/05_learner.ipynb #fcb77291
 def _nan_unless(ok:bool, f):
@@ -109,7 +109,7 @@ def param_groups(model:nn.Module, # the model whose parameters to group
                 ) -> list[dict]:
     "Optimizer parameter groups: every parameter at `lr`, or one group per module prefix (longest prefix wins)"
     if not isinstance(lr, Mapping):
-        if not float(lr) > 0: raise ValueError(f"The learning rate must be a positive number, got {lr!r}.")
+        if not 0 < float(lr) < math.inf: raise ValueError(f"The learning rate must be a positive, finite number, got {lr!r}.")
         return [{'params': list(model.parameters()), 'lr': float(lr)}]
     _check_prefixes(model, [p for p in lr if p != ''])
     by_len = sorted(lr, key=len, reverse=True)
@@ -235,6 +235,9 @@ class MixedPrecisionCB(Callback):
     def after_fit(self, learn): learn.autocast, learn.scaler = contextlib.nullcontext, None
 
 # %% ../nbs/05_learner.ipynb #ebf96587
+class TrainingDiverged(ValueError):
+    "The training loss became NaN or infinite: the weights are useless, so training stops before anything is saved"
+
 class Recorder(Callback):
     "Per-epoch losses and metrics (train and valid), learning rate and time; per-batch training loss and LR"
     order = -10
@@ -264,7 +267,11 @@ class Recorder(Callback):
             probs, targets = (torch.cat(self.probs), torch.cat(self.targets)) if self.probs else (torch.zeros(0), torch.zeros(0))
             row.update({f'{prefix}_{k}': v for k, v in binary_metrics(probs, targets, self.threshold, self.metrics).items()})
         return row
-    def after_train(self, learn): self.train_row = self._summary('train')
+    def after_train(self, learn):
+        self.train_row = self._summary('train')
+        if self.count and not math.isfinite(self.train_row['train_loss']):  # nothing after this could be trusted, nor saved
+            raise TrainingDiverged(f"Training diverged in epoch {len(self.history) + 1}: the training loss is {self.train_row['train_loss']}. "
+                                   f"Lower the learning rate (it reached {max(self.lrs or [float('nan')]):.2g}) or look for extreme values in the inputs.")
     def after_validate(self, learn): self.valid_row = self._summary('valid')
 
     def after_epoch(self, learn):
@@ -635,6 +642,9 @@ def load_checkpoint(path:str|Path, # a file written by `save_checkpoint`
         raise ValueError(f"{path} holds a {arch!r} model, which is not registered here (known: {', '.join(model_names())}). "
                          f"Import the module that registers it, or upgrade fracture_course (the checkpoint was saved by "
                          f"version {ckpt.get('course_version')}, this is {__version__}).")
+    bad = [k for k, v in ckpt['state_dict'].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad: raise ValueError(f"{path} holds NaN or infinite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): the training that "
+                             "wrote it diverged. Train it again with a lower learning rate.")
     model = create_model(arch, **kwargs)
     try: model.load_state_dict(ckpt['state_dict'])
     except RuntimeError as e:

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/train.html.md"""
 
 # %% ../nbs/91_train.ipynb #618a5256
 from __future__ import annotations
-import json, os, time
+import json, math, os, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -246,6 +246,11 @@ def _as_data(data, cfg:CourseConfig, progress:bool) -> FractureData:
     if not data.split('train'):
         raise ValueError(f"{data.name} ({data.root}) has no training images (its counts: {data.counts()}; {len(data.skipped)} file(s) skipped); "
                          f"check the path, and run `fracture-course audit {data.root}` to see what it holds.")
+    for split, why in (('train', 'a classifier learns nothing from one class'), ('valid', 'the threshold and the best epoch are chosen on it')):
+        c = data.counts().get(split)
+        if c and 0 in c.values():  # refused now, not after the whole training
+            raise ValueError(f"{data.name} ({data.root}): the {split} split has {c}; it needs both classes ({why}). "
+                             f"Check the labels and the split, e.g. with `fracture-course audit {data.root}`.")
     return data
 
 def run_plan(model:str, cfg:CourseConfig, recipe_overrides:dict|None=None) -> tuple[Recipe, int, float, list]:
@@ -306,7 +311,7 @@ def add_train_args(p):
     g.add_argument('--precision', help="'32-true' (default), 'bf16-mixed', '16-mixed' (CUDA)")
 
 def _positive(name, v):
-    if v is not None and v <= 0: raise ValueError(f'--{name} must be positive, got {v}')
+    if v is not None and not 0 < v < math.inf: raise ValueError(f'--{name} must be a positive, finite number, got {v}')
     return v
 
 def _train_config(args) -> CourseConfig:

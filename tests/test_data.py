@@ -231,6 +231,20 @@ def test_a_file_listed_twice_is_read_once_and_two_labels_for_it_are_refused(tmp_
     with pytest.raises(ValueError, match=r'clash.csv lines 2 and 4 give .*x0.png two labels \(fractured, not fractured\)'):
         read_manifest(tmp_path/'clash.csv')
 
+def test_train_refuses_a_split_with_one_class_before_training(tmp_path, monkeypatch):
+    "A validation split without fractures (no threshold can be chosen on it) or a one-class training split: refused before any epoch, naming the split"
+    from conftest import bar_xrays
+    from fracture_course.config import get_config
+    from fracture_course.train import train_run
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    for split in ('val', 'train'):
+        root = bar_xrays(tmp_path/split, (('train', 4), ('val', 4), ('test', 4)))
+        for f in (root/split/'fractured').glob('*.png'): f.unlink()
+        name = 'valid' if split == 'val' else 'train'
+        with pytest.raises(ValueError, match=f"the {name} split has {{'not fractured': 4, 'fractured': 0}}; it needs both classes"):
+            train_run('simple_cnn', root, tmp_path/'out', get_config('quick', epochs=1, image_size=32), progress=False)
+
+
 def test_train_on_a_dataset_without_training_images_says_so(tmp_path, monkeypatch):
     "Class folders with no images in them: a clear error naming the dataset, not an error from deep inside PyTorch"
     from fracture_course.config import get_config

@@ -111,6 +111,23 @@ def test_export_command_bad_inputs(ckpt, tmp_path, capsys):
         deploy.export_command(export_args([str(ckpt), '--out', str(blocker/'model.onnx')]))
     with pytest.raises(ValueError, match='is the checkpoint itself'): deploy.export_command(export_args([str(ckpt), '--out', str(ckpt)]))
     assert ckpt.is_file()
+    with pytest.raises(ValueError, match='model.txt: the name must end in .onnx'): deploy.export_command(export_args([str(ckpt), '--out', str(tmp_path/'model.txt')]))
+    (tmp_path/'m.onnx').write_bytes(b'x')
+    with pytest.raises(ValueError, match='m.onnx is already an ONNX model'): deploy.export_command(export_args([str(tmp_path/'m.onnx')]))
+    assert not (tmp_path/'model.txt').exists()
+
+def test_several_files_in_one_request_are_refused_not_half_read(client, xray):
+    "Two 'file' parts: which one would be scored? Neither: 400, naming them; the server goes on"
+    r = client.post('/predict', files=[('file', ('first.png', b'garbage')), ('file', ('second.png', xray[0]))])
+    assert r.status_code == 400 and '2 files in one request (first.png, second.png)' in r.json()['error']
+    assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
+
+def test_a_checkpoint_with_nan_weights_is_refused_where_it_is_loaded(ckpt, tmp_path):
+    "A diverged training's weights: refused by name (predict, evaluate, export and serve all load through load_checkpoint)"
+    from fracture_course.learner import load_checkpoint, read_checkpoint
+    c = read_checkpoint(ckpt); k = next(k for k, v in c['state_dict'].items() if v.is_floating_point())
+    c['state_dict'][k] = torch.full_like(c['state_dict'][k], float('nan')); torch.save(c, tmp_path/'nan.pt')
+    with pytest.raises(ValueError, match=f'nan.pt holds NaN or infinite weights \\({k}\\).*diverged'): load_checkpoint(tmp_path/'nan.pt')
 
 def test_onnx_files_that_are_not_ours(tmp_path):
     import onnx

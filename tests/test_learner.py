@@ -447,3 +447,14 @@ def test_one_cycle_survives_very_short_fits(n_batches):
     learn = Learner(nn.Linear(4, 2), SimpleNamespace(train=dl, valid=dl), progress=False, device='cpu')
     learn.fit_one_cycle(1, 1e-2)
     assert len(learn.history) == 1 and math.isfinite(learn.history[0]['train_loss'])
+
+
+def test_a_diverging_run_stops_and_saves_nothing(tmp_path):
+    "A learning rate far too high: the loss turns NaN, training stops with the epoch and the rate named, and no checkpoint of NaN weights is written"
+    from fracture_course.learner import SaveBestCB, TrainingDiverged
+    learn = learner()
+    with pytest.raises(TrainingDiverged, match='diverged in epoch 1: the training loss is nan. Lower the learning rate \\(it reached 1e\\+30\\)'):
+        learn.fit(2, lr=1e30, cbs=[SaveBestCB(tmp_path/'best.pt', monitor='valid_auroc')])
+    assert not (tmp_path/'best.pt').exists()
+    for bad in (float('inf'), float('nan'), 0):
+        with pytest.raises(ValueError, match='positive, finite number'): learner().fit(1, lr=bad)

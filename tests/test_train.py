@@ -48,7 +48,8 @@ def test_cli_train_and_its_errors(tiny, tmp_path):
     assert r.returncode == 0 and f"threshold {op['threshold']:.3f} (saved in the checkpoint: validation split of tiny" in r.stdout, r.stdout + r.stderr
     r = subprocess.run([CLI, 'predict', str(tmp_path/'o'/'best.pt'), img, '--threshold', '0.7'], capture_output=True, text=True, env=env)
     assert 'threshold 0.700 (--threshold)' in r.stdout
-    for args, msg in [(['--epochs', '0'], '--epochs must be positive'), (['--model', 'nope'], 'simple_cnn'),
+    for args, msg in [(['--epochs', '0'], '--epochs must be a positive, finite number'), (['--lr', 'inf'], '--lr must be a positive, finite number, got inf'),
+                      (['--lr', 'nan'], '--lr must be'), (['--model', 'nope'], 'simple_cnn'),
                       (['--data', str(tmp_path/'missing')], 'missing')]:
         r = subprocess.run([CLI, 'train', '--out', str(tmp_path/'x'), '--quiet', *args], capture_output=True, text=True, env=env)
         assert r.returncode == 1 and msg in r.stderr, (args, r.stderr)

@@ -38,6 +38,7 @@ ENV_PREFIX = 'FRACTURE_'
 # %% ../nbs/00_setup.ipynb #f485f548
 _INT_KEYS = {'image_size', 'batch_size', 'epochs', 'seed', 'synthetic_n', 'synthetic_size', 'n_trials'}
 _FLOAT_KEYS = {'lr'}
+_RANGES = {k: (1, 10**6) for k in _INT_KEYS} | {'seed': (0, 2**32 - 1), 'lr': (1e-12, 10.)}
 
 def parse_value(key:str, # settings key, e.g. `epochs`
                 value, # raw value from settings.ini or the environment
@@ -45,17 +46,18 @@ def parse_value(key:str, # settings key, e.g. `epochs`
     "Convert a raw settings `value` to the type of `key`, with an error that says what is accepted"
     if key not in DEFAULTS: raise KeyError(f"Unknown course setting {key!r} (from {origin}); known keys: {', '.join(DEFAULTS)}")
     text = str(value).strip()
-    try:
-        if key in _INT_KEYS: return int(text)
-        if key in _FLOAT_KEYS: return float(text)
+    try: v = int(text) if key in _INT_KEYS else float(text) if key in _FLOAT_KEYS else text
     except ValueError:
         kind = 'a whole number' if key in _INT_KEYS else 'a number'
         raise ValueError(f"Course setting {key!r} from {origin} is {text!r}, which is not {kind}.") from None
-    if key == 'num_workers' and text != 'auto' and not text.isdigit():
-        raise ValueError(f"Course setting 'num_workers' from {origin} is {text!r}; use 'auto' or a whole number.")
+    lo, hi = _RANGES.get(key, (None, None))
+    if lo is not None and not lo <= v <= hi:  # e.g. 0 epochs, a NaN learning rate: refused here, named, not deep in training
+        raise ValueError(f"Course setting {key!r} from {origin} is {text!r}; it must be between {lo:,} and {hi:,}.")
+    if key == 'num_workers' and text != 'auto' and not (text.isdigit() and int(text) <= 64):
+        raise ValueError(f"Course setting 'num_workers' from {origin} is {text!r}; use 'auto' or a whole number up to 64.")
     if key == 'device' and text not in ('auto', 'cuda', 'mps', 'cpu') and not text.startswith('cuda:'):
         raise ValueError(f"Course setting 'device' from {origin} is {text!r}; use auto, cuda, cuda:N, mps or cpu.")
-    return text
+    return v
 
 # %% ../nbs/00_setup.ipynb #9b214944
 def find_settings(start:Path|str|None=None # folder to search from (default: the current folder)

@@ -38,6 +38,11 @@ def test_bad_profile_and_values_say_what_is_accepted(monkeypatch):
     with pytest.raises(ValueError, match='quick, full, auto'): config.choose_profile('fast')
     monkeypatch.setenv('FRACTURE_EPOCHS', 'ten')
     with pytest.raises(ValueError, match="FRACTURE_EPOCHS.*'ten'.*whole number"): config.get_config()
+    for key, bad, rule in (('EPOCHS', '0', 'between 1 and'), ('BATCH_SIZE', '-4', 'between 1 and'), ('LR', 'nan', 'between 1e-12 and 10'),
+                           ('LR', 'inf', 'between'), ('SEED', '-1', 'between 0 and'), ('NUM_WORKERS', '100000', 'up to 64')):
+        monkeypatch.setenv('FRACTURE_' + key, bad)  # refused here, named, not as an IndexError or numpy's error deep in training
+        with pytest.raises(ValueError, match=f"FRACTURE_{key} is '{bad}'.*{rule}"): config.get_config()
+        monkeypatch.delenv('FRACTURE_' + key)
     monkeypatch.setenv('FRACTURE_EPOCHS', '2'); monkeypatch.setenv('FRACTURE_DEVICE', 'tpu')
     with pytest.raises(ValueError, match='auto, cuda'): config.get_config()
 

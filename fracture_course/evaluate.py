@@ -320,7 +320,7 @@ def group_metrics(probs:torch.Tensor, targets:torch.Tensor,
 # %% ../nbs/09_evaluation.ipynb #00bef5a2
 def load_inputs(paths:Sequence, # image files
                 preset:Preset, # how the model's inputs were made (from the checkpoint)
-                partial:list|None=None, # a list: truncated files are decoded as far as they go and their (path, reason) added to it; None: refused
+                truncated:list|None=None, # a list: truncated files are decoded as far as they go and their (path, reason) added to it; None: refused
                ) -> tuple[torch.Tensor, list, list]:
     "Decoded uint8 images [N, 1, R, R] of the readable files, their positions in `paths`, and (path, reason) of the others"
     paths = [Path(p) for p in paths]
@@ -329,9 +329,9 @@ def load_inputs(paths:Sequence, # image files
         except UnreadableImage as e: return None, e
         except OSError as e: return None, UnreadableImage(p, f"cannot read the file ({e.strerror or e})")
     with ThreadPoolExecutor(min(8, max(1, len(paths)))) as ex: res = list(ex.map(one, paths))
-    if partial is not None:  # after the threads: reading a truncated file flips a switch Pillow shares between threads
+    if truncated is not None:  # after the threads: reading a truncated file flips a switch Pillow shares between threads
         for i, (_, e) in enumerate(res):
-            if isinstance(e, TruncatedImage): res[i] = decode_resize(paths[i], preset), None; partial.append((str(paths[i]), e.reason))
+            if isinstance(e, TruncatedImage): res[i] = decode_resize(paths[i], preset), None; truncated.append((str(paths[i]), e.reason))
     ok = [i for i, (x, _) in enumerate(res) if x is not None]
     failed = [(str(paths[i]), e.reason) for i, (x, e) in enumerate(res) if x is None]
     x = torch.stack([res[i][0] for i in ok]) if ok else torch.zeros(0, 1, preset.resize, preset.resize, dtype=torch.uint8)
@@ -405,9 +405,9 @@ def add_evaluate_args(p):
     p.add_argument('--seed', type=int, default=42, help='seed for splits the dataset lacks and for the bootstrap (default 42)')
     p.add_argument('--device', default='auto', help='auto (default: CUDA, then MPS, then CPU), cuda, mps or cpu')
 
-def _score(model, items, preset, args, device, temperature:float=1.0, partial:list|None=None):
-    "Probabilities and targets of the readable `items` (truncated ones scored on what decodes, and noted in `partial`), and the (path, reason) of the others"
-    x, ok, failed = load_inputs([o.path for o in items], preset, partial)
+def _score(model, items, preset, args, device, temperature:float=1.0, truncated:list|None=None):
+    "Probabilities and targets of the readable `items` (truncated ones scored on what decodes, and noted in `truncated`), and the (path, reason) of the others"
+    x, ok, failed = load_inputs([o.path for o in items], preset, truncated)
     probs = predict_inputs(model, x, preset, args.batch_size, args.tta, temperature, device=device)
     return probs, torch.tensor([items[i].label for i in ok], dtype=torch.long), failed
 
@@ -473,24 +473,24 @@ def evaluate_command(args) -> int:
     preset, op = _checked_preset(info, args.checkpoint), saved_operating_point(info)
     data = load_dataset(args.data, seed=args.seed) if args.data else load_course_data(get_config(seed=args.seed), verbose=False)
     items = _split_items(data, args.split)
-    partial = []  # truncated files: scored on what decodes, as training read them, so that the test set is the one training measured
-    score = lambda its: _score(model, its, preset, args, device, op['temperature'], partial)  # the checkpoint's calibration applies whichever threshold is used
+    truncated = []  # truncated files: scored on what decodes, as training read them, so that the test set is the one training measured
+    score = lambda its: _score(model, its, preset, args, device, op['temperature'], truncated)  # the checkpoint's calibration applies whichever threshold is used
     thr, source, failed_all = _pick_threshold(args, op, data, score)
     probs, targets, failed = score(items); failed_all += failed
     for path, reason in dict(failed_all).items(): print(f"error: {path}: {reason}", file=sys.stderr)
-    for path in dict(partial): print(f"warning: {path}: the file is truncated; scored on the part that decodes, as training read it", file=sys.stderr)
+    for path in dict(truncated): print(f"warning: {path}: the file is truncated; scored on the part that decodes, as training read it", file=sys.stderr)
     for s in data.skipped: print(f"warning: {s['path']}: {s['reason']} (left out when {data.name} was read)", file=sys.stderr)
     if len(probs) == 0: raise ValueError(f"None of the {len(items)} images of {data.name} ({args.split}) could be read.")
     res = {'checkpoint': str(args.checkpoint), 'arch': info.get('arch'), 'data': str(data.root), 'dataset': data.name, 'split': args.split,
            'threshold_source': source, 'temperature': op['temperature'], 'tta': bool(args.tta),
            **evaluation_report(probs, targets, thr, [o.label for o in (data.split('train') or items)], args.n_boot, args.seed),
            'unreadable': [{'path': p, 'reason': r} for p, r in failed_all],
-           'partial': list(dict(partial)),  # truncated files, scored on the part that decodes
+           'truncated': list(dict(truncated)),  # scored on the part that decodes
            'skipped': list(data.skipped)}  # left out when the dataset was read (a listed file missing or listed twice, a file that is no image)
     (out/'metrics.json').write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False))
     _save_plots(probs, targets, thr, out)
     _print_evaluation(res, out)
-    if partial: print(f"{len(res['partial'])} truncated file(s), listed above, were scored on the part that decodes.", file=sys.stderr)
+    if truncated: print(f"{len(res['truncated'])} truncated file(s), listed above, were scored on the part that decodes.", file=sys.stderr)
     if failed_all:
         print(f"{len(dict(failed_all))} image(s) could not be read (listed above) and are not in the scores.", file=sys.stderr)
         return 1

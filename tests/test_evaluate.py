@@ -231,7 +231,7 @@ def test_evaluate_bad_inputs(tiny, tmp_path, capsys):
 
 
 def test_evaluate_scores_a_truncated_test_image_as_training_read_it_and_names_it(tiny, tmp_path, capsys):
-    "The test set is the one training measured: a truncated file is scored on what decodes, named on stderr and under `partial`"
+    "The test set is the one training measured: a truncated file is scored on what decodes, named on stderr and under `truncated`"
     import shutil
     from fracture_course.learner import load_checkpoint
     from fracture_course.evaluate import predict_inputs
@@ -244,7 +244,7 @@ def test_evaluate_scores_a_truncated_test_image_as_training_read_it_and_names_it
     assert run_eval([tiny/'model.pt', '--data', tmp_path/'d', '--out', tmp_path/'o', '--n-boot', '0', '--split', 'all']) == 0
     assert f'warning: {cut}: the file is truncated; scored on the part that decodes' in capsys.readouterr().err
     m = json.loads((tmp_path/'o'/'metrics.json').read_text())
-    assert m['images'] == 56 and m['unreadable'] == [] and m['partial'] == [str(cut)]
+    assert m['images'] == 56 and m['unreadable'] == [] and m['truncated'] == [str(cut)]
     x, ok, failed = load_inputs([cut], grey_preset(32))  # by default (predict, the server): refused
     assert ok == [] and 'truncated' in failed[0][1]
     noted = []; x, ok, failed = load_inputs([cut], grey_preset(32), noted)

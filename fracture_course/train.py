@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import get_config, seed_everything, CourseConfig
+from .config import ENV_PREFIX, get_config, parse_value, seed_everything, CourseConfig
 from .data import FractureData, load_dataset, load_course_data, trivial_baseline, describe_source
 from .transforms import Preset, get_dls, grey_preset, imagenet_preset, stats_preset
 from .models import create_model, model_names
@@ -25,7 +25,7 @@ from .evaluate import threshold_for_sensitivity, _json_ready, _ready_out
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
            'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
-           'run_summary', 'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args',
+           'run_summary', 'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args', 'asked_for',
            'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
@@ -298,8 +298,9 @@ def add_train_args(p):
     "Arguments of `fracture-course train`"
     p.add_argument('--model', default='simple_cnn', help=f"model to train (default simple_cnn); one of: {', '.join(model_names())}")
     p.add_argument('--data', metavar='PATH', help='dataset folder, CSV manifest or kaggle:OWNER/NAME, as the dataset setting takes (default: the configured dataset)')
-    p.add_argument('--epochs', type=int); p.add_argument('--size', type=int, help='input image side in pixels')
-    p.add_argument('--batch-size', type=int); p.add_argument('--lr', type=float)
+    p.add_argument('--epochs', type=int, help="training epochs (default: FRACTURE_EPOCHS if set, else the model's recipe, else the settings)")
+    p.add_argument('--size', type=int, help='input image side in pixels')
+    p.add_argument('--batch-size', type=int); p.add_argument('--lr', type=float, help="peak learning rate (default: FRACTURE_LR if set, else the recipe's, else the settings)")
     p.add_argument('--seed', type=int, help="seed of initialisation, shuffling, augmentation and of the split of datasets that ship none (default: the settings' seed, 42)")
     p.add_argument('--profile', choices=['quick', 'full', 'auto'], help='settings profile (default: FRACTURE_PROFILE, else auto)')
     p.add_argument('--out', metavar='DIR', default='runs/latest', help='where to write best.pt, metrics.json, curves.png (default runs/latest)')
@@ -345,6 +346,12 @@ def _print_run(r:dict # what `train_run` or `fit_on_devices` returned
         print(f"warning: {len(r['skipped'])} file(s) of the dataset were left out when it was read (all listed under 'skipped' in metrics.json); "
               f"the first: {first['path']}: {first['reason']}", file=sys.stderr)
 
+def asked_for(args) -> dict:
+    "Epochs and peak learning rate the user asked for, which win over the model's recipe: the options, else FRACTURE_EPOCHS and FRACTURE_LR"
+    env = {k: parse_value(k, os.environ[ENV_PREFIX + k.upper()], ENV_PREFIX + k.upper()) for k in ('epochs', 'lr')
+           if os.environ.get(ENV_PREFIX + k.upper(), '').strip()}
+    return {**env, **{k: v for k, v in dict(epochs=args.epochs, lr=args.lr).items() if v is not None}}
+
 def train_command(args) -> int:
     "Run `fracture-course train`"
     cfg = _train_config(args)
@@ -352,7 +359,7 @@ def train_command(args) -> int:
     say(cfg.summary())
     if args.model not in model_names(): raise ValueError(f"Unknown model {args.model!r}; choose one of: {', '.join(model_names())}")
     if args.out: _ready_out(args.out)  # a folder that cannot be made fails now, not after the training
-    given = {k: v for k, v in dict(epochs=args.epochs, lr=args.lr).items() if v is not None}  # options win over the recipe
+    given = asked_for(args)  # a recipe's own epochs and lr give way to what the user asked for
     rc = recipe_for(args.model, cfg.profile, **given)
     say(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {rc.lr or cfg.lr:g}, "
           f"{rc.epochs or cfg.epochs} epochs" + (f", {rc.model_kwargs}" if rc.model_kwargs else ''))

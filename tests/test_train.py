@@ -89,6 +89,22 @@ def test_print_run_shows_undefined_metrics_as_na(capsys):
     assert out.count('n/a') == 6 and '0.500' in out and "always 'fractured'" in out and 'Wrote' not in out
 
 
+def test_cli_train_takes_epochs_and_lr_from_the_environment_over_the_recipe(tiny, tmp_path):
+    "FRACTURE_EPOCHS and FRACTURE_LR are what the user asked for: they win over the quick recipe's 14 epochs and 3e-3; options win over them"
+    env = {'FRACTURE_CACHE_DIR': str(tmp_path/'cache'), 'PATH': str(Path(sys.executable).parent), 'FRACTURE_EPOCHS': '1', 'FRACTURE_LR': '0.002'}
+    r = subprocess.run([CLI, 'train', '--data', str(tiny), '--size', '32', '--out', str(tmp_path/'o'), '--quiet', '--profile', 'quick'],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert 'peak lr 0.002, 1 epochs' in r.stdout, r.stdout
+    m = json.loads((tmp_path/'o'/'metrics.json').read_text())
+    assert len(m['history']) == 1 and m['recipe']['epochs'] == 1 and m['recipe']['lr'] == 0.002
+    r = subprocess.run([CLI, 'train', '--data', str(tiny), '--size', '32', '--epochs', '2', '--out', str(tmp_path/'p'), '--quiet'],
+                       capture_output=True, text=True, env={**env, 'FRACTURE_EPOCHS': 'two'})
+    assert r.returncode == 1 and "FRACTURE_EPOCHS" in r.stderr  # a bad value is named even when an option overrides it
+    r = subprocess.run([CLI, 'train', '--data', str(tiny), '--size', '32', '--epochs', '2', '--out', str(tmp_path/'p'), '--quiet'],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and len(json.loads((tmp_path/'p'/'metrics.json').read_text())['history']) == 2
+
 def test_cli_train_checks_its_output_folder_and_names_an_unreadable_image(tiny, tmp_path, monkeypatch, capsys):
     "A --out that cannot be a folder fails before any training; an image that cannot be decoded is named, without a traceback"
     import shutil, time

@@ -15,14 +15,14 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['FRACTURE_TYPES', 'DIFFICULTIES', 'CLASSES', 'GENERATOR_VERSION', 'MIN_SIZE', 'DEFAULT_DIFFICULTY', 'MAX_OFF_CENTRE',
-           'SPLITS', 'MANIFEST_COLUMNS', 'COMPLETE', 'pixel_grid', 'to_local', 'to_image', 'Bone', 'bone_attenuation',
-           'Tissue', 'capsule_path', 'Fracture', 'fragment_attenuation', 'chip_attenuation', 'fractured_attenuation',
-           'fracture_box', 'gaussian_blur', 'upsample', 'text_bitmap', 'Scene', 'fragment_extent', 'attenuation_map',
-           'noise_bank', 'noise_patch', 'render', 'sample_scene', 'sample_fracture', 'parse_mix', 'SynthSettings',
-           'Case', 'true_labels', 'make_case', 'render_case', 'assign_splits', 'make_cases', 'SyntheticFractures',
-           'case_file', 'synthetic_dataset_ready', 'write_synthetic_dataset', 'default_synthetic_dir', 'read_images',
-           'add_synth_args', 'synth_command']
+__all__ = ['FRACTURE_TYPES', 'DIFFICULTIES', 'CLASSES', 'GENERATOR_VERSION', 'MIN_SIZE', 'MAX_SIZE', 'DEFAULT_DIFFICULTY',
+           'MAX_OFF_CENTRE', 'SPLITS', 'MANIFEST_COLUMNS', 'COMPLETE', 'pixel_grid', 'to_local', 'to_image', 'Bone',
+           'bone_attenuation', 'Tissue', 'capsule_path', 'Fracture', 'fragment_attenuation', 'chip_attenuation',
+           'fractured_attenuation', 'fracture_box', 'gaussian_blur', 'upsample', 'text_bitmap', 'Scene',
+           'fragment_extent', 'attenuation_map', 'noise_bank', 'noise_patch', 'render', 'sample_scene',
+           'sample_fracture', 'parse_mix', 'SynthSettings', 'Case', 'true_labels', 'make_case', 'render_case',
+           'assign_splits', 'make_cases', 'SyntheticFractures', 'case_file', 'synthetic_dataset_ready',
+           'write_synthetic_dataset', 'default_synthetic_dir', 'read_images', 'add_synth_args', 'synth_command']
 
 # %% ../nbs/01_synthetic.ipynb #ca5c52ad
 _GRIDS = {}
@@ -518,7 +518,7 @@ def sample_fracture(rng:np.random.Generator, # the fracture's own random stream
 # %% ../nbs/01_synthetic.ipynb #497d4428
 CLASSES = ('not fractured', 'fractured')
 GENERATOR_VERSION = 3       # bump when a change alters images, so cached datasets are regenerated
-MIN_SIZE = 32
+MIN_SIZE, MAX_SIZE = 32, 4096  # below 32 px fractures vanish; a 4096 px image takes about 2 s and 1 GB to render
 DEFAULT_DIFFICULTY = {'easy': 0.4, 'medium': 0.35, 'hard': 0.25}
 
 def parse_mix(value, # None (default mix), a name, a dict, a list of weights, or 'a=1,b=2'
@@ -571,6 +571,8 @@ class SynthSettings:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise ValueError(f"{k} must be a whole number, got {v!r}")
         if self.n <= 0: raise ValueError(f"n (the number of images) must be at least 1, got {self.n}")
         if self.size < MIN_SIZE: raise ValueError(f"size must be at least {MIN_SIZE} pixels (fractures vanish below that), got {self.size}")
+        if self.size > MAX_SIZE: raise ValueError(f"size must be at most {MAX_SIZE} pixels (the course trains at 64 and 224; each image is "
+                                                  f"rendered in memory in float64), got {self.size}")
         if self.seed < 0: raise ValueError(f"seed must be 0 or more, got {self.seed}")
         for k in _FRACTIONS:
             v = getattr(self, k)
@@ -834,7 +836,7 @@ def add_synth_args(parser:argparse.ArgumentParser):
     a = parser.add_argument
     a('out_dir', help='folder to write the dataset into (created if needed)')
     a('--n', type=int, help='number of images (default: the profile\'s synthetic_n)')
-    a('--size', type=int, help='image side in pixels (default: the profile\'s synthetic_size)')
+    a('--size', type=int, help=f'image side in pixels, {MIN_SIZE}-{MAX_SIZE} (default: the profile\'s synthetic_size)')
     a('--seed', type=int, help='random seed (default: the course seed)')
     a('--fractured-frac', type=float, default=0.5, help='share of fractured images (default 0.5; FracAtlas: 0.18)')
     a('--difficulty', help="difficulty mix: easy, medium, hard, or weights like 'easy=0.4,medium=0.35,hard=0.25'")

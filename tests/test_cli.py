@@ -41,6 +41,8 @@ def test_synth_writes_a_dataset_and_rejects_bad_values(tmp_path):
     assert (tmp_path/'s'/'manifest.csv').is_file() and len(list((tmp_path/'s').rglob('*.png'))) == 20
     r = run('synth', str(tmp_path/'t'), '--n', '0')
     assert r.returncode != 0 and 'n' in r.stderr
+    r = run('synth', str(tmp_path/'u'), '--n', '3', '--size', '60000', '--no-progress')  # refused before any rendering, not a MemoryError
+    assert r.returncode == 1 and 'size must be at most 4096' in r.stderr and not (tmp_path/'u').exists()
     (tmp_path/'afile').write_text('not a folder')
     r = run('synth', str(tmp_path/'afile'/'sub'), '--n', '20', '--size', '32', '--no-progress')  # an OSError: a message, not a traceback
     assert r.returncode == 1 and 'Traceback' not in r.stderr and 'fracture-course synth: error:' in r.stderr and 'afile' in r.stderr

@@ -198,7 +198,7 @@ def test_marker_shortcut_correlation():
 
 @pytest.mark.parametrize('kw, match', [
     (dict(n=0), 'n .*at least 1'), (dict(n=-3), 'n .*at least 1'), (dict(n=2.5), 'n must be a whole number'),
-    (dict(size=16), 'size must be at least 32'), (dict(seed=-1), 'seed'),
+    (dict(size=16), 'size must be at least 32'), (dict(size=60000), 'size must be at most 4096'), (dict(seed=-1), 'seed'),
     (dict(fractured_frac=1.2), 'fractured_frac.*between 0 and 1'), (dict(fractured_frac=-0.1), 'fractured_frac'),
     (dict(label_noise=2), 'label_noise'), (dict(marker_shortcut=-0.5), 'marker_shortcut'), (dict(marker_frac=1.5), 'marker_frac'),
     (dict(difficulty='extreme'), 'difficulty'), (dict(difficulty={'easy': -1}), 'non-negative'),

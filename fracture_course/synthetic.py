@@ -518,7 +518,7 @@ def sample_fracture(rng:np.random.Generator, # the fracture's own random stream
 # %% ../nbs/01_synthetic.ipynb #497d4428
 CLASSES = ('not fractured', 'fractured')
 GENERATOR_VERSION = 3       # bump when a change alters images, so cached datasets are regenerated
-MIN_SIZE, MAX_SIZE = 32, 4096  # below 32 px fractures vanish; a 4096 px image takes about 2 s and 1 GB to render
+MIN_SIZE, MAX_SIZE = 32, 4096  # below 32 px fractures vanish; one 4096 px image takes about 8 s and 2 GB to render
 DEFAULT_DIFFICULTY = {'easy': 0.4, 'medium': 0.35, 'hard': 0.25}
 
 def parse_mix(value, # None (default mix), a name, a dict, a list of weights, or 'a=1,b=2'

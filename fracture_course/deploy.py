@@ -327,6 +327,7 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
     "A FastAPI app: the demo page at /, POST /predict (multipart field `file`), GET /health"
     from fastapi import FastAPI, File, UploadFile, Request
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     from fastapi.responses import HTMLResponse, JSONResponse
     pred = Predictor(model_path, device, cam)
     limit = int(max_upload_mb * 2**20)
@@ -345,6 +346,13 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
         e = (exc.errors() or [{}])[0]
         where = '.'.join(str(x) for x in e.get('loc', ()))
         return error(422, f"invalid request ({where}: {e.get('msg', 'not valid')}); send the X-ray as the multipart form field 'file'")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request:Request, exc:StarletteHTTPException):  # 404, 405, a body that cannot be parsed: the same shape
+        r = error(exc.status_code, f"{request.method} {request.url.path}: {str(exc.detail).rstrip('.')}; this server answers GET /, GET /health "
+                                   "and POST /predict (the X-ray as the multipart form field 'file')")
+        r.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return r
 
     @app.get('/', response_class=HTMLResponse)
     def page(): return page_html(pred)

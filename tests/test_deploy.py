@@ -201,6 +201,15 @@ def test_page_and_health(client):
     h = client.get('/health').json()
     assert h['status'] == 'ok' and h['model'] == 'simple_cnn' and h['threshold'] == 0.3 and h['runtime'] == 'pytorch'
 
+def test_every_error_has_the_api_shape(client):
+    "A wrong path, a wrong method and a body that is not multipart answer {'error', 'notice'} as /predict's own errors do"
+    for r, status in [(client.get('/nope'), 404), (client.get('/predict'), 405),
+                      (client.post('/predict', content=b'garbage', headers={'content-type': 'multipart/form-data'}), 400)]:
+        d = r.json()
+        assert r.status_code == status and set(d) == {'error', 'notice'} and 'POST /predict' in d['error'], (status, d)
+    assert client.get('/predict').headers['allow'] == 'POST' and 'Not Found' in client.get('/nope').json()['error']
+    assert client.get('/health').status_code == 200  # still up
+
 def test_predict_a_png(client, ckpt, xray):
     data, path = xray
     r = client.post('/predict', files={'file': ('knee.png', data, 'image/png')})

@@ -387,19 +387,26 @@ def add_serve_args(p:argparse.ArgumentParser):
     p.add_argument('--device', default='cpu', help='cpu (default), auto, cuda or mps')
     p.add_argument('--cam', choices=list(CAMS), default='layercam', help='the heat-map method: layercam (default) or gradcam')
 
-def listening_socket(host:str, port:int) -> socket.socket:
-    "A TCP socket bound to `host`:`port` for uvicorn to serve on, or a `ValueError` saying why it cannot be"
-    try: family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    except socket.gaierror as e: raise ValueError(f"--host {host}: cannot be resolved to an address ({e.strerror}); try 127.0.0.1") from None
+def _bound(family, kind, proto, addr) -> socket.socket:
+    "A socket bound to `addr`, or the `OSError` of binding it"
     sock = socket.socket(family, kind, proto)
     if os.name == 'posix': sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port just freed is usable at once (on Windows it would share a busy one)
     try: sock.bind(addr)
-    except OSError as e:
-        sock.close()
-        if e.errno == errno.EADDRINUSE: raise ValueError(f"port {port} on {host} is in use; choose another --port, or stop the program using it") from None
-        raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e}); --host must be an address of this computer, "
-                         "and ports below 1024 need administrator rights") from None
+    except OSError: sock.close(); raise
     return sock
+
+def listening_socket(host:str, port:int) -> socket.socket:
+    "A TCP socket bound to `host`:`port` (its first address that can be bound) for uvicorn to serve on, or a `ValueError` saying why not"
+    try: addrs = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e: raise ValueError(f"--host {host}: cannot be resolved to an address ({e.strerror}); try 127.0.0.1") from None
+    errors = []
+    for family, kind, proto, _, addr in addrs:  # e.g. localhost: ::1, then 127.0.0.1 (a container may have no IPv6)
+        try: return _bound(family, kind, proto, addr)
+        except OSError as e: errors.append(e)
+    if any(e.errno == errno.EADDRINUSE for e in errors): raise ValueError(f"port {port} on {host} is in use; choose another --port, or stop the program using it")
+    e = errors[0]
+    raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e}); --host must be an address of this computer, "
+                     "and ports below 1024 need administrator rights")
 
 def serve_command(args) -> int:
     "Run `fracture-course serve`: the demo page and API for a checkpoint, with uvicorn, until interrupted (Ctrl-C)"

@@ -367,6 +367,21 @@ def test_serve_on_a_port_in_use_says_so_before_serving(ckpt, capsys):
     with deploy.listening_socket('::1' if ipv6 else '127.0.0.1', 0) as s: assert s.getsockname()[1] > 0
 
 
+def test_listening_socket_tries_every_address_of_the_host(monkeypatch):
+    "A name with several addresses (localhost: ::1, then 127.0.0.1) is served on the first that binds, not refused for the first"
+    real = socket.getaddrinfo
+    def two(host, port, *a, **k):  # first an address nobody has (TEST-NET-1), then loopback
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, '', ('192.0.2.1', port))] + real('127.0.0.1', port, *a, **k)
+    monkeypatch.setattr(deploy.socket, 'getaddrinfo', two)
+    with open('/proc/sys/net/ipv4/ip_nonlocal_bind') if os.path.exists('/proc/sys/net/ipv4/ip_nonlocal_bind') else io.StringIO('0') as f:
+        nonlocal_bind = f.read().strip() == '1'
+    with deploy.listening_socket('localhost', 0) as s:
+        assert s.getsockname()[0] == ('192.0.2.1' if nonlocal_bind else '127.0.0.1')
+    with socket.socket() as taken:  # every address busy or foreign: the busy port is what the message names
+        taken.bind(('127.0.0.1', 0)); taken.listen(); port = taken.getsockname()[1]
+        with pytest.raises(ValueError, match=f'port {port} on localhost is in use'): deploy.listening_socket('localhost', port)
+
+
 @pytest.mark.skipif(sys.platform == 'win32', reason='SIGINT to a child process is a POSIX signal')
 def test_serve_stops_cleanly_on_ctrl_c(ckpt):
     "Ctrl-C is how a person stops the server: exit status 0 and no traceback"

@@ -760,10 +760,22 @@ def _clear_synthetic(out:Path):
             if (out/s/c).is_dir(): (out/s/c).rmdir()
         if (out/s).is_dir(): (out/s).rmdir()
 
+def _settings_of(out:Path) -> dict|None:
+    "The settings a complete synthetic dataset in `out` was written with"
+    try: return json.loads((out/COMPLETE).read_text()).get('settings')
+    except (OSError, ValueError): return None
+
+def _describe(out:Path) -> str:
+    "Its size and settings in a few words, e.g. '500 images, n500_s64_seed42_v3'"
+    done = json.loads((out/COMPLETE).read_text())
+    try: name = SynthSettings(**done['settings']).name()
+    except (KeyError, TypeError, ValueError): name = f"settings in {out/COMPLETE}"
+    return f"{done.get('n', '?')} images, {name}"
+
 def write_synthetic_dataset(out:Path|str, # folder to write (created if needed)
                             settings:SynthSettings|None=None, # the dataset; None builds one from `knobs`
                             progress:bool=True, # show a tqdm progress bar
-                            overwrite:bool=False, # regenerate even if `out` already holds this dataset
+                            overwrite:bool=False, # regenerate even if `out` already holds this dataset, or replace another one
                             **knobs) -> Path: # SynthSettings fields, e.g. n=500, size=128, fractured_frac=0.18
     "Generate a synthetic dataset into `out` in the course layout, with manifest.csv and, last, complete.json"
     if settings is not None and knobs: raise ValueError("write_synthetic_dataset: pass either settings= or individual settings, not both")
@@ -771,6 +783,9 @@ def write_synthetic_dataset(out:Path|str, # folder to write (created if needed)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir(): raise ValueError(f"{out} is a file; give a folder to write the dataset into.")
     if not overwrite and synthetic_dataset_ready(out, st): return out
+    if not overwrite and synthetic_dataset_ready(out) and _settings_of(out) != st.as_dict():  # someone's other dataset: kept
+        raise ValueError(f"{out} already holds another synthetic dataset ({_describe(out)}; asked for {st.name()}); "
+                         "write to another folder, or pass overwrite=True (--overwrite) to replace it.")
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()): _clear_synthetic(out)
     for s in SPLITS:
@@ -847,7 +862,7 @@ def add_synth_args(parser:argparse.ArgumentParser):
     a('--text-frac', type=float, default=0.3, help='share of images with burned-in text (default 0.3)')
     a('--hand-frac', type=float, default=0.3, help='share of forearm images that show the hand (default 0.3)')
     a('--off-centre', type=float, default=0.2, help="how far the main bone's centre may sit from the image centre, as a share of the side (default 0.2, at most 0.35)")
-    a('--overwrite', action='store_true', help='regenerate even if OUT_DIR already holds this dataset')
+    a('--overwrite', action='store_true', help='regenerate even if OUT_DIR already holds this dataset, or replace another synthetic dataset there')
     a('--profile', choices=['quick', 'full', 'auto'], help='settings profile for the defaults')
     a('--no-progress', action='store_true', help='no progress bar')
 

@@ -39,6 +39,10 @@ def test_synth_writes_a_dataset_and_rejects_bad_values(tmp_path):
     r = run('synth', str(tmp_path/'s'), '--n', '20', '--size', '32', '--no-progress')
     assert r.returncode == 0, r.stderr
     assert (tmp_path/'s'/'manifest.csv').is_file() and len(list((tmp_path/'s').rglob('*.png'))) == 20
+    r = run('synth', str(tmp_path/'s'), '--n', '10', '--size', '32', '--no-progress')  # another dataset there: kept
+    assert r.returncode == 1 and 'already holds another synthetic dataset (20 images' in r.stderr and '--overwrite' in r.stderr
+    r = run('synth', str(tmp_path/'s'), '--n', '10', '--size', '32', '--no-progress', '--overwrite')
+    assert r.returncode == 0 and len(list((tmp_path/'s').rglob('*.png'))) == 10
     r = run('synth', str(tmp_path/'t'), '--n', '0')
     assert r.returncode != 0 and 'n' in r.stderr
     r = run('synth', str(tmp_path/'u'), '--n', '3', '--size', '60000', '--no-progress')  # refused before any rendering, not a MemoryError

@@ -149,8 +149,11 @@ def test_half_written_folder_is_regenerated_and_finished_one_reused(tmp_path):
     assert not synthetic_dataset_ready(out, st)
     write_synthetic_dataset(out, st, progress=False)
     assert synthetic_dataset_ready(out, st) and victim.is_file() and len(list(out.rglob('*.png'))) == 30
-    # other settings in the same folder: regenerated, no stale files left behind
-    write_synthetic_dataset(out, SynthSettings(n=10, size=32, seed=1), progress=False)
+    # other settings in the same folder: refused, the dataset there kept; with overwrite, replaced without stale files
+    with pytest.raises(ValueError, match=r"already holds another synthetic dataset \(30 images, n30_s32_seed1_v\d+; asked for n10_s32_seed1.*--overwrite"):
+        write_synthetic_dataset(out, SynthSettings(n=10, size=32, seed=1), progress=False)
+    assert synthetic_dataset_ready(out, st) and len(list(out.rglob('*.png'))) == 30
+    write_synthetic_dataset(out, SynthSettings(n=10, size=32, seed=1), progress=False, overwrite=True)
     assert len(list(out.rglob('*.png'))) == 10
 
 

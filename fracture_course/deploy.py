@@ -400,11 +400,13 @@ def listening_socket(host:str, port:int) -> socket.socket:
     try: addrs = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e: raise ValueError(f"--host {host}: cannot be resolved to an address ({e.strerror}); try 127.0.0.1") from None
     errors = []
-    for family, kind, proto, _, addr in addrs:  # e.g. localhost: ::1, then 127.0.0.1 (a container may have no IPv6)
+    for family, kind, proto, _, addr in addrs:  # e.g. localhost: ::1, then 127.0.0.1
         try: return _bound(family, kind, proto, addr)
-        except OSError as e: errors.append(e)
-    if any(e.errno == errno.EADDRINUSE for e in errors): raise ValueError(f"port {port} on {host} is in use; choose another --port, or stop the program using it")
-    e = errors[0]
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:  # another program answers there: serving on the next address would hide behind it
+                raise ValueError(f"port {port} on {host}{f' ({addr[0]})' if addr[0] != host else ''} is in use; choose another --port, or stop the program using it") from None
+            errors.append(e)  # e.g. no IPv6 in this container: try the next address
+    e = next((e for e in errors if e.errno == errno.EACCES), errors[0])
     raise ValueError(f"cannot listen on {host}:{port} ({e.strerror or e}); --host must be an address of this computer, "
                      "and ports below 1024 need administrator rights")
 

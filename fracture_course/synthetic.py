@@ -761,16 +761,16 @@ def _clear_synthetic(out:Path):
         if (out/s).is_dir(): (out/s).rmdir()
 
 def _settings_of(out:Path) -> dict|None:
-    "The settings a complete synthetic dataset in `out` was written with"
-    try: return json.loads((out/COMPLETE).read_text()).get('settings')
-    except (OSError, ValueError): return None
+    "The settings a complete synthetic dataset in `out` was written with, with the defaults of knobs added since"
+    try: s = json.loads((out/COMPLETE).read_text())['settings']
+    except (OSError, ValueError, KeyError, TypeError): return None
+    try: return SynthSettings(**s).as_dict()
+    except (TypeError, ValueError): return s  # knobs this version no longer has: compared as written
 
-def _describe(out:Path) -> str:
-    "Its size and settings in a few words, e.g. '500 images, n500_s64_seed42_v3'"
-    done = json.loads((out/COMPLETE).read_text())
-    try: name = SynthSettings(**done['settings']).name()
-    except (KeyError, TypeError, ValueError): name = f"settings in {out/COMPLETE}"
-    return f"{done.get('n', '?')} images, {name}"
+def _differences(old:dict|None, new:dict) -> str:
+    "The settings in which `old` differs from `new`, e.g. 'n=500 (asked 200), label_noise=0.1 (asked 0.0)'"
+    if not isinstance(old, dict): return 'unknown settings'
+    return ', '.join(f"{k}={old.get(k)} (asked {v})" for k, v in new.items() if old.get(k) != v) or 'settings it no longer uses'
 
 def write_synthetic_dataset(out:Path|str, # folder to write (created if needed)
                             settings:SynthSettings|None=None, # the dataset; None builds one from `knobs`
@@ -783,8 +783,8 @@ def write_synthetic_dataset(out:Path|str, # folder to write (created if needed)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir(): raise ValueError(f"{out} is a file; give a folder to write the dataset into.")
     if not overwrite and synthetic_dataset_ready(out, st): return out
-    if not overwrite and synthetic_dataset_ready(out) and _settings_of(out) != st.as_dict():  # someone's other dataset: kept
-        raise ValueError(f"{out} already holds another synthetic dataset ({_describe(out)}; asked for {st.name()}); "
+    if not overwrite and synthetic_dataset_ready(out) and (old := _settings_of(out)) != st.as_dict():  # someone's other dataset: kept
+        raise ValueError(f"{out} already holds another synthetic dataset, with {_differences(old, st.as_dict())}; "
                          "write to another folder, or pass overwrite=True (--overwrite) to replace it.")
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()): _clear_synthetic(out)

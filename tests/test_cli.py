@@ -40,7 +40,7 @@ def test_synth_writes_a_dataset_and_rejects_bad_values(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path/'s'/'manifest.csv').is_file() and len(list((tmp_path/'s').rglob('*.png'))) == 20
     r = run('synth', str(tmp_path/'s'), '--n', '10', '--size', '32', '--no-progress')  # another dataset there: kept
-    assert r.returncode == 1 and 'already holds another synthetic dataset (20 images' in r.stderr and '--overwrite' in r.stderr
+    assert r.returncode == 1 and 'already holds another synthetic dataset, with n=20 (asked 10)' in r.stderr and '--overwrite' in r.stderr
     r = run('synth', str(tmp_path/'s'), '--n', '10', '--size', '32', '--no-progress', '--overwrite')
     assert r.returncode == 0 and len(list((tmp_path/'s').rglob('*.png'))) == 10
     r = run('synth', str(tmp_path/'t'), '--n', '0')

@@ -203,10 +203,10 @@ def test_page_and_health(client):
 
 def test_every_error_has_the_api_shape(client):
     "A wrong path, a wrong method and a body that is not multipart answer {'error', 'notice'} as /predict's own errors do"
-    for r, status in [(client.get('/nope'), 404), (client.get('/predict'), 405),
-                      (client.post('/predict', content=b'garbage', headers={'content-type': 'multipart/form-data'}), 400)]:
+    for r, status, says in [(client.get('/nope'), 404, 'GET /nope: Not Found;'), (client.get('/predict'), 405, 'GET /predict: Method Not Allowed;'),
+                            (client.post('/predict', content=b'garbage', headers={'content-type': 'multipart/form-data'}), 400, 'POST /predict: ')]:
         d = r.json()
-        assert r.status_code == status and set(d) == {'error', 'notice'} and 'POST /predict' in d['error'], (status, d)
+        assert r.status_code == status and set(d) == {'error', 'notice'} and d['error'].startswith(says), (status, d)
     assert client.get('/predict').headers['allow'] == 'POST' and 'Not Found' in client.get('/nope').json()['error']
     assert client.get('/health').status_code == 200  # still up
 
@@ -368,18 +368,17 @@ def test_serve_on_a_port_in_use_says_so_before_serving(ckpt, capsys):
 
 
 def test_listening_socket_tries_every_address_of_the_host(monkeypatch):
-    "A name with several addresses (localhost: ::1, then 127.0.0.1) is served on the first that binds, not refused for the first"
-    real = socket.getaddrinfo
-    def two(host, port, *a, **k):  # first an address nobody has (TEST-NET-1), then loopback
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, '', ('192.0.2.1', port))] + real('127.0.0.1', port, *a, **k)
-    monkeypatch.setattr(deploy.socket, 'getaddrinfo', two)
-    with open('/proc/sys/net/ipv4/ip_nonlocal_bind') if os.path.exists('/proc/sys/net/ipv4/ip_nonlocal_bind') else io.StringIO('0') as f:
-        nonlocal_bind = f.read().strip() == '1'
-    with deploy.listening_socket('localhost', 0) as s:
-        assert s.getsockname()[0] == ('192.0.2.1' if nonlocal_bind else '127.0.0.1')
-    with socket.socket() as taken:  # every address busy or foreign: the busy port is what the message names
+    "A name with several addresses (localhost: ::1, then 127.0.0.1) is served on the first that binds; a busy one stops the search"
+    def addresses(*hosts):
+        return lambda host, port, *a, **k: [(socket.AF_INET, socket.SOCK_STREAM, 6, '', (h, port)) for h in hosts]
+    nonlocal_bind = Path('/proc/sys/net/ipv4/ip_nonlocal_bind')
+    if not (nonlocal_bind.exists() and nonlocal_bind.read_text().strip() == '1'):  # else any address binds
+        monkeypatch.setattr(deploy.socket, 'getaddrinfo', addresses('192.0.2.1', '127.0.0.1'))  # TEST-NET-1 is nobody's address
+        with deploy.listening_socket('localhost', 0) as s: assert s.getsockname()[0] == '127.0.0.1'
+    with socket.socket() as taken:  # the first address busy: refused, not served on the next one behind the other program
         taken.bind(('127.0.0.1', 0)); taken.listen(); port = taken.getsockname()[1]
-        with pytest.raises(ValueError, match=f'port {port} on localhost is in use'): deploy.listening_socket('localhost', port)
+        monkeypatch.setattr(deploy.socket, 'getaddrinfo', addresses('127.0.0.1', '127.0.0.2'))
+        with pytest.raises(ValueError, match=f'port {port} on localhost \\(127.0.0.1\\) is in use'): deploy.listening_socket('localhost', port)
 
 
 @pytest.mark.skipif(sys.platform == 'win32', reason='SIGINT to a child process is a POSIX signal')

@@ -150,9 +150,14 @@ def test_half_written_folder_is_regenerated_and_finished_one_reused(tmp_path):
     write_synthetic_dataset(out, st, progress=False)
     assert synthetic_dataset_ready(out, st) and victim.is_file() and len(list(out.rglob('*.png'))) == 30
     # other settings in the same folder: refused, the dataset there kept; with overwrite, replaced without stale files
-    with pytest.raises(ValueError, match=r"already holds another synthetic dataset \(30 images, n30_s32_seed1_v\d+; asked for n10_s32_seed1.*--overwrite"):
+    with pytest.raises(ValueError, match=r"already holds another synthetic dataset, with n=30 \(asked 10\); .*--overwrite"):
         write_synthetic_dataset(out, SynthSettings(n=10, size=32, seed=1), progress=False)
+    with pytest.raises(ValueError, match=r"with label_noise=0.0 \(asked 0.1\);"):
+        write_synthetic_dataset(out, SynthSettings(n=30, size=32, seed=1, label_noise=0.1), progress=False)
     assert synthetic_dataset_ready(out, st) and len(list(out.rglob('*.png'))) == 30
+    done = json.loads((out/COMPLETE).read_text()); del done['settings']['off_centre']  # written before that knob existed
+    (out/COMPLETE).write_text(json.dumps(done))
+    assert write_synthetic_dataset(out, st, progress=False) == out and synthetic_dataset_ready(out, st)  # the same dataset: made again, not refused
     write_synthetic_dataset(out, SynthSettings(n=10, size=32, seed=1), progress=False, overwrite=True)
     assert len(list(out.rglob('*.png'))) == 10
 

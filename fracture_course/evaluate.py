@@ -456,10 +456,14 @@ def _print_evaluation(res:dict, out:Path):
     print(f"Wrote {out/'metrics.json'}, {out/'confusion_matrix.png'}, {out/'roc.png'}, {out/'pr.png'}")
 
 def _ready_out(out:Path|str, option:str='--out') -> Path:
-    "Make the output folder `out` now, before any work, or say why it cannot be made"
+    "Check now, before any work, that the output folder `out` can be made, or say why not; it is made when there is something to write"
     out = Path(out)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # the folders this check makes, deepest first
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise ValueError(f"{option} {out}: cannot make this folder ({e.strerror or e}); choose another {option}.") from None
+    for p in made:  # removed again: a command refused later (no image readable, say) leaves no empty folder behind
+        try: p.rmdir()
+        except OSError: break  # something was written there meanwhile: keep it
     return out
 
 def evaluate_command(args) -> int:
@@ -487,6 +491,7 @@ def evaluate_command(args) -> int:
            'unreadable': [{'path': p, 'reason': r} for p, r in failed_all],
            'truncated': list(dict(truncated)),  # scored on the part that decodes
            'skipped': list(data.skipped)}  # left out when the dataset was read (a listed file missing or listed twice, a file that is no image)
+    out.mkdir(parents=True, exist_ok=True)
     (out/'metrics.json').write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False))
     _save_plots(probs, targets, thr, out)
     _print_evaluation(res, out)

@@ -314,6 +314,7 @@ def write_overlays(model:nn.Module, x:torch.Tensor, # the scored images, uint8 [
     "Write a heat-map overlay PNG per scored image into `out`, named after the image and the method; the explained layer's name"
     layer_name, layer = explain_layer(model, preset.size, preset.channels, cam)
     tfm, written = eval_tfms(preset), set()
+    Path(out).mkdir(parents=True, exist_ok=True)
     for k in range(0, len(ok), batch_size):
         xb = tfm(x[k:k + batch_size]).to(device)
         heat = heatmap(model, xb, cam, layer).cpu()

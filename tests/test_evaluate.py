@@ -314,3 +314,14 @@ def test_evaluate_checks_its_output_folder_first_and_reports_skipped_rows(tiny, 
     assert 'missing.png' in capsys.readouterr().err
     m = json.loads((tmp_path/'o'/'metrics.json').read_text())
     assert m['images'] == 24 and [Path(s['path']).name for s in m['skipped']] == ['missing.png']
+
+
+def test_a_refused_evaluation_leaves_no_empty_folder(tiny, tmp_path):
+    "When no image can be scored, evaluate fails with the reason and leaves no empty --out folder (nor the default eval-test)"
+    import shutil
+    data = tmp_path/'data'; shutil.copytree(tiny/'data', data)
+    for f in (data/'test').rglob('*.png'): f.write_bytes(b'not a png')
+    out = tmp_path/'runs'/'eval'
+    with pytest.raises(ValueError, match='None of the 24 images'): run_eval([tiny/'model.pt', '--data', data, '--out', out, '--n-boot', '0'])
+    assert not out.exists() and not out.parent.exists()
+    assert run_eval([tiny/'model.pt', '--data', tiny/'data', '--out', out, '--n-boot', '0']) == 0 and (out/'metrics.json').is_file()

@@ -53,6 +53,7 @@ def test_cli_train_and_its_errors(tiny, tmp_path):
                       (['--data', str(tmp_path/'missing')], 'missing')]:
         r = subprocess.run([CLI, 'train', '--out', str(tmp_path/'x'), '--quiet', *args], capture_output=True, text=True, env=env)
         assert r.returncode == 1 and msg in r.stderr, (args, r.stderr)
+    assert not (tmp_path/'x').exists()  # a refused run leaves no empty --out folder behind
     r = subprocess.run([CLI, 'train', '--profile', 'huge'], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and 'quick' in r.stderr
 

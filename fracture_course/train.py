@@ -328,10 +328,8 @@ def _lightning_options(args) -> dict:
     if 'devices' in opts and opts['devices'].lstrip('-').isdigit(): opts['devices'] = int(opts['devices'])
     return opts
 
-def _print_run(r:dict # what `train_run` or `fit_on_devices` returned
-              ):
-    "A run's test figures at the threshold chosen on validation, at 0.5 and for the trivial classifier, and the files it wrote"
-    print(f"\n{r['model']} on {r['dataset']} ({r['weights']}): best epoch {r['best_epoch']}, {r['seconds']:.0f} s")
+def _print_test(r:dict):
+    "The test figures at the threshold chosen on validation, at 0.5 and for the trivial classifier"
     print(f"Test split; threshold {r['threshold']:.3f} chosen on validation for sensitivity >= {r['target_sensitivity']}:")
     rows = [('at threshold', r.get('test_at_threshold', {})), ('at 0.5', r.get('test', {})), ('trivial', r.get('test_trivial', {}))]
     print(f"  {'':13} {'AUROC':>6} {'sens':>6} {'spec':>6} {'acc':>6}")
@@ -339,6 +337,15 @@ def _print_run(r:dict # what `train_run` or `fit_on_devices` returned
     for name, m in rows:
         print(f"  {name:13} {fmt(m.get('auroc'))} {fmt(m.get('sensitivity'))} {fmt(m.get('specificity'))} {fmt(m.get('accuracy'))}"
               + (f"  (always '{m['predicts']}')" if 'predicts' in m else ''))
+
+def _print_run(r:dict # what `train_run` or `fit_on_devices` returned
+              ):
+    "A run's test figures (or why there are none), the files it wrote and the files left out of the dataset"
+    print(f"\n{r['model']} on {r['dataset']} ({r['weights']}): best epoch {r['best_epoch']}, {r['seconds']:.0f} s")
+    if 'counts' not in r or sum(r['counts'].get('test', {}).values()): _print_test(r)
+    else:  # a manifest that lists no test rows
+        print(f"No test split in {r['dataset']} (images per split: {r['counts']}), so no test figures. The validation split chose "
+              f"the best epoch and the threshold ({r['threshold']:.3f}), so its figures flatter the model: add rows with split 'test' to measure it.")
     if r.get('paths'): print(f"Wrote {', '.join(r['paths'].values())}")
     if r.get('skipped'):
         import sys

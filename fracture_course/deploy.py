@@ -69,7 +69,7 @@ def export_onnx(checkpoint:str|Path, # a checkpoint written by `fracture-course 
     import onnx
     out = Path(out)
     model, info = load_checkpoint(checkpoint)
-    preset, op = _checked_preset(info, checkpoint), saved_operating_point(info)
+    preset, op = _checked_preset(info, checkpoint), saved_operating_point(info, checkpoint)
     tmp = _writable(out)
     wrapped = DeployedModel(model, preset, op['temperature']).eval()
     example = torch.randint(0, 256, (2, 1, preset.resize, preset.resize), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -117,6 +117,7 @@ class OnnxModel:
         self.preset = Preset.from_dict(self.meta['preprocessing'])
         self.class_names, self.arch = self.meta['class_names'], self.meta.get('arch')
         op = self.meta['operating_point']
+        saved_operating_point({'operating_point': op}, self.path)  # checked as a checkpoint's is
         self.operating_point = {**op, 'source': f"saved in the model: {op['source']}"}
         self.input_name = self.session.get_inputs()[0].name
 
@@ -233,7 +234,7 @@ class Predictor:
             self.preset, op, self.class_names, self.arch = self.onnx.preset, self.onnx.operating_point, self.onnx.class_names, self.onnx.arch
         else:
             self.onnx, (self.model, info) = None, load_checkpoint(self.path, self.device)
-            self.preset, op = _checked_preset(info, self.path), saved_operating_point(info)
+            self.preset, op = _checked_preset(info, self.path), saved_operating_point(info, self.path)
             self.class_names, self.arch = list(info.get('class_names') or CLASSES), info.get('arch')
             layer_name, self.layer = explain_layer(self.model, self.preset.size, self.preset.channels, cam)
             self.heatmap_name = f'{CAMS[cam].label} at {layer_name}'

@@ -49,12 +49,20 @@ def _ap(probs, targets, threshold=None):
     if not bool((targets == 1).any()): return float('nan')
     return binary_average_precision(probs, targets).item()
 
+def _checked_probs(probs) -> torch.Tensor:
+    "`probs` as a flat float tensor, refused when a value is NaN or outside 0..1 (torchmetrics would take them all for logits)"
+    p = torch.as_tensor(probs).float().flatten()
+    bad = ~((p >= 0) & (p <= 1))
+    if bad.any(): raise ValueError(f"{int(bad.sum())} of {len(p)} probabilities are NaN or outside 0..1 (the first: {p[bad][0].item():g}); "
+                                   "pass probabilities (e.g. logits.softmax(1)[:, 1]) of a model whose outputs are finite.")
+    return p
+
 def evaluation_metrics(probs:torch.Tensor, # probability of `fractured` per image
                        targets:torch.Tensor, # true labels, 1 = fractured
                        threshold:float=0.5 # call `fractured` above this
                       ) -> dict:
     "Accuracy, sensitivity, specificity, precision, F1 at `threshold`, and AUROC and average precision (torchmetrics)"
-    probs, targets = torch.as_tensor(probs).float().flatten(), torch.as_tensor(targets).long().flatten()
+    probs, targets = _checked_probs(probs), torch.as_tensor(targets).long().flatten()
     return binary_metrics(probs, targets, threshold, {**{k: METRICS[k] for k in METRIC_NAMES[:-1]}, 'average_precision': _ap})
 
 def confusion_matrix(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5) -> torch.Tensor:
@@ -351,16 +359,24 @@ def predict_inputs(model:nn.Module, x:torch.Tensor, # uint8 images [N, 1, R, R] 
     return torch.cat(out) if out else torch.zeros(0)
 
 # %% ../nbs/09_evaluation.ipynb #b2d0e601
-def saved_operating_point(info:dict # checkpoint information, from `load_checkpoint`
+def saved_operating_point(info:dict, # checkpoint information, from `load_checkpoint`
+                          path=None # the checkpoint's file, for the error message
                          ) -> dict:
-    "The checkpoint's operating point: threshold (on probabilities after the temperature), temperature, and its source"
+    "The checkpoint's operating point: threshold (on probabilities after the temperature), temperature, and its source; checked"
     op = info.get('operating_point') or {}
     legacy = (info.get('metrics') or {}).get('threshold')  # checkpoints of course versions before operating points
     if isinstance(op.get('threshold'), (int, float)): thr, src = float(op['threshold']), f"saved in the checkpoint: {op.get('source') or 'no source recorded'}"
     elif isinstance(legacy, (int, float)): thr, src = float(legacy), 'saved in the checkpoint'
     else: thr, src = 0.5, 'default'
-    return {'threshold': thr, 'temperature': float(op.get('temperature') or 1.0), 'source': src,
-            'target_sensitivity': op.get('target_sensitivity')}
+    temp = op.get('temperature', 1.0)
+    temp = 1.0 if temp is None else temp
+    where = f"{path}: " if path is not None else ''
+    fix = "save a valid one with update_checkpoint (or train again)"
+    if not isinstance(temp, (int, float)) or not (0 < temp < math.inf):  # NaN, 0 or a negative one would silently change every probability
+        raise ValueError(f"{where}the saved temperature is {temp!r}; it must be a positive number; {fix}.")
+    if not 0 <= thr <= 1:  # NaN, or a percentage (31 for 0.31): every call would be the same
+        raise ValueError(f"{where}the saved threshold is {thr!r}; it must be a probability between 0 and 1; {fix}.")
+    return {'threshold': thr, 'temperature': float(temp), 'source': src, 'target_sensitivity': op.get('target_sensitivity')}
 
 # %% ../nbs/09_evaluation.ipynb #5963a06d
 def _json_ready(o):
@@ -378,6 +394,7 @@ def evaluation_report(probs:torch.Tensor, # probability of `fractured` per image
                       seed:int=42 # seed of the resamples
                      ) -> dict:
     "Metrics at `threshold` with 95% intervals, confusion matrix, ECE and the trivial classifier's metrics, ready for JSON"
+    probs = _checked_probs(probs)
     cm, triv = confusion_matrix(probs, targets, threshold), trivial_probs(train_labels, len(targets))
     ci = bootstrap_ci(probs, targets, threshold, n_boot, seed=seed) if n_boot else None
     return _json_ready({'images': len(targets), 'fractured': int(targets.sum()), 'threshold': float(threshold),
@@ -474,7 +491,7 @@ def evaluate_command(args) -> int:
     device = pick_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
     out = _ready_out(args.out if args.out else Path(args.checkpoint).parent/f'eval-{args.split}')  # before the scoring, not after
-    preset, op = _checked_preset(info, args.checkpoint), saved_operating_point(info)
+    preset, op = _checked_preset(info, args.checkpoint), saved_operating_point(info, args.checkpoint)
     data = load_dataset(args.data, seed=args.seed) if args.data else load_course_data(get_config(seed=args.seed), verbose=False)
     items = _split_items(data, args.split)
     truncated = []  # truncated files: scored on what decodes, as training read them, so that the test set is the one training measured

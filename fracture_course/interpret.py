@@ -334,7 +334,7 @@ def predict_command(args) -> int:
     model, info = load_checkpoint(args.checkpoint, device)
     preset = _checked_preset(info, args.checkpoint)
     if out is not None: _ready_out(out, '--heatmaps' if args.heatmaps else '--gradcam')  # before the scoring, not after
-    op = saved_operating_point(info)
+    op = saved_operating_point(info, args.checkpoint)
     thr, source = (args.threshold, '--threshold') if args.threshold is not None else (op['threshold'], op['source'])
     x, ok, failed = load_inputs(args.images, preset)
     probs = predict_inputs(model, x, preset, args.batch_size, args.tta, op['temperature'], device=device)

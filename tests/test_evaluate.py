@@ -325,3 +325,33 @@ def test_a_refused_evaluation_leaves_no_empty_folder(tiny, tmp_path):
     with pytest.raises(ValueError, match='None of the 24 images'): run_eval([tiny/'model.pt', '--data', data, '--out', out, '--n-boot', '0'])
     assert not out.exists() and not out.parent.exists()
     assert run_eval([tiny/'model.pt', '--data', tiny/'data', '--out', out, '--n-boot', '0']) == 0 and (out/'metrics.json').is_file()
+
+
+@pytest.mark.parametrize('op, says', [({'threshold': 31.0}, 'threshold is 31.0; it must be a probability between 0 and 1'),
+                                      ({'threshold': 0.4, 'temperature': float('nan')}, 'temperature is nan; it must be a positive number'),
+                                      ({'threshold': 0.4, 'temperature': -1.0}, 'temperature is -1.0'),
+                                      ({'threshold': 0.4, 'temperature': 0}, 'temperature is 0;')])
+def test_a_damaged_operating_point_is_refused_everywhere(tiny, tmp_path, op, says):
+    "A threshold in percent, or a temperature that is NaN, 0 or negative, would change every call silently: evaluate, predict, export and serve refuse it"
+    import shutil
+    from fracture_course.learner import update_checkpoint
+    ck = tmp_path/'bad.pt'; shutil.copy(tiny/'model.pt', ck)
+    update_checkpoint(ck, operating_point={'source': 'a test', **op})
+    with pytest.raises(ValueError, match=f"bad.pt: the saved {says}"): run_eval([ck, '--data', tiny/'data', '--out', tmp_path/'o', '--n-boot', '0'])
+    img = str(next((tiny/'data'/'test'/'fractured').glob('*.png')))
+    r = subprocess.run([CLI, 'predict', str(ck), img], capture_output=True, text=True)
+    assert r.returncode == 1 and says in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    from fracture_course.deploy import Predictor, export_onnx
+    for make in (lambda: export_onnx(ck, tmp_path/'m.onnx'), lambda: Predictor(ck)):
+        with pytest.raises(ValueError, match=says): make()
+    assert not (tmp_path/'o').exists() and not (tmp_path/'m.onnx').exists()
+
+
+def test_probabilities_outside_0_1_are_refused_not_taken_for_logits():
+    "torchmetrics applies a sigmoid when any value lies outside 0..1: one NaN (or logits passed by mistake) would change every figure"
+    from fracture_course.evaluate import evaluation_report
+    t = torch.tensor([0, 1, 1, 0])
+    for bad in (torch.tensor([0.2, 0.9, float('nan'), 0.1]), torch.tensor([-2.0, 3.0, 1.5, -0.5])):
+        with pytest.raises(ValueError, match='probabilities are NaN or outside 0..1'): evaluation_metrics(bad, t)
+        with pytest.raises(ValueError, match='softmax'): evaluation_report(bad, t, 0.5, [0, 1], n_boot=0)
+    assert evaluation_metrics(torch.tensor([0.0, 1.0, 0.7, 0.2]), t)['accuracy'] == 1.0

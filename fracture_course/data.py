@@ -579,6 +579,9 @@ def read_manifest(csv_path:Path|str, seed:int=42, fracs:tuple=(0.7, 0.1, 0.2), n
     splits_given = 'split' in cols and any(str(r.get('split') or '').strip() for r in rows)  # an empty column: no splits given
     items, skipped, seen = [], [], {}
     for i, r in enumerate(rows, 2):
+        missing = [c for c in (pcol, 'label') if not str(r.get(c) or '').strip()]
+        if missing: raise ValueError(f"{csv_path} line {i}: no {' and no '.join(repr(c) for c in missing)} value (the row has fewer fields "
+                                     "than the header, or empty ones); complete or remove the row.")
         label = label_from_name(r['label'])
         if label is None: raise ValueError(f"{csv_path} line {i}: label {r['label']!r} is neither fractured nor not fractured")
         split = _row_split(csv_path, i, r, splits_given)
@@ -845,11 +848,25 @@ def add_audit_args(p):
     p.add_argument('--near-bits', type=int, default=0, metavar='N', help='perceptual-hash bits near-duplicates may differ in (default 0)')
     p.add_argument('--seed', type=int, default=42, help='seed of the split made for unsplit datasets (default 42)')
 
+def _is_audit_report(path:Path) -> bool:
+    "Is `path` a report an earlier audit wrote (which a new one may replace)?"
+    try: d = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError): return False
+    return isinstance(d, dict) and {'counts', 'duplicates', 'label_disagreements'} <= set(d)
+
+def _check_report_path(out:Path, data:Path):
+    "Refuse a report file that cannot be written, or whose writing would replace a file of the dataset (its manifest, say)"
+    root = (data if data.is_dir() else data.parent).resolve()
+    if out.is_dir() or not out.parent.is_dir():
+        raise ValueError(f"--json {out}: {'is a folder' if out.is_dir() else 'its folder does not exist'}; give a file in an existing folder.")
+    if out.suffix.lower() != '.json': raise ValueError(f"--json {out}: the report's name must end in .json (so that it can never replace an image or a manifest).")
+    if out.exists() and (out.resolve() == data.resolve() or root in out.resolve().parents) and not _is_audit_report(out):
+        raise ValueError(f"--json {out}: this file belongs to the dataset in {root}; write the report outside the dataset's folder.")
+
 def audit_command(args) -> int:
     "Run `fracture-course audit`"
     if args.near_bits < 0 or args.near_bits > 64: raise ValueError(f'--near-bits must be between 0 and 64, not {args.near_bits}')
-    if args.json and args.json != '-' and (Path(args.json).is_dir() or not Path(args.json).parent.is_dir()):  # before the audit, not after
-        raise ValueError(f"--json {args.json}: {'is a folder' if Path(args.json).is_dir() else 'its folder does not exist'}; give a file in an existing folder.")
+    if args.json and args.json != '-': _check_report_path(Path(args.json), Path(args.path))  # before the audit, not after
     rep = audit(load_dataset(args.path, seed=args.seed), near_bits=args.near_bits)
     js = json.dumps(rep.to_dict(), indent=2, default=str)
     if args.json == '-': print(js); return 0

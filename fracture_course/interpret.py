@@ -319,8 +319,8 @@ def write_overlays(model:nn.Module, x:torch.Tensor, # the scored images, uint8 [
         xb = tfm(x[k:k + batch_size]).to(device)
         heat = heatmap(model, xb, cam, layer).cpu()
         for j, i in enumerate(ok[k:k + batch_size]):
-            stem = Path(images[i]).stem; name = f'{stem}_{cam}.png'
-            if name in written: name = f'{stem}_{i}_{cam}.png'  # two images of the same name from different folders
+            stem, n = Path(images[i]).stem, 1; name = f'{stem}_{cam}.png'
+            while name in written: n += 1; name = f'{stem}_{n}_{cam}.png'  # images of the same name from different folders: none overwritten
             written.add(name)
             _overlay_png(out/name, xb[j].cpu(), heat[j], preset, f"P(fracture) {probs[k + j]:.3f}")
     return layer_name

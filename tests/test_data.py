@@ -270,6 +270,34 @@ def test_audit_json_path_is_checked_before_the_audit(tmp_path, capsys):
     assert audit_command(p.parse_args([str(data), '--json', str(tmp_path/'a.json')])) == 0 and json.loads((tmp_path/'a.json').read_text())
 
 
+def test_audit_json_never_replaces_a_file_of_the_dataset(tmp_path):
+    "--json the dataset's own manifest (or another of its files) is refused and the file kept; an earlier report may be replaced"
+    import argparse, shutil
+    from fracture_course.data import add_audit_args, audit_command
+    from fracture_course.synthetic import write_synthetic_dataset
+    data = write_synthetic_dataset(tmp_path/'ds', n=20, size=32, progress=False)
+    manifest = (data/'manifest.csv').read_text(); (data/'notes.json').write_text('{"mine": 1}')
+    p = argparse.ArgumentParser(); add_audit_args(p)
+    for target, why in ((data/'manifest.csv', 'must end in .json'), (tmp_path/'copy.csv', 'must end in .json'),
+                        (data/'notes.json', "belongs to the dataset .*write the report outside the dataset's folder")):
+        if target.name == 'copy.csv': shutil.copy(data/'manifest.csv', target)
+        for path in (data, data/'manifest.csv'):
+            with pytest.raises(ValueError, match=f'--json .*{why}'): audit_command(p.parse_args([str(path), '--json', str(target)]))
+    assert (data/'manifest.csv').read_text() == manifest and (data/'notes.json').read_text() == '{"mine": 1}'
+    for _ in range(2): assert audit_command(p.parse_args([str(data), '--json', str(data/'audit.json')])) == 0  # a report it wrote may be replaced
+
+
+def test_a_manifest_row_with_missing_fields_is_named(tmp_path):
+    "A row shorter than the header (no path, or no label) is an error naming the line, not a TypeError"
+    from conftest import bar_xrays
+    root = bar_xrays(tmp_path/'d', (('train', 2), ('val', 2), ('test', 2)))
+    f = next(root.rglob('*.png')).relative_to(root)
+    (root/'m.csv').write_text(f'label,path\nfractured,{f}\nfractured\n')
+    with pytest.raises(ValueError, match=r"m.csv line 3: no 'path' value \(the row has fewer fields"): load_dataset(root/'m.csv')
+    (root/'m.csv').write_text(f'path,label\n{f},fractured\n{f}\n')
+    with pytest.raises(ValueError, match=r"m.csv line 3: no 'label' value"): load_dataset(root/'m.csv')
+
+
 def test_a_decompression_bomb_is_refused_with_advice(tmp_path, monkeypatch):
     "An image claiming more pixels than Pillow decodes: the reason, and what to do if the X-ray is genuine"
     from PIL import Image

@@ -239,6 +239,15 @@ def test_predict_heatmap_overlays_and_bad_images(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit): run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'x', '--cam', 'scorecam'])
 
 
+def test_predict_never_overwrites_one_overlay_with_another(tiny, tmp_path):
+    "img_2.png beside two img.png from other folders: three images scored, three overlays written (a fallback name once replaced one)"
+    import shutil
+    for f in ('y/img_2.png', 'y/a/img.png', 'y/b/img.png'):
+        (tmp_path/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy(tiny/'img0.png', tmp_path/f)
+    assert run_predict([tiny/'model.pt', tmp_path/'y/img_2.png', tmp_path/'y/a/img.png', tmp_path/'y/b/img.png', '--heatmaps', tmp_path/'hm']) == 0
+    assert sorted(p.name for p in (tmp_path/'hm').glob('*.png')) == ['img_2_layercam.png', 'img_3_layercam.png', 'img_layercam.png']
+
+
 def test_predict_bad_arguments(tiny, tmp_path):
     with pytest.raises(FileNotFoundError, match='does not exist'): run_predict([tmp_path/'none.pt', tiny/'img0.png'])
     (tmp_path/'junk.pt').write_bytes(b'\x00' * 10)

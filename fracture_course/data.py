@@ -10,6 +10,7 @@ import contextlib, csv, hashlib, io, json, os, re, threading, warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -466,13 +467,39 @@ def _class_dirs(d:Path) -> dict:
         if l is not None: out[l].append(sub)
     return out
 
+def _files_under(d:Path, skipped:list) -> list:
+    "Every file under `d`, following linked folders (each real folder once, so a link loop ends); a dangling link goes to `skipped`"
+    files, seen = [], set()
+    for top, dirs, names in os.walk(d, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen: dirs[:] = []; continue
+        seen.add(real); dirs.sort()
+        for n in sorted(names):
+            f = Path(top)/n
+            if n.startswith('.'): continue
+            if f.is_file(): files.append(f)
+            else: skipped.append({'path': str(f), 'reason': 'a link to a file that does not exist'})
+    return sorted(files)  # in path order, as before links were followed: the same items, in the same order, give the same splits
+
+def _is_image(f:Path) -> bool: return f.suffix.lower() in IMAGE_EXTS or is_dicom(f)
+
+def _unread_here(d:Path, skipped:list, what:str, # the folder, the list to record in, and how to name the folder
+                 known:Callable=lambda name: label_from_name(name) is not None, # the subfolder names the layout reads
+                 kind:str='a class folder (fractured or not fractured, in any usual spelling)'):
+    "Record the subfolders holding images and the image files directly in `d` that the layout does not read: left out, but not without a word"
+    for p in sorted(d.iterdir()):
+        if p.name.startswith('.') or (p.is_dir() and known(p.name)): continue
+        if p.is_dir():
+            n = sum(_is_image(f) for f in _files_under(p, []))
+            if n: skipped.append({'path': str(p), 'reason': f"folder '{p.name}' in {what} is not {kind}: its {n} image(s) were not read"})
+        elif _is_image(p): skipped.append({'path': str(p), 'reason': f"an image outside {kind.split(' (')[0].replace('a ', 'any ', 1)} of {what}: not read"})
+
 def _scan_class_dirs(dirs:dict, split, skipped:list) -> list:
     "Items for every image under the class folders `dirs`; other files go to `skipped`"
     items = []
     for label, ds in dirs.items():
         for d in ds:
-            for f in sorted(p for p in d.rglob('*') if p.is_file()):
-                if f.name.startswith('.'): continue
+            for f in _files_under(d, skipped):
                 if f.suffix.lower() in IMAGE_EXTS or is_dicom(f): items.append(Item(f, label, split, {'class_folder': d.name}))
                 else: skipped.append({'path': str(f), 'reason': f'not an image file ({f.suffix or "no extension"})'})
     return items
@@ -482,7 +509,13 @@ def read_split_folders(root:Path|str, # folder holding train/, val/ (or valid/),
                        seed:int=42, valid_frac:float=0.1, name:str|None=None) -> FractureData:
     "Datasets already split into folders; without a test folder, `val` becomes the test set and a validation split is carved from train"
     root = Path(root); skipped, items = [], []
-    found = {_SPLIT_NAMES[p.name.lower()]: p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower() in _SPLIT_NAMES}
+    by_split = defaultdict(list)
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and p.name.lower() in _SPLIT_NAMES: by_split[_SPLIT_NAMES[p.name.lower()]].append(p)
+    twice = {s: [p.name for p in ps] for s, ps in by_split.items() if len(ps) > 1}
+    if twice: raise ValueError(f"{root}: several folders hold the same split ({'; '.join(f'{s}: {names}' for s, names in twice.items())}); "
+                               "merge them into one, or move one away, so that no image is left out.")
+    found = {s: ps[0] for s, ps in by_split.items()}
     notes = []
     if 'train' in found and 'test' not in found and 'valid' in found:
         found = {'train': found['train'], 'test': found['valid']}
@@ -492,6 +525,8 @@ def read_split_folders(root:Path|str, # folder holding train/, val/ (or valid/),
         if set(dirs) != {0, 1}:
             raise ValueError(f"{d} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in d.iterdir() if p.is_dir()]}")
         items += _scan_class_dirs(dirs, split, skipped)
+        _unread_here(d, skipped, f"the {d.name}/ split")
+    _unread_here(root, skipped, root.name, lambda name: name.lower() in _SPLIT_NAMES, 'a split folder (train, val or test)')
     if 'valid' not in found and 'train' in found:
         tr = [o for o in items if o.split == 'train']
         split_items(tr, (1 - valid_frac, valid_frac), seed, splits=('train', 'valid'), strata_key=None)
@@ -505,6 +540,7 @@ def read_class_folders(root:Path|str, # folder with one subfolder per class and 
     if set(dirs) != {0, 1}:
         raise ValueError(f"{root} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in root.iterdir() if p.is_dir()]}")
     items = split_items(_scan_class_dirs(dirs, None, skipped), fracs, seed, strata_key=None)
+    _unread_here(root, skipped, root.name)
     return FractureData(name or root.name, root, items, skipped, [f'no split given: made a stratified {"/".join(f"{f:.0%}" for f in fracs)} split (seed {seed})'])
 
 # %% ../nbs/02_data.ipynb #ad3aebd5
@@ -616,19 +652,23 @@ LAYOUTS = """Expected one of:
   - FracAtlas: ROOT/images/{Fractured,Non_fractured}, ROOT/dataset.csv
   - a CSV manifest with path and label columns (and optional split)"""
 
-def _find_root(d:Path, depth:int=4) -> tuple[str, Path]|None:
-    "The layout found at or below `d` (breadth first), as (kind, folder)"
+def _layout(p:Path) -> tuple[str, Path]|None:
+    "The layout of folder `p` itself, as (kind, folder or manifest), or None"
+    if (p/'dataset.csv').is_file() and (p/'images').is_dir(): return 'fracatlas', p
+    if (p/'manifest.csv').is_file(): return 'manifest', p/'manifest.csv'
+    if any(s.is_dir() and s.name.lower() in _SPLIT_NAMES and _class_dirs(s) for s in p.iterdir()): return 'split', p
+    if set(_class_dirs(p)) == {0, 1}: return 'classes', p
+    return None
+
+def _find_root(d:Path, depth:int=4, others:list|None=None) -> tuple[str, Path]|None:
+    "The layout found at or below `d` (breadth first), as (kind, folder); other datasets at the same depth go to `others`"
     level = [d]
     for _ in range(depth):
-        nxt = []
-        for p in level:
-            if (p/'dataset.csv').is_file() and (p/'images').is_dir(): return 'fracatlas', p
-            if (p/'manifest.csv').is_file(): return 'manifest', p/'manifest.csv'
-            subs = [s for s in sorted(p.iterdir()) if s.is_dir() and not s.name.startswith(('.', '__'))]
-            if any(s.name.lower() in _SPLIT_NAMES and _class_dirs(s) for s in subs): return 'split', p
-            if set(_class_dirs(p)) == {0, 1}: return 'classes', p
-            nxt += subs
-        level = nxt
+        found = [(p, f) for p in level if (f := _layout(p))]
+        if found:
+            if others is not None: others += [p for p, _ in found[1:]]
+            return found[0][1]
+        level = [s for p in level for s in sorted(p.iterdir()) if s.is_dir() and not s.name.startswith(('.', '__'))]
     return None
 
 def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV manifest
@@ -640,15 +680,18 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
     if path.is_file():
         if path.suffix.lower() == '.csv': return read_manifest(path, seed)
         raise ValueError(f"{path} is a file but not a CSV manifest.\n{LAYOUTS}")
-    found = _find_root(path)
+    others = []
+    found = _find_root(path, others=others)
     if found is None:
         seen = sorted(p.name for p in path.iterdir())[:10]
         raise ValueError(f"No fracture dataset layout found in {path} (it holds {seen}).\n{LAYOUTS}")
     kind, root = found
-    if kind == 'fracatlas': return read_fracatlas(root, seed=seed)
-    if kind == 'manifest': return read_manifest(root, seed, name=root.parent.name)
-    if kind == 'split': return read_split_folders(root, seed, name=root.name)
-    return read_class_folders(root, seed=seed, name=root.name)
+    if kind == 'fracatlas': data = read_fracatlas(root, seed=seed)
+    elif kind == 'manifest': data = read_manifest(root, seed, name=root.parent.name)
+    elif kind == 'split': data = read_split_folders(root, seed, name=root.name)
+    else: data = read_class_folders(root, seed=seed, name=root.name)
+    data.skipped += [{'path': str(p), 'reason': f"another dataset beside {data.root}: not read (point at it to use it)"} for p in others]
+    return data
 
 # %% ../nbs/02_data.ipynb #e1238179
 KNOWN_KAGGLE = {

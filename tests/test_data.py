@@ -330,3 +330,27 @@ def test_partial_false_refuses_a_cut_file_while_other_threads_flip_pillows_switc
             for t in ts: t.join()
         finally: ImageFile.LOAD_TRUNCATED_IMAGES = False
     assert scored == [] and len(refused) == 135
+
+
+def test_nothing_under_a_dataset_folder_is_left_out_without_a_word(tmp_path):
+    "A misspelt class folder, a loose image, a dangling link, another dataset beside it: each is listed in skipped; two folders for one split are refused"
+    import os, shutil
+    from conftest import bar_xrays
+    root = bar_xrays(tmp_path/'multi'/'a', (('train', 4), ('val', 2), ('test', 2)))
+    one = next((root/'train'/'fractured').glob('*.png'))
+    (root/'train'/'Fracturd').mkdir(); shutil.copy(one, root/'train'/'Fracturd'/'x.png')
+    shutil.copy(one, root/'train'/'loose.png'); shutil.copy(one, root/'stray.png'); (root/'README.md').write_text('not an image')
+    os.symlink(root/'nowhere.png', root/'train'/'fractured'/'dangling.png')
+    extra = tmp_path/'more'; extra.mkdir(); shutil.copy(one, extra/'y.png'); os.symlink(extra, root/'train'/'fractured'/'batch2')
+    os.symlink(root/'train'/'fractured', root/'train'/'fractured'/'loop')  # a link loop ends
+    bar_xrays(tmp_path/'multi'/'b', (('train', 2), ('val', 2), ('test', 2)))
+    d = load_dataset(tmp_path/'multi')
+    why = {Path(s['path']).name: s['reason'] for s in d.skipped}
+    assert "folder 'Fracturd' in the train/ split is not a class folder" in why['Fracturd'] and '1 image(s) were not read' in why['Fracturd']
+    assert 'outside any class folder of the train/ split' in why['loose.png'] and 'outside any split folder' in why['stray.png']
+    assert why['dangling.png'] == 'a link to a file that does not exist' and 'another dataset beside' in why['b']
+    assert 'README.md' not in why  # not an image: nothing was lost
+    assert any(o.path.name == 'y.png' for o in d.items)  # a linked folder is read
+    assert sum(o.split == 'train' and o.label == 1 for o in d.items) == 4 + 1  # its own and the linked one; the loop adds nothing
+    shutil.copytree(root/'val', root/'validation')
+    with pytest.raises(ValueError, match=r"several folders hold the same split \(valid: \['val', 'validation'\]\)"): load_dataset(root)

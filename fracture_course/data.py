@@ -562,15 +562,23 @@ def read_fracatlas(root:Path|str, fracs:tuple=(0.7, 0.1, 0.2), seed:int=42) -> F
     "FracAtlas: folder labels, `dataset.csv` metadata (regions, views, hardware) and YOLO boxes; a 70/10/20 split stratified by label and region"
     root = Path(root); skipped = []
     items = _scan_class_dirs(_class_dirs(root/'images'), None, skipped)
-    rows = {}
-    with open(root/'dataset.csv', newline='') as f:
-        for r in csv.DictReader(f): rows[r['image_id']] = r
+    rows, csv_path = {}, root/'dataset.csv'
+    with open(csv_path, newline='') as f:
+        reader = csv.DictReader(f)
+        missing = {'image_id', 'fractured'} - set(reader.fieldnames or [])
+        if missing: raise ValueError(f"{csv_path} has no {sorted(missing)} column(s) (its columns: {reader.fieldnames}); "
+                                     "FracAtlas's own dataset.csv has them: copy it again.")
+        for i, r in enumerate(reader, 2): rows[r['image_id']] = (i, r)
+    def flag(i, r, col):  # FracAtlas marks fractured, hardware, multiscan with 0 or 1 (a column it lacks: 0)
+        v = '0' if col not in r else str(r[col] or '').strip()
+        if v not in ('0', '1'): raise ValueError(f"{csv_path} line {i}: {col} is {v!r}; FracAtlas marks it 0 or 1.")
+        return int(v)
     for o in items:
-        r = rows.get(o.path.name)
+        i, r = rows.get(o.path.name, (None, None))
         if r is None: o.meta['csv'] = 'missing'; continue
         regions = [k for k in REGIONS if r.get(k) == '1']
         o.meta.update(region='+'.join(regions) if len(regions) == 1 else ('mixed' if regions or r.get('mixed') == '1' else 'unknown'),
-                      csv_label=int(r['fractured']), hardware=int(r.get('hardware', 0)), multiscan=int(r.get('multiscan', 0)),
+                      csv_label=flag(i, r, 'fractured'), hardware=flag(i, r, 'hardware'), multiscan=flag(i, r, 'multiscan'),
                       boxes_norm=_yolo_boxes(root/'Annotations'/'YOLO'/(o.path.stem + '.txt')))
     split_items(items, fracs, seed, strata_key='region')
     return FractureData('FracAtlas', root, items, skipped, [f'no split given: made a 70/10/20 split stratified by label and body region (seed {seed})'])

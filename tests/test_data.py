@@ -354,3 +354,21 @@ def test_nothing_under_a_dataset_folder_is_left_out_without_a_word(tmp_path):
     assert sum(o.split == 'train' and o.label == 1 for o in d.items) == 4 + 1  # its own and the linked one; the loop adds nothing
     shutil.copytree(root/'val', root/'validation')
     with pytest.raises(ValueError, match=r"several folders hold the same split \(valid: \['val', 'validation'\]\)"): load_dataset(root)
+
+
+def test_a_damaged_fracatlas_csv_is_named_with_its_line(tmp_path):
+    "A renamed column or a flag other than 0/1 in FracAtlas's dataset.csv: an error naming the file (and line), not a bare KeyError"
+    from PIL import Image
+    root = tmp_path/'FracAtlas'
+    for cls, name in (('Fractured', 'IMG1.jpg'), ('Non_fractured', 'IMG2.jpg')):
+        (root/'images'/cls).mkdir(parents=True); Image.new('L', (40, 40), 100).save(root/'images'/cls/name)
+    def write(header, *rows): (root/'dataset.csv').write_text('\n'.join([header, *rows]) + '\n')
+    write('image_id,hand,leg,hip,shoulder,mixed,hardware,multiscan,fractured', 'IMG1.jpg,1,0,0,0,0,0,0,1', 'IMG2.jpg,0,1,0,0,0,0,0,0')
+    d = load_dataset(root)
+    assert sorted(o.meta['csv_label'] for o in d.items) == [0, 1] and {o.meta['region'] for o in d.items} == {'hand', 'leg'}
+    write('image,hand,fractured', 'IMG1.jpg,1,1')
+    with pytest.raises(ValueError, match=r"dataset.csv has no \['image_id'\] column"): load_dataset(root)
+    write('image_id,hand,fractured', 'IMG1.jpg,1,yes', 'IMG2.jpg,0,0')
+    with pytest.raises(ValueError, match=r"dataset.csv line 2: fractured is 'yes'; FracAtlas marks it 0 or 1"): load_dataset(root)
+    write('image_id,hand,fractured', 'IMG1.jpg,1,1', 'IMG2.jpg,0,')
+    with pytest.raises(ValueError, match=r"line 3: fractured is ''"): load_dataset(root)

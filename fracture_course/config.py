@@ -116,7 +116,8 @@ def pick_device(requested:str='auto' # auto, cuda, cuda:N, mps or cpu
         raise RuntimeError(f"Device {requested!r} was asked for but CUDA is not available here; use FRACTURE_DEVICE=auto or cpu.")
     if requested == 'mps' and not has_gpu():
         raise RuntimeError("Device 'mps' was asked for but Apple MPS is not available here; use FRACTURE_DEVICE=auto or cpu.")
-    return torch.device(requested)
+    try: return torch.device(requested)
+    except RuntimeError: raise ValueError(f"Unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps.") from None
 
 # %% ../nbs/00_setup.ipynb #fc392f73
 def seed_everything(seed:int=42 # the seed for Python, NumPy and PyTorch (CPU and CUDA)

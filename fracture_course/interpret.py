@@ -293,7 +293,7 @@ def report_predictions(header:str, # the first line: model, file, threshold and 
     for i, p in zip(ok, probs.tolist()): print(f"{p:.4f}\t{class_names[int(p > threshold)]}\t{images[i]}")
     for path, reason in failed: print(f"error: {path}: {reason}", file=sys.stderr)
     if not failed: return 0
-    print(f"{len(failed)} of {len(images)} image(s) could not be read (listed above); the others were scored.", file=sys.stderr)
+    print(f"{len(failed)} of {len(images)} image(s) could not be read (listed above)" + ("; the others were scored." if len(failed) < len(images) else "; none was scored."), file=sys.stderr)
     return 1
 
 def heatmap_request(args) -> tuple[Path|None, str]:

@@ -284,3 +284,9 @@ def test_predict_refuses_a_truncated_file_as_the_server_does(tiny, tmp_path, cap
     cap = capsys.readouterr()
     assert 'whole.jpg' in cap.out and 'cut.jpg' not in cap.out
     assert f"error: {tmp_path/'cut.jpg'}: the file is truncated" in cap.err and '1 of 2' in cap.err
+
+
+def test_predict_says_when_no_image_was_scored(tiny, tmp_path, capsys):
+    assert run_predict([tiny/'model.pt', tmp_path/'missing.png', tiny/'bad.png']) == 1
+    err = capsys.readouterr().err
+    assert '2 of 2 image(s) could not be read (listed above); none was scored.' in err and 'the others' not in err

@@ -77,6 +77,7 @@ def test_explicit_missing_device_is_an_error():
     import torch
     if torch.cuda.is_available(): pytest.skip('this machine has CUDA')
     with pytest.raises(RuntimeError, match='CUDA is not available'): config.pick_device('cuda')
+    with pytest.raises(ValueError, match="Unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"): config.pick_device('gpu')  # not torch's list of every device type
 
 def test_setup_chapter_uses_one_thread_on_the_quick_profile_on_a_cpu(monkeypatch, capsys):
     "A student's quick-profile chapter runs on one thread, as the reference notebooks did; the full profile keeps torch's choice"

@@ -16,13 +16,13 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'REGIONS', 'LAYOUTS', 'KNOWN_KAGGLE', 'KAGGLE_INPUT',
-           'label_from_name', 'Item', 'FractureData', 'UnreadableImage', 'DamagedImageWarning', 'TruncatedImage',
-           'is_dicom', 'load_image', 'write_dicom', 'dicom_summary', 'read_dicom', 'file_digest', 'fingerprints',
-           'split_items', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes',
-           'load_dataset', 'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport',
-           'audit', 'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples',
-           'image_stats', 'plot_image_stats']
+__all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'NOT_RADIOGRAPHS', 'REGIONS', 'LAYOUTS', 'KNOWN_KAGGLE',
+           'KAGGLE_INPUT', 'label_from_name', 'Item', 'FractureData', 'UnreadableImage', 'DamagedImageWarning',
+           'TruncatedImage', 'is_dicom', 'load_image', 'write_dicom', 'dicom_summary', 'read_dicom', 'modality_warning',
+           'file_digest', 'fingerprints', 'split_items', 'read_split_folders', 'read_class_folders', 'read_fracatlas',
+           'read_manifest', 'item_boxes', 'load_dataset', 'resolve_source', 'describe_source', 'load_course_data',
+           'ImageDataset', 'AuditReport', 'audit', 'add_audit_args', 'audit_command', 'trivial_baseline',
+           'plot_class_balance', 'show_samples', 'image_stats', 'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -379,6 +379,21 @@ def read_dicom(path:Path|str, # a DICOM file
     "Read a single-frame greyscale DICOM radiograph as an 8-bit PIL image with bone bright, or raise `UnreadableImage`"
     path = Path(path)
     return _dicom_image(io.BytesIO(_file_bytes(path)), path, window)
+
+# %% ../nbs/02_data.ipynb #6f7e6c36
+NOT_RADIOGRAPHS = {'CT': 'a CT slice', 'MR': 'an MR image', 'US': 'an ultrasound image', 'NM': 'a nuclear-medicine image',
+                   'PT': 'a PET image', 'MG': 'a mammogram', 'OP': 'an ophthalmic photograph', 'XC': 'a photograph'}
+
+def modality_warning(path:Path|str # an image file
+                    ) -> str|None:
+    "Why a DICOM file is not a radiograph of a bone (a CT or MR slice, say); None for radiographs, other formats and unknown modalities"
+    path = Path(path)
+    if not is_dicom(path): return None
+    try: m = str(dicom_summary(path).get('modality') or '').upper()
+    except UnreadableImage: return None  # reading the image says what is wrong
+    if m not in NOT_RADIOGRAPHS: return None  # CR, DX, a scanned film (OT, SC)...
+    return f"its modality is {m}: {NOT_RADIOGRAPHS[m]}, not a radiograph; a model trained on X-ray radiographs gives it a call that means little"
+
 
 # %% ../nbs/02_data.ipynb #47b8bf15
 def file_digest(path:Path|str) -> str:

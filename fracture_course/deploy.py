@@ -7,7 +7,8 @@ Docs: https://github.com/fracture-course/fracture_course/deploy.html.md"""
 # %% auto #0
 __all__ = ['META', 'ONNX_TOLERANCE', 'MAX_UPLOAD_MB', 'MAX_PIXELS', 'NOTICE', 'PAGE', 'DeployedModel', 'export_onnx', 'OnnxModel',
            'add_export_args', 'export_command', 'add_predict_args', 'predict_command', 'UploadError', 'decode_upload',
-           'overlay_png', 'Predictor', 'page_html', 'make_app', 'add_serve_args', 'listening_socket', 'serve_command']
+           'upload_warning', 'overlay_png', 'Predictor', 'page_html', 'make_app', 'add_serve_args', 'listening_socket',
+           'serve_command']
 
 # %% ../nbs/13_deploy.ipynb #980691a3
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (UploadFile, ...) at run time
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 from PIL import Image, UnidentifiedImageError
 
-from .data import CLASSES, TruncatedImage, UnreadableImage, load_image
+from .data import CLASSES, TruncatedImage, UnreadableImage, load_image, modality_warning
 from .transforms import Preset, decode_resize, eval_tfms
 from .learner import load_checkpoint
 from .evaluate import _checked_preset, load_inputs, predict_inputs, saved_operating_point
@@ -197,7 +198,9 @@ def decode_upload(data:bytes, # the uploaded file's content
     "The upload as the model's uint8 input [1, R, R], through `load_image`, or an `UploadError` saying what is wrong"
     if not data: raise UploadError(400, f"{filename}: empty file (0 bytes); choose the X-ray again")
     try:
-        with Image.open(io.BytesIO(data)) as im: w, h = im.size  # the header only: no pixel decoded yet
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # Pillow warns about EXIF it cannot parse in a DICOM it takes for a TIFF
+            with Image.open(io.BytesIO(data)) as im: w, h = im.size  # the header only: no pixel decoded yet
     except Image.DecompressionBombError as e: raise UploadError(413, f"{filename}: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError): w = h = 0  # not a format Pillow knows (e.g. DICOM): load_image decides
     if w * h > max_pixels: raise UploadError(413, f"{filename}: {w} x {h} pixels is more than this server accepts ({max_pixels:,}); downscale the image")
@@ -208,6 +211,13 @@ def decode_upload(data:bytes, # the uploaded file's content
         try: return decode_resize(path, preset, partial=False)  # a truncated file is refused, not scored on what decodes
         except TruncatedImage: raise UploadError(422, f"{filename}: the file is truncated (only part of the image decodes); upload the whole file") from None
         except UnreadableImage as e: raise UploadError(422, f"{filename}: {e.reason}") from None
+
+def upload_warning(data:bytes, filename:str) -> str|None:
+    "`modality_warning` for an uploaded DICOM file (a CT or MR slice is no radiograph); None for other files"
+    if data[128:132] != b'DICM' and Path(filename).suffix.lower() not in ('.dcm', '.dicom'): return None
+    with tempfile.TemporaryDirectory() as d:
+        (p := Path(d)/'upload.dcm').write_bytes(data)
+        return modality_warning(p)
 
 # %% ../nbs/13_deploy.ipynb #2af2e613
 def overlay_png(img:np.ndarray, # [H, W] in 0..1 (see `to_display`)
@@ -250,6 +260,7 @@ class Predictor:
             res = {'file': filename, 'probability': round(p, 6), 'call': self.class_names[int(p > self.threshold)],
                    'threshold': self.threshold, 'threshold_source': self.source, 'temperature': self.temperature,
                    'model': self.arch, 'runtime': self.runtime, 'notice': NOTICE}
+            if w := upload_warning(data, filename): res['warning'] = f"{filename}: {w}"  # a CT or MR slice, say
             if with_heatmap and self.model is not None:
                 xb = eval_tfms(self.preset)(x).to(self.device)
                 heat = heatmap(self.model, xb, self.cam, self.layer)[0]
@@ -265,7 +276,7 @@ PAGE = string.Template("""<!doctype html>
 <style>
 body { font-family: system-ui, sans-serif; max-width: 46em; margin: 1.5em auto; padding: 0 1em; line-height: 1.4 }
 #notice { border: 2px solid #b00020; background: #fdecea; padding: .6em .8em; font-weight: bold }
-#result { margin-top: 1em } #error { color: #b00020; font-weight: bold } img { max-width: 100%; width: 256px }
+#result { margin-top: 1em } #error, #warning { color: #b00020; font-weight: bold } img { max-width: 100%; width: 256px }
 .muted { color: #555; font-size: .9em }
 </style></head>
 <body>
@@ -280,6 +291,7 @@ body { font-family: system-ui, sans-serif; max-width: 46em; margin: 1.5em auto; 
 </form>
 <p id="error" hidden></p>
 <div id="result" hidden>
+  <p id="warning" hidden></p>
   <p>Probability of fracture: <b id="probability"></b></p>
   <p>Call: <b id="call"></b> <span class="muted" id="rule"></span></p>
   <figure id="figure"><img id="overlay" alt="heat-map overlay">
@@ -301,6 +313,7 @@ el('form').addEventListener('submit', async (event) => {
     if (!response.ok) throw new Error(d.error || response.statusText);
     el('probability').textContent = d.probability.toFixed(3);
     el('call').textContent = d.call;
+    el('warning').textContent = d.warning ? 'Warning: ' + d.warning : ''; el('warning').hidden = !d.warning;
     el('rule').textContent = '(threshold ' + d.threshold.toFixed(3) + ': ' + d.threshold_source + ')';
     el('figure').hidden = !d.heatmap_png;
     if (d.heatmap_png) el('overlay').src = 'data:image/png;base64,' + d.heatmap_png;

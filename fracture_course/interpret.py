@@ -15,7 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .data import CLASSES
+from .data import CLASSES, modality_warning
 from .transforms import Preset, eval_tfms, resize_boxes, decoded_boxes
 from .learner import load_checkpoint
 from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point, _ready_out
@@ -291,6 +291,8 @@ def report_predictions(header:str, # the first line: model, file, threshold and 
     "Print a line per scored image (probability, call, file) and the unreadable ones on stderr; 1 if any failed, else 0"
     print(header); print("probability\tcall\timage")
     for i, p in zip(ok, probs.tolist()): print(f"{p:.4f}\t{class_names[int(p > threshold)]}\t{images[i]}")
+    for i in ok:
+        if w := modality_warning(images[i]): print(f"warning: {images[i]}: {w}", file=sys.stderr)
     for path, reason in failed: print(f"error: {path}: {reason}", file=sys.stderr)
     if not failed: return 0
     print(f"{len(failed)} of {len(images)} image(s) could not be read (listed above)" + ("; the others were scored." if len(failed) < len(images) else "; none was scored."), file=sys.stderr)

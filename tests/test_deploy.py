@@ -404,3 +404,18 @@ def test_serve_stops_cleanly_on_ctrl_c(ckpt):
         if proc.poll() is None: proc.kill()
     assert proc.returncode == 0 and 'Traceback' not in err and 'KeyboardInterrupt' not in err, err
     assert f'at http://127.0.0.1:{port}/' in out
+
+
+def test_a_dicom_that_is_no_radiograph_is_scored_with_a_warning(client, tmp_path, capsys):
+    "A CT slice decodes like any image: the API's answer and predict's output say it is not a radiograph; a CR radiograph carries no warning"
+    from fracture_course.data import write_dicom
+    from fracture_course.interpret import add_predict_args, predict_command
+    ct = write_dicom(np.full((64, 64), 40, np.int16), tmp_path/'slice.dcm', modality='CT')
+    cr = write_dicom(np.full((64, 64), 300, np.uint16), tmp_path/'film.dcm', modality='CR')
+    d = client.post('/predict', files={'file': ('slice.dcm', ct.read_bytes())}).json()
+    assert d['call'] in ('fractured', 'not fractured') and d['warning'].startswith('slice.dcm: its modality is CT: a CT slice, not a radiograph')
+    assert 'warning' not in client.post('/predict', files={'file': ('film.dcm', cr.read_bytes())}).json()
+    p = argparse.ArgumentParser(); add_predict_args(p)
+    assert predict_command(p.parse_args([str(client.app.state.predictor.path), str(ct), str(cr)])) == 0
+    err = capsys.readouterr().err
+    assert f'warning: {ct}: its modality is CT' in err and 'film.dcm' not in err

@@ -874,6 +874,8 @@ class AuditReport:
         L.append(f"  near-duplicate groups: {len(self.near_duplicates)} ({len(self.leaks('near_duplicates'))} across splits)")
         L.append(f"  label disagreements: {len(self.label_disagreements)}")
         for u in self.unreadable[:5]: L.append(f"    unreadable {u['path']}: {u['reason']}")
+        for s in self.skipped[:5]: L.append(f"    skipped {s['path']}: {s['reason']}")
+        if len(self.skipped) > 5: L.append(f"    ... and {len(self.skipped) - 5} more skipped (every one is in the JSON report)")
         return '\n'.join(L)
     def __repr__(self): return self.summary()
 

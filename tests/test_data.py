@@ -352,6 +352,7 @@ def test_nothing_under_a_dataset_folder_is_left_out_without_a_word(tmp_path):
     assert 'README.md' not in why  # not an image: nothing was lost
     assert any(o.path.name == 'y.png' for o in d.items)  # a linked folder is read
     assert sum(o.split == 'train' and o.label == 1 for o in d.items) == 4 + 1  # its own and the linked one; the loop adds nothing
+    assert f"skipped {root/'train'/'Fracturd'}: folder 'Fracturd'" in audit(d).summary()  # the audit's report names them
     shutil.copytree(root/'val', root/'validation')
     with pytest.raises(ValueError, match=r"several folders hold the same split \(valid: \['val', 'validation'\]\)"): load_dataset(root)
 

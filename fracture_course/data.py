@@ -264,11 +264,12 @@ def _bad_header(path:Path, e:Exception) -> UnreadableImage:
     "The error for a header value pydicom cannot interpret, e.g. a number written '1A' (the message quotes no value: it could be a patient's)"
     return UnreadableImage(path, f"damaged DICOM file ({type(e).__name__} while reading its header values)")
 
-def dicom_summary(path:Path|str # a DICOM file
+def dicom_summary(path:Path|str, # a DICOM file (or the name of an upload)
+                  data:bytes|None=None # the file's content, when it is not on disk (an upload)
                  ) -> dict:
     "Technical facts of a DICOM file, from an allow-list of tags: never patient, study, institution or device identifiers"
     path = Path(path)
-    ds = _dcmread(path, path, stop_before_pixels=True)
+    ds = _dcmread(path if data is None else io.BytesIO(data), path, stop_before_pixels=True)
     try: return _summary_of(ds)
     except Exception as e: raise _bad_header(path, e) from None
 
@@ -384,12 +385,13 @@ def read_dicom(path:Path|str, # a DICOM file
 NOT_RADIOGRAPHS = {'CT': 'a CT slice', 'MR': 'an MR image', 'US': 'an ultrasound image', 'NM': 'a nuclear-medicine image',
                    'PT': 'a PET image', 'MG': 'a mammogram', 'OP': 'an ophthalmic photograph', 'XC': 'a photograph'}
 
-def modality_warning(path:Path|str # an image file
+def modality_warning(path:Path|str, # an image file (or the name of an upload)
+                     data:bytes|None=None # the file's content, when it is not on disk (an upload)
                     ) -> str|None:
     "Why a DICOM file is not a radiograph of a bone (a CT or MR slice, say); None for radiographs, other formats and unknown modalities"
     path = Path(path)
-    if not is_dicom(path): return None
-    try: m = str(dicom_summary(path).get('modality') or '').upper()
+    if not is_dicom(path, None if data is None else data[:132]): return None
+    try: m = str(dicom_summary(path, data).get('modality') or '').upper()
     except UnreadableImage: return None  # reading the image says what is wrong
     if m not in NOT_RADIOGRAPHS: return None  # CR, DX, a scanned film (OT, SC)...
     return f"its modality is {m}: {NOT_RADIOGRAPHS[m]}, not a radiograph; a model trained on X-ray radiographs gives it a call that means little"
@@ -500,14 +502,14 @@ def _is_image(f:Path) -> bool: return f.suffix.lower() in IMAGE_EXTS or is_dicom
 
 def _unread_here(d:Path, skipped:list, what:str, # the folder, the list to record in, and how to name the folder
                  known:Callable=lambda name: label_from_name(name) is not None, # the subfolder names the layout reads
-                 kind:str='a class folder (fractured or not fractured, in any usual spelling)'):
+                 kind:str='class folder (fractured or not fractured, in any usual spelling)'):
     "Record the subfolders holding images and the image files directly in `d` that the layout does not read: left out, but not without a word"
     for p in sorted(d.iterdir()):
         if p.name.startswith('.') or (p.is_dir() and known(p.name)): continue
         if p.is_dir():
             n = sum(_is_image(f) for f in _files_under(p, []))
-            if n: skipped.append({'path': str(p), 'reason': f"folder '{p.name}' in {what} is not {kind}: its {n} image(s) were not read"})
-        elif _is_image(p): skipped.append({'path': str(p), 'reason': f"an image outside {kind.split(' (')[0].replace('a ', 'any ', 1)} of {what}: not read"})
+            if n: skipped.append({'path': str(p), 'reason': f"folder '{p.name}' in {what} is not a {kind}: its {n} image(s) were not read"})
+        elif _is_image(p): skipped.append({'path': str(p), 'reason': f"an image in {what} but not in a {kind}: not read"})
 
 def _scan_class_dirs(dirs:dict, split, skipped:list) -> list:
     "Items for every image under the class folders `dirs`; other files go to `skipped`"
@@ -515,7 +517,7 @@ def _scan_class_dirs(dirs:dict, split, skipped:list) -> list:
     for label, ds in dirs.items():
         for d in ds:
             for f in _files_under(d, skipped):
-                if f.suffix.lower() in IMAGE_EXTS or is_dicom(f): items.append(Item(f, label, split, {'class_folder': d.name}))
+                if _is_image(f): items.append(Item(f, label, split, {'class_folder': d.name}))
                 else: skipped.append({'path': str(f), 'reason': f'not an image file ({f.suffix or "no extension"})'})
     return items
 
@@ -541,7 +543,7 @@ def read_split_folders(root:Path|str, # folder holding train/, val/ (or valid/),
             raise ValueError(f"{d} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in d.iterdir() if p.is_dir()]}")
         items += _scan_class_dirs(dirs, split, skipped)
         _unread_here(d, skipped, f"the {d.name}/ split")
-    _unread_here(root, skipped, root.name, lambda name: name.lower() in _SPLIT_NAMES, 'a split folder (train, val or test)')
+    _unread_here(root, skipped, root.name, lambda name: name.lower() in _SPLIT_NAMES, 'split folder (train, val or test)')
     if 'valid' not in found and 'train' in found:
         tr = [o for o in items if o.split == 'train']
         split_items(tr, (1 - valid_frac, valid_frac), seed, splits=('train', 'valid'), strata_key=None)

@@ -7,8 +7,7 @@ Docs: https://github.com/fracture-course/fracture_course/deploy.html.md"""
 # %% auto #0
 __all__ = ['META', 'ONNX_TOLERANCE', 'MAX_UPLOAD_MB', 'MAX_PIXELS', 'NOTICE', 'PAGE', 'DeployedModel', 'export_onnx', 'OnnxModel',
            'add_export_args', 'export_command', 'add_predict_args', 'predict_command', 'UploadError', 'decode_upload',
-           'upload_warning', 'overlay_png', 'Predictor', 'page_html', 'make_app', 'add_serve_args', 'listening_socket',
-           'serve_command']
+           'overlay_png', 'Predictor', 'page_html', 'make_app', 'add_serve_args', 'listening_socket', 'serve_command']
 
 # %% ../nbs/13_deploy.ipynb #980691a3
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (UploadFile, ...) at run time
@@ -212,13 +211,6 @@ def decode_upload(data:bytes, # the uploaded file's content
         except TruncatedImage: raise UploadError(422, f"{filename}: the file is truncated (only part of the image decodes); upload the whole file") from None
         except UnreadableImage as e: raise UploadError(422, f"{filename}: {e.reason}") from None
 
-def upload_warning(data:bytes, filename:str) -> str|None:
-    "`modality_warning` for an uploaded DICOM file (a CT or MR slice is no radiograph); None for other files"
-    if data[128:132] != b'DICM' and Path(filename).suffix.lower() not in ('.dcm', '.dicom'): return None
-    with tempfile.TemporaryDirectory() as d:
-        (p := Path(d)/'upload.dcm').write_bytes(data)
-        return modality_warning(p)
-
 # %% ../nbs/13_deploy.ipynb #2af2e613
 def overlay_png(img:np.ndarray, # [H, W] in 0..1 (see `to_display`)
                 heat:torch.Tensor, # [H, W] heat map in 0..1
@@ -260,7 +252,7 @@ class Predictor:
             res = {'file': filename, 'probability': round(p, 6), 'call': self.class_names[int(p > self.threshold)],
                    'threshold': self.threshold, 'threshold_source': self.source, 'temperature': self.temperature,
                    'model': self.arch, 'runtime': self.runtime, 'notice': NOTICE}
-            if w := upload_warning(data, filename): res['warning'] = f"{filename}: {w}"  # a CT or MR slice, say
+            if w := modality_warning(filename, data): res['warning'] = f"{filename}: {w}"  # a CT or MR slice, say
             if with_heatmap and self.model is not None:
                 xb = eval_tfms(self.preset)(x).to(self.device)
                 heat = heatmap(self.model, xb, self.cam, self.layer)[0]

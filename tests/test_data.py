@@ -347,7 +347,7 @@ def test_nothing_under_a_dataset_folder_is_left_out_without_a_word(tmp_path):
     d = load_dataset(tmp_path/'multi')
     why = {Path(s['path']).name: s['reason'] for s in d.skipped}
     assert "folder 'Fracturd' in the train/ split is not a class folder" in why['Fracturd'] and '1 image(s) were not read' in why['Fracturd']
-    assert 'outside any class folder of the train/ split' in why['loose.png'] and 'outside any split folder' in why['stray.png']
+    assert 'an image in the train/ split but not in a class folder' in why['loose.png'] and 'but not in a split folder' in why['stray.png']
     assert why['dangling.png'] == 'a link to a file that does not exist' and 'another dataset beside' in why['b']
     assert 'README.md' not in why  # not an image: nothing was lost
     assert any(o.path.name == 'y.png' for o in d.items)  # a linked folder is read

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import ENV_PREFIX, get_config, parse_value, seed_everything, CourseConfig
+from .config import ENV_PREFIX, get_config, seed_everything, CourseConfig
 from .data import FractureData, load_dataset, load_course_data, trivial_baseline, describe_source
 from .transforms import Preset, get_dls, grey_preset, imagenet_preset, stats_preset
 from .models import create_model, model_names
@@ -353,11 +353,9 @@ def _print_run(r:dict # what `train_run` or `fit_on_devices` returned
         print(f"warning: {len(r['skipped'])} file(s) of the dataset were left out when it was read (all listed under 'skipped' in metrics.json); "
               f"the first: {first['path']}: {first['reason']}", file=sys.stderr)
 
-def asked_for(args) -> dict:
-    "Epochs and peak learning rate the user asked for, which win over the model's recipe: the options, else FRACTURE_EPOCHS and FRACTURE_LR"
-    env = {k: parse_value(k, os.environ[ENV_PREFIX + k.upper()], ENV_PREFIX + k.upper()) for k in ('epochs', 'lr')
-           if os.environ.get(ENV_PREFIX + k.upper(), '').strip()}
-    return {**env, **{k: v for k, v in dict(epochs=args.epochs, lr=args.lr).items() if v is not None}}
+def asked_for(args, cfg:CourseConfig) -> dict:
+    "The epochs and peak learning rate of `cfg` that the user asked for (an option, or FRACTURE_EPOCHS / FRACTURE_LR): they win over the model's recipe"
+    return {k: getattr(cfg, k) for k in ('epochs', 'lr') if getattr(args, k) is not None or os.environ.get(ENV_PREFIX + k.upper(), '').strip()}
 
 def train_command(args) -> int:
     "Run `fracture-course train`"
@@ -366,7 +364,7 @@ def train_command(args) -> int:
     say(cfg.summary())
     if args.model not in model_names(): raise ValueError(f"Unknown model {args.model!r}; choose one of: {', '.join(model_names())}")
     if args.out: _ready_out(args.out)  # a folder that cannot be made fails now, not after the training
-    given = asked_for(args)  # a recipe's own epochs and lr give way to what the user asked for
+    given = asked_for(args, cfg)  # a recipe's own epochs and lr give way to what the user asked for
     rc = recipe_for(args.model, cfg.profile, **given)
     say(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {rc.lr or cfg.lr:g}, "
           f"{rc.epochs or cfg.epochs} epochs" + (f", {rc.model_kwargs}" if rc.model_kwargs else ''))

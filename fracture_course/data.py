@@ -16,13 +16,13 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'NOT_RADIOGRAPHS', 'REGIONS', 'LAYOUTS', 'KNOWN_KAGGLE',
-           'KAGGLE_INPUT', 'label_from_name', 'Item', 'FractureData', 'UnreadableImage', 'DamagedImageWarning',
-           'TruncatedImage', 'is_dicom', 'load_image', 'write_dicom', 'dicom_summary', 'read_dicom', 'modality_warning',
-           'file_digest', 'fingerprints', 'split_items', 'read_split_folders', 'read_class_folders', 'read_fracatlas',
-           'read_manifest', 'item_boxes', 'load_dataset', 'resolve_source', 'describe_source', 'load_course_data',
-           'ImageDataset', 'AuditReport', 'audit', 'add_audit_args', 'audit_command', 'trivial_baseline',
-           'plot_class_balance', 'show_samples', 'image_stats', 'plot_image_stats']
+__all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SIDE', 'NOT_RADIOGRAPHS', 'REGIONS', 'LAYOUTS',
+           'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'label_from_name', 'Item', 'FractureData', 'UnreadableImage',
+           'DamagedImageWarning', 'TruncatedImage', 'is_dicom', 'load_image', 'write_dicom', 'dicom_summary',
+           'read_dicom', 'modality_warning', 'file_digest', 'fingerprints', 'split_items', 'read_split_folders',
+           'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes', 'load_dataset', 'resolve_source',
+           'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport', 'audit', 'add_audit_args',
+           'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats', 'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -119,16 +119,26 @@ def _file_bytes(path:Path) -> bytes:
     if not data: raise UnreadableImage(path, "empty file (0 bytes); re-download or delete it")
     return data
 
+MIN_SIDE = 32  # the shortest side the tools that score an image accept: below it no fracture shows (the synthetic generator's floor too)
+
+def _check_side(img:Image.Image, path:Path, min_side:int) -> Image.Image:
+    "`img`, or `UnreadableImage` if its shorter side is under `min_side` pixels"
+    if min(img.size) < min_side:
+        raise UnreadableImage(path, f"{img.width} x {img.height} pixels is too small to show a fracture (at least {min_side} a side); "
+                                    "use the original radiograph, not a thumbnail or an icon")
+    return img
+
 def load_image(path:Path|str, # image file
                max_side:int|None=2048, # shrink larger images to this side while decoding (None: keep)
                warn:bool=True, # warn about files that decode only partly
                partial:bool=True, # accept a file that decodes only partly (False: raise `TruncatedImage`)
+               min_side:int=0, # refuse an image whose shorter side is smaller (the tools that score an image pass `MIN_SIDE`)
               ) -> Image.Image:
     "Read any radiograph (PNG, JPEG, ..., DICOM) as an upright 8-bit greyscale PIL image, or raise `UnreadableImage`"
     path = Path(path)
     data = _file_bytes(path)
     if is_dicom(path, data[:132]):  # see "DICOM radiographs" below
-        img = _dicom_image(io.BytesIO(data), path)
+        img = _check_side(_dicom_image(io.BytesIO(data), path), path, min_side)
         if max_side and max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
         return img
     try:
@@ -148,7 +158,7 @@ def load_image(path:Path|str, # image file
         img = _load_truncated(data)
         if warn: warnings.warn(f"{path}: image file is truncated; loaded what could be decoded", DamagedImageWarning, stacklevel=2)
     except Exception as e: raise UnreadableImage(path, f"damaged image ({type(e).__name__}: {e})") from None
-    img = _to_grey(ImageOps.exif_transpose(img))
+    img = _check_side(_to_grey(ImageOps.exif_transpose(img)), path, min_side)
     if max_side and max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return img
 
@@ -814,6 +824,7 @@ def _file_facts(path:Path) -> dict:
     try: img = load_image(path, partial=False)
     except TruncatedImage: img, d['damaged'] = load_image(path, warn=False), 'truncated'  # the audit reports it
     except UnreadableImage as e: return {**d, 'error': e.reason}
+    if min(d.get('width', img.width), d.get('height', img.height)) < MIN_SIDE: d['small'] = True  # the scoring tools refuse it
     d['phash'] = int(str(imagehash.phash(img)), 16)
     return d
 
@@ -853,6 +864,7 @@ class AuditReport:
     name:str; root:str; counts:dict; sizes:dict; modes:dict; unreadable:list; damaged:list; skipped:list
     duplicates:list; near_duplicates:list; label_disagreements:list; seconds:float
     dicom:dict=field(default_factory=dict)  # DICOM files: count, photometric interpretations, bit depths, ...
+    too_small:list=field(default_factory=list)  # images under `MIN_SIDE` pixels a side: trained on, refused by the scoring tools
 
     def leaks(self, kind:str='duplicates') -> list:
         "Groups of `kind` ('duplicates' or 'near_duplicates') whose files sit in more than one split"
@@ -871,11 +883,13 @@ class AuditReport:
             c = lambda k: ', '.join(f'{v}: {n}' for v, n in self.dicom[k].items())
             L.append(f"  DICOM files: {self.dicom['files']} (photometric {c('photometric_interpretation')}; bits stored {c('bits_stored')}; "
                      f"modality {c('modality')}; transfer syntax {c('transfer_syntax')})")
-        L.append(f"  unreadable: {len(self.unreadable)}; decoded only partly: {len(self.damaged)}; other files skipped: {len(self.skipped)}")
+        L.append(f"  unreadable: {len(self.unreadable)}; decoded only partly: {len(self.damaged)}; "
+                 f"too small to score (under {MIN_SIDE} px a side): {len(self.too_small)}; other files skipped: {len(self.skipped)}")
         L.append(f"  exact duplicate groups: {len(self.duplicates)} ({len(self.leaks())} across splits)")
         L.append(f"  near-duplicate groups: {len(self.near_duplicates)} ({len(self.leaks('near_duplicates'))} across splits)")
         L.append(f"  label disagreements: {len(self.label_disagreements)}")
         for u in self.unreadable[:5]: L.append(f"    unreadable {u['path']}: {u['reason']}")
+        for u in self.too_small[:5]: L.append(f"    too small {u['path']}: {u['width']} x {u['height']} pixels")
         for s in self.skipped[:5]: L.append(f"    skipped {s['path']}: {s['reason']}")
         if len(self.skipped) > 5: L.append(f"    ... and {len(self.skipped) - 5} more skipped (every one is in the JSON report)")
         return '\n'.join(L)
@@ -908,7 +922,8 @@ def audit(data:FractureData|Path|str, # a loaded dataset, or a path for `load_da
     return AuditReport(data.name, str(data.root), data.counts(), sizes, dict(Counter(f.get('mode', '?') for f in ok)),
                        [{'path': f['path'], 'reason': f['error']} for f in facts if 'error' in f],
                        [f['path'] for f in facts if f.get('damaged')], data.skipped, dups, near, conflicts,
-                       round(time.perf_counter() - t0, 2), dicom)
+                       round(time.perf_counter() - t0, 2), dicom,
+                       [{k: f[k] for k in ('path', 'width', 'height')} for f in facts if f.get('small')])
 
 # %% ../nbs/02_data.ipynb #639ea90d
 def add_audit_args(p):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from PIL import Image, UnidentifiedImageError
 
-from .data import CLASSES, TruncatedImage, UnreadableImage, load_image, modality_warning
+from .data import CLASSES, MIN_SIDE, TruncatedImage, UnreadableImage, load_image, modality_warning
 from .transforms import Preset, decode_resize, eval_tfms
 from .learner import load_checkpoint
 from .evaluate import _checked_preset, load_inputs, predict_inputs, saved_operating_point
@@ -207,7 +207,7 @@ def decode_upload(data:bytes, # the uploaded file's content
     with tempfile.TemporaryDirectory() as d:
         path = Path(d)/('upload' + (suffix if re.fullmatch(r'\.[a-z0-9]{1,8}', suffix) else ''))
         path.write_bytes(data)
-        try: return decode_resize(path, preset, partial=False)  # a truncated file is refused, not scored on what decodes
+        try: return decode_resize(path, preset, partial=False, min_side=MIN_SIDE)  # a truncated file is refused, not scored on what decodes
         except TruncatedImage: raise UploadError(422, f"{filename}: the file is truncated (only part of the image decodes); upload the whole file") from None
         except UnreadableImage as e: raise UploadError(422, f"{filename}: {e.reason}") from None
 

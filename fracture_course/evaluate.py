@@ -20,7 +20,7 @@ from torchmetrics.functional.classification import (binary_average_precision, bi
                                                     binary_precision_recall_curve, binary_roc, multiclass_f1_score,
                                                     multiclass_precision, multiclass_recall)
 
-from .data import CLASSES, FractureData, TruncatedImage, UnreadableImage, load_course_data, load_dataset, load_image
+from .data import CLASSES, MIN_SIDE, FractureData, TruncatedImage, UnreadableImage, load_course_data, load_dataset, load_image
 from .transforms import Preset, decode_resize, eval_tfms
 from .learner import METRICS, binary_metrics, load_checkpoint
 from .tta import get_logits
@@ -333,7 +333,7 @@ def load_inputs(paths:Sequence, # image files
     "Decoded uint8 images [N, 1, R, R] of the readable files, their positions in `paths`, and (path, reason) of the others"
     paths = [Path(p) for p in paths]
     def one(p):  # (image, None) or (None, the exception saying why not)
-        try: return decode_resize(p, preset, partial=False), None  # whole files only: no score on part of an image
+        try: return decode_resize(p, preset, partial=False, min_side=MIN_SIDE), None  # whole files only: no score on part of an image
         except UnreadableImage as e: return None, e
         except OSError as e: return None, UnreadableImage(p, f"cannot read the file ({e.strerror or e})")
     with ThreadPoolExecutor(min(8, max(1, len(paths)))) as ex: res = list(ex.map(one, paths))

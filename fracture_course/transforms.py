@@ -61,9 +61,10 @@ def grey_preset(size:int=128, mean:float=0.5, std:float=0.25) -> Preset:
 def decode_resize(path:Path|str, # image file
                   preset:Preset,
                   partial:bool=True, # accept a truncated file (False: raise `TruncatedImage`, as the tools that score images do)
+                  min_side:int=0, # refuse a smaller image (the tools that score images pass `MIN_SIDE`)
                  ) -> torch.Tensor:
     "Decode any radiograph to a `uint8` tensor of shape [1, resize, resize] as the preset says"
-    img = load_image(path, warn=False, partial=partial)
+    img = load_image(path, warn=False, partial=partial, min_side=min_side)
     r = preset.resize
     if preset.squash: img = img.resize((r, r), Image.Resampling.BILINEAR, reducing_gap=2.0)
     else:

@@ -142,8 +142,12 @@ def test_audit_finds_unreadable_damaged_duplicates_leaks_and_stray_files(tmp_pat
     img(root/'train'/'not fractured'/'big.jpg', size=(300, 300), quality=95)
     (root/'train'/'not fractured'/'cut.jpg').write_bytes((root/'train'/'not fractured'/'big.jpg').read_bytes()[:3000])
     (root/'train'/'fractured'/'readme.txt').write_text('x')
+    img(root/'test'/'fractured'/'icon.png', size=(20, 300)); img(root/'test'/'fractured'/'just.png', size=(32, 32))
     rep = audit(root)
     assert [Path(u['path']).name for u in rep.unreadable] == ['zero.jpg']
+    assert [(Path(u['path']).name, u['width'], u['height']) for u in rep.too_small] == [('icon.png', 20, 300)]
+    assert 'too small to score (under 32 px a side): 1' in rep.summary() 
+    assert f"too small {root/'test'/'fractured'/'icon.png'}: 20 x 300 pixels" in rep.summary()
     assert [Path(p).name for p in rep.damaged] == ['cut.jpg']
     assert len(rep.duplicates) == 1 and len(rep.leaks()) == 1
     assert any({Path(o['path']).name for o in g} >= {'resaved.png'} for g in rep.near_duplicates)

@@ -170,6 +170,16 @@ def test_predict_runs_onnx_and_checkpoint_alike(ckpt, onnx_file, synth, tmp_path
     out = capsys.readouterr().out
     assert 'threshold 0.990 (--threshold)' in out and table(out)[files[0]][1] == 'not fractured'
 
+def test_predict_names_images_too_small_to_score_and_scores_the_rest(ckpt, onnx_file, synth, tmp_path, capsys):
+    from PIL import Image
+    Image.new('L', (1, 1)).save(tmp_path/'pixel.png'); Image.new('L', (32, 32)).save(tmp_path/'smallest.png')
+    for model in (ckpt, onnx_file):
+        args = [str(model), str(synth[1][0]), str(tmp_path/'pixel.png'), str(tmp_path/'smallest.png')]
+        assert deploy.predict_command(predict_args(args)) == 1  # one file was not scored
+        r = capsys.readouterr()
+        assert 'pixel.png: 1 x 1 pixels is too small to show a fracture (at least 32 a side)' in r.err
+        assert set(table(r.out)) == {str(synth[1][0]), str(tmp_path/'smallest.png')}
+
 def test_predict_onnx_refuses_heatmaps_and_tta(onnx_file, synth, tmp_path):
     f = str(synth[1][0])
     with pytest.raises(ValueError, match='--heatmaps.*Grad-CAM.*pass the .pt checkpoint'): deploy.predict_command(predict_args([str(onnx_file), f, '--heatmaps', str(tmp_path)]))
@@ -246,6 +256,8 @@ def test_predict_a_jpeg_and_greyscale_16bit(client):
     ('cut.png', None, 422, 'truncated'),
     ('head.jpg', png_bytes(np.zeros((60, 60), np.uint8), 'JPEG')[:78], 422, 'ends inside its header'),
     ('bomb.png', bomb_png(), 413, 'pixels'),
+    ('pixel.png', png_bytes(np.zeros((1, 1), np.uint8)), 422, '1 x 1 pixels is too small to show a fracture'),
+    ('strip.png', png_bytes(np.zeros((31, 400), np.uint8)), 422, '400 x 31 pixels is too small'),
     ('huge.png', b'\0' * 300_000, 413, 'larger than this server accepts'),
 ])
 def test_bad_uploads_get_a_clear_error_and_the_server_goes_on(client, xray, name, content, status, says):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .data import CLASSES, modality_warning
+from .data import CLASSES, label_from_name, modality_warning
 from .transforms import Preset, eval_tfms, resize_boxes, decoded_boxes
 from .learner import load_checkpoint
 from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point, _ready_out
@@ -24,7 +24,8 @@ from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operat
 __all__ = ['CAMS', 'GradCAM', 'stage_sides', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input',
            'item_input_boxes', 'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split', 'pointing_baselines',
            'LayerCAM', 'pointing_by_layer', 'CamMethod', 'explain_layer', 'heatmap', 'add_predict_args',
-           'report_predictions', 'heatmap_request', 'check_predict_args', 'write_overlays', 'predict_command']
+           'report_predictions', 'overlays_would_be_read', 'heatmap_request', 'check_predict_args', 'write_overlays',
+           'predict_command']
 
 # %% ../nbs/10_interpretation.ipynb #6d298345
 class GradCAM:
@@ -298,11 +299,31 @@ def report_predictions(header:str, # the first line: model, file, threshold and 
     print(f"{len(failed)} of {len(images)} image(s) could not be read (listed above)" + ("; the others were scored." if len(failed) < len(images) else "; none was scored."), file=sys.stderr)
     return 1
 
+def _class_folder_above(out:Path) -> Path|None:
+    "The dataset class folder `out` is or lies in: one named after a class beside one named after the other class"
+    for p in (out, *out.parents):
+        lab = label_from_name(p.name)
+        if lab is None: continue
+        try: other = any(q.is_dir() and label_from_name(q.name) == 1 - lab for q in p.parent.iterdir())
+        except OSError: other = False
+        if other: return p
+    return None
+
+def overlays_would_be_read(out:Path, # the folder asked for the overlays
+                           images:Sequence, # the images to be scored
+                          ) -> str|None:
+    "Why overlay PNGs written into `out` would later be read as radiographs, or None: they are safe there"
+    out = Path(out).resolve()
+    if any(Path(i).resolve().parent == out for i in images): return "it holds the images being scored: a later run over that folder would score the overlays too"
+    if (p := _class_folder_above(out)): return f"it is inside the dataset class folder {p}: the next audit or training would take the overlays for radiographs"
+    return None
+
 def heatmap_request(args) -> tuple[Path|None, str]:
     "The folder for heat-map overlays (None: none asked for) and their method, from `--heatmaps`, `--gradcam` and `--cam`"
     if args.heatmaps and args.gradcam: raise ValueError("give --heatmaps DIR (with --cam to choose the method) or --gradcam DIR, not both")
-    if args.gradcam: return Path(args.gradcam), args.cam or 'gradcam'
-    return (Path(args.heatmaps) if args.heatmaps else None), args.cam or 'layercam'
+    option, out = ('--gradcam', args.gradcam) if args.gradcam else ('--heatmaps', args.heatmaps)
+    if out and (why := overlays_would_be_read(Path(out), args.images)): raise ValueError(f"{option} {out}: {why}; choose a folder outside it")
+    return (Path(out) if out else None), args.cam or ('gradcam' if args.gradcam else 'layercam')
 
 def check_predict_args(args):
     "Refuse a `--threshold` outside 0..1 or a `--batch-size` below 1, before anything is loaded"

@@ -239,6 +239,22 @@ def test_predict_heatmap_overlays_and_bad_images(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit): run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'x', '--cam', 'scorecam'])
 
 
+def test_predict_refuses_overlays_where_they_would_be_read_as_radiographs(tiny, tmp_path):
+    "Into the scored images' folder, or inside a dataset's class folder: refused before anything is loaded; elsewhere (even under a folder named 'fracture'): written"
+    import shutil
+    ds = tmp_path/'ds'; (ds/'test'/'not fractured').mkdir(parents=True); (ds/'test'/'Fractured').mkdir()
+    img = ds/'test'/'Fractured'/'img0.png'; shutil.copy(tiny/'img0.png', img)
+    for out, says in [(ds/'test'/'Fractured', 'holds the images being scored'), (ds/'test'/'Fractured'/'cams', 'inside the dataset class folder'),
+                      (ds/'test'/'not fractured', 'inside the dataset class folder')]:
+        with pytest.raises(ValueError, match=f'--heatmaps {out}: it {"is" if "inside" in says else ""}.*{says}'):
+            run_predict([tiny/'model.pt', img, '--heatmaps', out, '--device', 'nope'])  # refused before the device is looked at
+        assert not (ds/'test'/'Fractured'/'cams').exists()
+    with pytest.raises(ValueError, match='--gradcam .*holds the images'): run_predict([tiny/'model.pt', img, '--gradcam', img.parent])
+    assert run_predict([tiny/'model.pt', img, '--heatmaps', tmp_path/'fracture'/'cams']) == 0  # a folder named like a class, no dataset
+    assert [p.name for p in (tmp_path/'fracture'/'cams').glob('*.png')] == ['img0_layercam.png']
+    assert sorted(p.name for p in ds.rglob('*.png')) == ['img0.png']
+
+
 def test_predict_never_overwrites_one_overlay_with_another(tiny, tmp_path):
     "img_2.png beside two img.png from other folders: three images scored, three overlays written (a fallback name once replaced one)"
     import shutil

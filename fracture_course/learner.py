@@ -604,6 +604,15 @@ def _write_checkpoint(ckpt:dict, path:str|Path) -> Path:
     return path
 
 # %% ../nbs/05_learner.ipynb #41f562be
+def _is_onnx(path:Path) -> bool:
+    "Whether `path` holds an ONNX model (a protobuf starting with its IR version and holding a graph), whatever its name"
+    try:
+        with open(path, 'rb') as f:
+            if f.read(1) != b'\x08': return False  # field 1, ir_version, comes first in every ONNX file
+        import onnx
+        return len(onnx.load(str(path), load_external_data=False).graph.node) > 0
+    except Exception: return False
+
 def read_checkpoint(path:str|Path) -> dict:
     "The checkpoint dict stored at `path`, checked; clear errors for missing, damaged or foreign files"
     path = Path(path)
@@ -614,6 +623,8 @@ def read_checkpoint(path:str|Path) -> dict:
     if not path.is_file(): raise FileNotFoundError(f"Checkpoint {path} does not exist; check the path, or train and save a model first.")
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
+        if _is_onnx(path): raise ValueError(f"{path} is an ONNX model, not a PyTorch checkpoint; the tools tell the two apart by the "
+                                            f"suffix, so give it the .onnx suffix (e.g. {path.with_name(path.stem + '.onnx')}).") from None
         msg = (str(e).strip().splitlines() or [''])[0].split('. ')[0][:200]  # the first sentence is the useful part
         raise ValueError(f"{path} could not be read as a checkpoint ({type(e).__name__}: {msg}). The file is damaged, "
                          "incomplete or not a PyTorch file; copy or save it again.") from None

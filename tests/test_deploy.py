@@ -14,7 +14,7 @@ from fracture_course.learner import save_checkpoint
 from fracture_course.models import create_model
 from fracture_course.transforms import eval_tfms, grey_preset, imagenet_preset
 from fracture_course import deploy
-from fracture_course.deploy import OnnxModel, export_onnx, make_app
+from fracture_course.deploy import OnnxModel, Predictor, export_onnx, make_app
 
 OP = {'threshold': 0.3, 'temperature': 1.5, 'target_sensitivity': 0.9, 'source': 'test fixture'}
 
@@ -139,6 +139,18 @@ def test_onnx_files_that_are_not_ours(tmp_path):
     plain = tmp_path/'plain.onnx'; onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid('', 18)]), plain)
     with pytest.raises(ValueError, match='not one written by fracture-course export'): OnnxModel(plain)
     with pytest.raises(FileNotFoundError, match='missing.onnx'): OnnxModel(tmp_path/'missing.onnx')
+
+def test_an_onnx_model_renamed_without_its_suffix_is_named_as_one(onnx_file, ckpt, synth, tmp_path):
+    "predict, evaluate and serve tell ONNX from PyTorch by the suffix; an ONNX file under another name says so"
+    import shutil
+    from fracture_course.learner import load_checkpoint
+    for name in ('model', 'model.pt'):
+        shutil.copy(onnx_file, tmp_path/name)
+        with pytest.raises(ValueError, match=rf"{name} is an ONNX model, not a PyTorch checkpoint.*\.onnx suffix \(e\.g\. .*model\.onnx\)"):
+            deploy.predict_command(predict_args([str(tmp_path/name), str(synth[1][0])]))
+        with pytest.raises(ValueError, match='is an ONNX model'): Predictor(tmp_path/name)
+    (tmp_path/'noise.pt').write_bytes(b'\x08' + bytes(range(200)))  # starts like an ONNX file, is none
+    with pytest.raises(ValueError, match='could not be read as a checkpoint.*not a PyTorch file'): load_checkpoint(tmp_path/'noise.pt')
 
 # --- predict with an exported model ----------------------------------------------------------------------------
 

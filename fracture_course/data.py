@@ -48,6 +48,11 @@ IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif', '.webp',
 class Item:
     "One image of a dataset"
     path:Path; label:int; split:str|None=None; meta:dict=field(default_factory=dict)
+    def __post_init__(self):  # a path as text, a label as a class name ('fractured') or a numpy integer: all taken; others refused
+        self.path, label = Path(self.path), label_from_name(self.label) if isinstance(self.label, str) else self.label
+        if label is None or isinstance(label, float) and not label.is_integer() or label not in (0, 1):
+            raise ValueError(f"{self.path}: label {self.label!r} is not a class; give 1 (fractured) or 0, or one of {CLASSES}")
+        self.label = int(label)
     @property
     def label_name(self): return CLASSES[self.label]
 

@@ -20,7 +20,7 @@ from torchmetrics.functional.classification import (binary_average_precision, bi
                                                     binary_precision_recall_curve, binary_roc, multiclass_f1_score,
                                                     multiclass_precision, multiclass_recall)
 
-from .data import CLASSES, MIN_SIDE, FractureData, TruncatedImage, UnreadableImage, load_course_data, load_dataset, load_image
+from .data import CLASSES, MIN_SIDE, FractureData, label_from_name, TruncatedImage, UnreadableImage, load_course_data, load_dataset, load_image
 from .transforms import Preset, decode_resize, eval_tfms
 from .learner import METRICS, binary_metrics, load_checkpoint
 from .tta import get_logits
@@ -57,23 +57,40 @@ def _checked_probs(probs) -> torch.Tensor:
                                    "pass probabilities (e.g. logits.softmax(1)[:, 1]) of a model whose outputs are finite.")
     return p
 
+def _checked_targets(targets, # true labels: 1/0, True/False, or class names ('fractured', 'not fractured', ...)
+                     n:int|None=None, # how many probabilities they go with
+                    ) -> torch.Tensor:
+    "`targets` as a flat long tensor of 0 and 1, class names mapped by `label_from_name`; anything else refused, saying what"
+    if not isinstance(targets, torch.Tensor) and any(isinstance(v, str) for v in np.asarray(targets, dtype=object).ravel()):
+        names = [v for v in np.asarray(targets, dtype=object).ravel()]
+        labels = [label_from_name(v) if isinstance(v, str) else v for v in names]
+        if None in labels: raise ValueError(f"label {names[labels.index(None)]!r} is not a class name; give 1 (fractured) or 0, or one of {CLASSES}")
+        targets = labels
+    t = torch.as_tensor(np.asarray(targets, dtype=np.float64) if not isinstance(targets, torch.Tensor) else targets).flatten()
+    bad = ~((t == 0) | (t == 1))
+    if bad.any(): raise ValueError(f"{int(bad.sum())} of {len(t)} labels are not 0 or 1 (the first: {t[bad][0].item():g}); "
+                                   "labels are 1 for fractured and 0 for not fractured")
+    if n is not None and len(t) != n: raise ValueError(f"{n} probabilities but {len(t)} labels; give one label per image")
+    return t.long()
+
 def evaluation_metrics(probs:torch.Tensor, # probability of `fractured` per image
                        targets:torch.Tensor, # true labels, 1 = fractured
                        threshold:float=0.5 # call `fractured` above this
                       ) -> dict:
     "Accuracy, sensitivity, specificity, precision, F1 at `threshold`, and AUROC and average precision (torchmetrics)"
-    probs, targets = _checked_probs(probs), torch.as_tensor(targets).long().flatten()
+    probs = _checked_probs(probs); targets = _checked_targets(targets, len(probs))
     return binary_metrics(probs, targets, threshold, {**{k: METRICS[k] for k in METRIC_NAMES[:-1]}, 'average_precision': _ap})
 
 def confusion_matrix(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5) -> torch.Tensor:
     "Counts [[TN, FP], [FN, TP]]: rows are the true class, columns the predicted one"
-    return binary_confusion_matrix(torch.as_tensor(probs).float(), torch.as_tensor(targets).long(), threshold)
+    p = torch.as_tensor(probs).float().flatten()
+    return binary_confusion_matrix(p, _checked_targets(targets, len(p)), threshold)
 
 # %% ../nbs/09_evaluation.ipynb #89ec941c
 def classification_report(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5,
                           classes:Sequence[str]=CLASSES) -> pd.DataFrame:
     "Precision, recall, F1 and support of each class, and their unweighted (macro) mean"
-    preds = (torch.as_tensor(probs).float() > threshold).long(); targets = torch.as_tensor(targets).long()
+    preds = (torch.as_tensor(probs).float().flatten() > threshold).long(); targets = _checked_targets(targets, len(preds))
     kw = dict(num_classes=2, average=None)
     df = pd.DataFrame({'precision': multiclass_precision(preds, targets, **kw).numpy(),
                        'recall': multiclass_recall(preds, targets, **kw).numpy(),
@@ -104,7 +121,7 @@ def weighted_metrics(probs:torch.Tensor, # [N] probability of `fractured`
                      weights:torch.Tensor, # [B, N]: how many times each image counts, in each of B resamples
                      threshold:float=0.5) -> dict:
     "Each of `METRIC_NAMES` for every row of `weights`, as tensors [B] (NaN where undefined), computed at once"
-    p = torch.as_tensor(probs).float().flatten(); t = torch.as_tensor(targets).flatten().bool()
+    p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p)).bool()
     w = torch.as_tensor(weights).double().reshape(-1, len(p))
     called = p > threshold
     tp, fp = (w * (called & t)).sum(1), (w * (called & ~t)).sum(1)
@@ -132,7 +149,7 @@ def bootstrap_ci(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5,
                  chunk:int=500 # resamples computed at once (memory: chunk x N doubles)
                 ) -> pd.DataFrame:
     "Each metric at `threshold` with a percentile bootstrap confidence interval (columns estimate, low, high)"
-    p, t = torch.as_tensor(probs).float().flatten(), torch.as_tensor(targets).long().flatten()
+    p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p))
     if len(p) == 0: raise ValueError("bootstrap_ci needs at least one prediction.")
     if n_boot < 1: raise ValueError(f"n_boot must be at least 1 resample, got {n_boot} (a 95% interval wants 1000 or more)")
     rng, n = np.random.default_rng(seed), len(p)
@@ -173,7 +190,7 @@ def plot_roc(probs:torch.Tensor, targets:torch.Tensor, ax=None, threshold:float|
     "ROC curve (sensitivity against 1 - specificity) with its AUROC, and the operating point at `threshold`"
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(3.8, 3.6))
-    p, t = torch.as_tensor(probs).float(), torch.as_tensor(targets).long()
+    p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p))
     if len(t.unique()) < 2: return _undefined_curve(ax, 'ROC curve', 'undefined: the images are all of one class')
     fpr, tpr, _ = binary_roc(p, t)
     m = evaluation_metrics(p, t, 0.5 if threshold is None else threshold)
@@ -187,7 +204,7 @@ def plot_pr(probs:torch.Tensor, targets:torch.Tensor, ax=None, threshold:float|N
     "Precision-recall curve with its average precision, the chance level, and the operating point at `threshold`"
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(3.8, 3.6))
-    p, t = torch.as_tensor(probs).float(), torch.as_tensor(targets).long()
+    p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p))
     if not (t == 1).any(): return _undefined_curve(ax, 'precision-recall curve', 'undefined: no fractured images')
     prec, rec, _ = binary_precision_recall_curve(p, t)
     m = evaluation_metrics(p, t, 0.5 if threshold is None else threshold)
@@ -204,7 +221,7 @@ def threshold_for_sensitivity(probs:torch.Tensor, # probability of `fractured` (
                              ) -> float:
     "The highest threshold at which `probs > threshold` finds at least `target` of the fractures"
     if not 0 < target <= 1: raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
-    p, t = torch.as_tensor(probs).float().flatten(), torch.as_tensor(targets).long().flatten()
+    p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p))
     pos = torch.sort(p[t == 1], descending=True).values
     if len(pos) == 0: raise ValueError("No fractured images among the targets: a threshold for sensitivity cannot be chosen.")
     pk = pos[max(1, math.ceil(target * len(pos) - 1e-9)) - 1]  # the k-th highest fracture probability
@@ -221,7 +238,7 @@ def operating_point(probs:torch.Tensor, targets:torch.Tensor, threshold:float) -
 # %% ../nbs/09_evaluation.ipynb #3f7aa73e
 def reliability_table(probs:torch.Tensor, targets:torch.Tensor, n_bins:int=10) -> pd.DataFrame:
     "Per probability bin [i/n, (i+1)/n): image count, mean predicted probability and share truly fractured"
-    p, t = torch.as_tensor(probs).float().flatten().contiguous(), torch.as_tensor(targets).float().flatten()
+    p = torch.as_tensor(probs).float().flatten().contiguous(); t = _checked_targets(targets, len(p)).float()
     edges = torch.linspace(0, 1, n_bins + 1)
     b = (torch.bucketize(p, edges, right=True) - 1).clamp(0, n_bins - 1)  # as torchmetrics bins; p = 1 joins the last bin
     count = torch.bincount(b, minlength=n_bins).double()
@@ -238,13 +255,14 @@ def expected_calibration_error(probs:torch.Tensor, targets:torch.Tensor, n_bins:
 # %% ../nbs/09_evaluation.ipynb #06735c17
 def nll(logits:torch.Tensor, targets:torch.Tensor, temperature:float=1.0) -> float:
     "Mean negative log-likelihood (cross-entropy) of the targets under softmax(logits / temperature)"
-    return F.cross_entropy(torch.as_tensor(logits).float() / temperature, torch.as_tensor(targets).long()).item()
+    logits = torch.as_tensor(logits).float()
+    return F.cross_entropy(logits / temperature, _checked_targets(targets, len(logits))).item()
 
 def fit_temperature(logits:torch.Tensor, # [N, 2], validation split
                     targets:torch.Tensor, # [N]
                     max_iter:int=100) -> float:
     "The temperature T > 0 that minimises the NLL of softmax(logits / T) on (`logits`, `targets`)"
-    logits, targets = torch.as_tensor(logits).float().detach(), torch.as_tensor(targets).long()
+    logits = torch.as_tensor(logits).float().detach(); targets = _checked_targets(targets, len(logits))
     log_t = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn='strong_wolfe')
     def closure():
@@ -269,7 +287,7 @@ def plot_reliability(predictions:dict, # {label: fracture probabilities}
 # %% ../nbs/09_evaluation.ipynb #f36a0aed
 def item_losses(probs:torch.Tensor, targets:torch.Tensor) -> torch.Tensor:
     "Cross-entropy of each item: -log(probability given to its true class)"
-    p, t = torch.as_tensor(probs).double(), torch.as_tensor(targets).long()
+    p = torch.as_tensor(probs).double().flatten(); t = _checked_targets(targets, len(p))
     return -torch.where(t == 1, p, 1 - p).clamp(min=1e-12).log()
 
 def top_losses(probs:torch.Tensor, targets:torch.Tensor, k:int=8) -> torch.Tensor:
@@ -312,7 +330,7 @@ def group_metrics(probs:torch.Tensor, targets:torch.Tensor,
                   min_fractures:int=5 # no sensitivity interval for groups with fewer fractures
                  ) -> pd.DataFrame:
     "Images, fractures, accuracy, sensitivity (with a bootstrap interval), specificity and AUROC of each group"
-    p, t = torch.as_tensor(probs).float(), torch.as_tensor(targets).long()
+    p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p))
     groups = np.asarray([str(g) for g in groups])
     if len(groups) != len(p): raise ValueError(f"{len(groups)} group names for {len(p)} predictions.")
     rows = {}
@@ -394,7 +412,7 @@ def evaluation_report(probs:torch.Tensor, # probability of `fractured` per image
                       seed:int=42 # seed of the resamples
                      ) -> dict:
     "Metrics at `threshold` with 95% intervals, confusion matrix, ECE and the trivial classifier's metrics, ready for JSON"
-    probs = _checked_probs(probs)
+    probs = _checked_probs(probs); targets = _checked_targets(targets, len(probs))
     cm, triv = confusion_matrix(probs, targets, threshold), trivial_probs(train_labels, len(targets))
     ci = bootstrap_ci(probs, targets, threshold, n_boot, seed=seed) if n_boot else None
     return _json_ready({'images': len(targets), 'fractured': int(targets.sum()), 'threshold': float(threshold),

@@ -355,3 +355,29 @@ def test_probabilities_outside_0_1_are_refused_not_taken_for_logits():
         with pytest.raises(ValueError, match='probabilities are NaN or outside 0..1'): evaluation_metrics(bad, t)
         with pytest.raises(ValueError, match='softmax'): evaluation_report(bad, t, 0.5, [0, 1], n_boot=0)
     assert evaluation_metrics(torch.tensor([0.0, 1.0, 0.7, 0.2]), t)['accuracy'] == 1.0
+
+def test_labels_as_lists_or_class_names_are_taken_and_wrong_ones_named():
+    "Plain lists, numpy arrays and class names work as labels everywhere; a label that is no class, or one too few, is named"
+    from fracture_course.evaluate import evaluation_report
+    p, t = [0.2, 0.9, 0.6, 0.1], torch.tensor([0, 1, 1, 0])
+    want = evaluation_metrics(torch.tensor(p), t)
+    for labels in ([0, 1, 1, 0], np.array([0, 1, 1, 0]), ['not fractured', 'Fractured', 'fracture', 'normal'], [False, True, True, False]):
+        assert evaluation_metrics(p, labels) == want
+        assert torch.equal(confusion_matrix(p, labels), confusion_matrix(torch.tensor(p), t))
+        assert evaluation_report(torch.tensor(p), labels, 0.5, [0, 1], n_boot=0)['fractured'] == 2
+    assert bootstrap_ci(p, ['fractured'] * 2 + ['not fractured'] * 2, n_boot=20).shape == (len(METRIC_NAMES), 3)
+    fns = [evaluation_metrics, confusion_matrix, classification_report, bootstrap_ci, reliability_table, top_losses,
+           lambda p, t: group_metrics(p, t, ['a'] * 4), lambda p, t: threshold_for_sensitivity(p, t, 0.9),
+           lambda p, t: nll(torch.tensor([[0., 1.]] * 4), t), lambda p, t: fit_temperature(torch.tensor([[0., 1.]] * 4), t)]
+    for fn in fns:
+        with pytest.raises(ValueError, match="label 'maybe' is not a class name"): fn(p, ['fractured', 'maybe', 'normal', 'normal'])
+        with pytest.raises(ValueError, match=r'1 of 4 labels are not 0 or 1 \(the first: 2\)'): fn(p, [0, 2, 1, 0])
+        with pytest.raises(ValueError, match='4 probabilities but 3 labels'): fn(p, [0, 1, 1])
+
+def test_items_take_text_paths_and_class_names_and_refuse_other_labels():
+    from fracture_course.data import Item
+    it = Item('xrays/a.png', 'Fractured', 'test')
+    assert it.path == Path('xrays/a.png') and it.label == 1 and it.label_name == 'fractured'
+    assert Item('b.png', np.int64(0)).label == 0 and type(Item('b.png', np.int64(0)).label) is int
+    for bad in ('broken bone', 2, -1, 0.5, None):
+        with pytest.raises(ValueError, match=r"b\.png: label .* is not a class; give 1 \(fractured\) or 0"): Item('b.png', bad)

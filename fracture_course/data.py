@@ -95,6 +95,7 @@ def _to_grey(img:Image.Image) -> Image.Image:
     "Any PIL mode to 8-bit greyscale; 16-bit images are stretched to their own range"
     if img.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
         a = np.asarray(img, dtype=np.float32)
+        if (bad := int((~np.isfinite(a)).sum())): raise ValueError(f"{bad} of {a.size} pixels are not numbers (NaN or infinite)")
         lo, hi = float(a.min()), float(a.max())
         a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
         return Image.fromarray(a.round().astype(np.uint8), 'L')
@@ -105,17 +106,19 @@ def _to_grey(img:Image.Image) -> Image.Image:
     return img.convert('L') if img.mode != 'L' else img
 
 # %% ../nbs/02_data.ipynb #54fd5ad7
+_IMAGE_SIGNATURES = (b'\x89PNG', b'\xff\xd8\xff', b'GIF8', b'BM', b'II*\x00', b'MM\x00*', b'RIFF')  # PNG, JPEG, GIF, BMP, TIFF, WebP
+
 def is_dicom(path:Path|str, # a file
              head:bytes|None=None, # its first 132 bytes, if already read
             ) -> bool:
-    "True for files named `*.dcm` or `*.dicom`, or carrying DICOM's `DICM` marker at byte 128"
+    "True for files carrying DICOM's `DICM` marker at byte 128, or named `*.dcm` or `*.dicom` unless their bytes are a PNG, JPEG, ..."
     path = Path(path)
-    if path.suffix.lower() in DICOM_EXTS: return True
     if head is None:
         try:
             with open(path, 'rb') as f: head = f.read(132)
-        except OSError: return False
-    return head[128:132] == b'DICM'
+        except OSError: head = b''
+    if head[128:132] == b'DICM': return True
+    return path.suffix.lower() in DICOM_EXTS and not head.startswith(_IMAGE_SIGNATURES)  # a PNG named .dcm is a PNG
 
 def _file_bytes(path:Path) -> bytes:
     "The bytes of `path`, or `UnreadableImage` saying why there are none"
@@ -133,6 +136,12 @@ def _check_side(img:Image.Image, path:Path, min_side:int) -> Image.Image:
                                     "use the original radiograph, not a thumbnail or an icon")
     return img
 
+def _dicom_bytes(data:bytes, path:Path, max_side:int|None, min_side:int) -> Image.Image:
+    "`load_image` of a DICOM file's bytes"
+    img = _check_side(_dicom_image(io.BytesIO(data), path), path, min_side)
+    if max_side and max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return img
+
 def load_image(path:Path|str, # image file
                max_side:int|None=2048, # shrink larger images to this side while decoding (None: keep)
                warn:bool=True, # warn about files that decode only partly
@@ -142,19 +151,25 @@ def load_image(path:Path|str, # image file
     "Read any radiograph (PNG, JPEG, ..., DICOM) as an upright 8-bit greyscale PIL image, or raise `UnreadableImage`"
     path = Path(path)
     data = _file_bytes(path)
-    if is_dicom(path, data[:132]):  # see "DICOM radiographs" below
-        img = _check_side(_dicom_image(io.BytesIO(data), path), path, min_side)
-        if max_side and max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-        return img
+    if is_dicom(path, data[:132]): return _dicom_bytes(data, path, max_side, min_side)  # see "DICOM radiographs" below
     try:
         img = Image.open(io.BytesIO(data))
         if max_side and img.format == 'JPEG': img.draft('L', (max_side, max_side))  # decode JPEGs at reduced size
-    except UnidentifiedImageError as e: raise UnreadableImage(path, f"not an image Pillow can read ({type(e).__name__})") from None
+    except UnidentifiedImageError as e:
+        if data[:2] in (b'\x02\x00', b'\x08\x00'):  # perhaps a DICOM without preamble nor suffix, as some archives export them (IM0001)
+            try: return _dicom_bytes(data, path, max_side, min_side)
+            except UnreadableImage as d:
+                if not d.reason.startswith('not a DICOM file'): raise  # a DICOM after all: what is wrong with it
+        raise UnreadableImage(path, f"not an image Pillow can read ({type(e).__name__})") from None
     except Image.DecompressionBombError as e:  # a small file claiming an enormous image
         raise UnreadableImage(path, f"{e} If the file is a genuine X-ray, downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS before loading.") from None
     except OSError as e:  # e.g. 'Truncated File Read': cut inside its header, so no pixel at all
         why = 'the file ends inside its header' if 'truncated' in str(e).lower() else f'damaged image header ({e})'
         raise UnreadableImage(path, f"{why}; copy or download it again") from None
+    try: frames = getattr(img, 'n_frames', 1)
+    except Exception: frames = 1  # counting them reads the whole file: a damaged one is judged by its decode below
+    if frames > 1 and img.format != 'MPO':  # MPO: a phone's JPEG with a preview after the picture
+        raise UnreadableImage(path, f"{frames} frames ({img.format}): the course reads single radiographs; save the frame you need as its own file")
     try:
         with _SWITCH.off(): img.load()  # a cut file raises here, whatever anyone did with Pillow's switch
     except OSError as e:
@@ -163,7 +178,9 @@ def load_image(path:Path|str, # image file
         img = _load_truncated(data)
         if warn: warnings.warn(f"{path}: image file is truncated; loaded what could be decoded", DamagedImageWarning, stacklevel=2)
     except Exception as e: raise UnreadableImage(path, f"damaged image ({type(e).__name__}: {e})") from None
-    img = _check_side(_to_grey(ImageOps.exif_transpose(img)), path, min_side)
+    try: img = _to_grey(ImageOps.exif_transpose(img))
+    except ValueError as e: raise UnreadableImage(path, f"{e}; export the image again") from None
+    img = _check_side(img, path, min_side)
     if max_side and max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return img
 
@@ -317,7 +334,11 @@ def _check_supported(ds, path:Path):
     if 'PixelData' not in ds:
         if 'Rows' in ds: raise UnreadableImage(path, "DICOM image header without pixel data: the file is probably cut short (re-export or re-download it)")
         raise UnreadableImage(path, "DICOM file without pixel data (a report, structure set or other non-image object)")
-    frames = int(ds.get('NumberOfFrames') or 1)
+    frames, limit = int(ds.get('NumberOfFrames') or 1), Image.MAX_IMAGE_PIXELS
+    rows, cols = int(ds.get('Rows') or 0), int(ds.get('Columns') or 0)
+    if limit and rows * cols * frames > 2 * limit:  # as Pillow refuses a decompression bomb: the pixels are never decoded
+        raise UnreadableImage(path, f"DICOM image of {cols} x {rows} pixels{f' x {frames} frames' if frames > 1 else ''}, more than {2 * limit:,}: "
+                                    "probably a decompression bomb. If the file is a genuine X-ray, downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS before loading.")
     if frames > 1:
         raise UnreadableImage(path, f"multi-frame DICOM ({frames} frames): the course reads single radiographs; save the frame you need as its own file")
     pi, spp = str(ds.get('PhotometricInterpretation', '')).strip(), int(ds.get('SamplesPerPixel') or 1)
@@ -384,6 +405,9 @@ def _dicom_pixels(ds, path:Path, window=None) -> Image.Image:
         ts = _tsyntax(ds)
         hint = f"; {_decoder_hint(ts)}" if ts is not None and ts.is_compressed else ''
         raise UnreadableImage(path, f"damaged or undecodable DICOM pixel data ({' '.join(str(e).split())}){hint}") from None
+    if window is None and not ds.get('VOILUTSequence') and 'WindowCenter' in ds and 'WindowWidth' in ds and float(_first(ds.WindowWidth)) < 1:
+        raise UnreadableImage(path, f"its display window has a width (WindowWidth) of {float(_first(ds.WindowWidth)):g}; DICOM requires at least 1. "
+                                    "Export the file again, or read it with read_dicom(path, window=(centre, width))")
     vals, lo, hi = _voi(apply_modality_lut(arr, ds), ds, window)
     v = np.clip((np.asarray(vals, np.float64) - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros(arr.shape)
     if str(ds.PhotometricInterpretation).strip() == 'MONOCHROME1': v = 1 - v  # low values are white

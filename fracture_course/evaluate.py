@@ -477,6 +477,10 @@ def _pick_threshold(args, op:dict, data, score:Callable) -> tuple[float, str, li
     vp, vy, vfail = score(vitems)
     return threshold_for_sensitivity(vp, vy, args.target_sensitivity), f'validation split, sensitivity >= {args.target_sensitivity}', vfail
 
+def _threshold_seen(source:str, data, split:str) -> bool:
+    "Whether the threshold was chosen on images scored here: this dataset's validation split, evaluated with `--split valid` or `all`"
+    return split in ('valid', 'all') and (source.startswith('validation split,') or f'validation split of {data.name} ' in source + ' ')
+
 def _print_evaluation(res:dict, out:Path):
     "The report as a table: each metric, its 95% interval and the trivial classifier's value"
     print(f"{res['arch']} on {res['dataset']} ({res['split']}): {res['images']} images, {res['fractured']} fractured; "
@@ -521,7 +525,8 @@ def evaluate_command(args) -> int:
     for s in data.skipped: print(f"warning: {s['path']}: {s['reason']} (left out when {data.name} was read)", file=sys.stderr)
     if len(probs) == 0: raise ValueError(f"None of the {len(items)} images of {data.name} ({args.split}) could be read.")
     res = {'checkpoint': str(args.checkpoint), 'arch': info.get('arch'), 'data': str(data.root), 'dataset': data.name, 'split': args.split,
-           'threshold_source': source, 'temperature': op['temperature'], 'tta': bool(args.tta),
+           'threshold_source': source, 'threshold_chosen_on_these_images': _threshold_seen(source, data, args.split),
+           'temperature': op['temperature'], 'tta': bool(args.tta),
            **evaluation_report(probs, targets, thr, [o.label for o in (data.split('train') or items)], args.n_boot, args.seed),
            'unreadable': [{'path': p, 'reason': r} for p, r in failed_all],
            'truncated': list(dict(truncated)),  # scored on the part that decodes
@@ -531,6 +536,9 @@ def evaluate_command(args) -> int:
     _save_plots(probs, targets, thr, out)
     _print_evaluation(res, out)
     if truncated: print(f"{len(res['truncated'])} truncated file(s), listed above, were scored on the part that decodes.", file=sys.stderr)
+    if res['threshold_chosen_on_these_images']:
+        print(f"warning: the threshold was chosen on {data.name}'s validation split, which is among the images scored here ({args.split}): "
+              "sensitivity and specificity at it are optimistic. Report the test split's.", file=sys.stderr)
     if failed_all:
         print(f"{len(dict(failed_all))} image(s) could not be read (listed above) and are not in the scores.", file=sys.stderr)
         return 1

@@ -377,3 +377,22 @@ def test_a_damaged_fracatlas_csv_is_named_with_its_line(tmp_path):
     with pytest.raises(ValueError, match=r"dataset.csv line 2: fractured is 'yes'; FracAtlas marks it 0 or 1"): load_dataset(root)
     write('image_id,hand,fractured', 'IMG1.jpg,1,1', 'IMG2.jpg,0,')
     with pytest.raises(ValueError, match=r"line 3: fractured is ''"): load_dataset(root)
+
+
+def test_images_with_several_frames_or_pixels_that_are_no_numbers_are_refused(tmp_path):
+    "An animated GIF or a multi-page TIFF was scored on its first frame without a word; a float TIFF with one NaN as a blank image"
+    frames = [Image.fromarray(np.full((40, 40), v, np.uint8)) for v in (0, 128, 255)]
+    frames[0].save(tmp_path/'cine.gif', save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path/'pages.tif', save_all=True, append_images=frames[1:])
+    for name, fmt in (('cine.gif', 'GIF'), ('pages.tif', 'TIFF')):
+        with pytest.raises(UnreadableImage, match=f'{name}: 3 frames \\({fmt}\\): the course reads single radiographs; save the frame'):
+            load_image(tmp_path/name)
+    frames[0].save(tmp_path/'phone.mpo', 'MPO', save_all=True, append_images=frames[1:2])  # a phone's photo and its preview
+    assert Image.open(tmp_path/'phone.mpo').n_frames == 2 and load_image(tmp_path/'phone.mpo').size == (40, 40)
+    a = np.linspace(0, 1, 40 * 40, dtype=np.float32).reshape(40, 40)
+    Image.fromarray(a).save(tmp_path/'float.tif')
+    assert np.asarray(load_image(tmp_path/'float.tif')).max() == 255
+    for bad in (np.nan, np.inf):
+        b = a.copy(); b[3, 3] = bad; Image.fromarray(b).save(tmp_path/'hole.tif')
+        with pytest.raises(UnreadableImage, match=r'hole\.tif: 1 of 1600 pixels are not numbers \(NaN or infinite\); export the image again'):
+            load_image(tmp_path/'hole.tif')

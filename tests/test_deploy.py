@@ -279,6 +279,20 @@ def test_bad_uploads_get_a_clear_error_and_the_server_goes_on(client, xray, name
     assert r.json()['error'].startswith(name) or status == 413
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
 
+def test_a_dicom_claiming_more_pixels_than_the_server_takes_is_refused_before_decoding(client, xray, tmp_path):
+    "Its compressed pixels could be small on the wire and gigabytes decoded: the header's Rows and Columns count, as a PNG's size does"
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    from fracture_course.data import write_dicom
+    ds = pydicom.dcmread(write_dicom(np.zeros((64, 64), np.uint16), tmp_path/'x.dcm'))
+    ds.Rows = ds.Columns = 8000; ds.PixelData = np.zeros((8000, 8000), np.uint16).tobytes()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian; ds.save_as(tmp_path/'bomb.dcm', enforce_file_format=True)
+    data = (tmp_path/'bomb.dcm').read_bytes(); assert len(data) < 1_000_000
+    for name in ('bomb.dcm', 'IM0001'):  # named as a DICOM, or not at all
+        r = client.post('/predict', files={'file': (name, data)})
+        assert r.status_code == 413 and '8000 x 8000 pixels is more than this server accepts' in r.json()['error'], r.text
+    assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
+
 def test_requests_without_a_file_or_too_large_by_header(client, xray):
     r = client.post('/predict', data={'other': 'x'})
     assert r.status_code == 400 and "field 'file'" in r.json()['error']

@@ -187,7 +187,7 @@ def test_damaged_and_fake_dicoms_are_refused(tmp_path):
     cases = {'empty.dcm': (b'', 'empty file'), 'header_cut.dcm': (data[:300], 'without pixel data'),
              'pixels_gone.dcm': (data[:-96 * 96 - 12], 'probably cut short'), 'mid_element.dcm': (data[:-96 * 96 - 2], 'damaged DICOM file'),
              'pixels_cut.dcm': (data[:-500], 'damaged or undecodable DICOM pixel data'),
-             'png_named.dcm': (_png_bytes(), 'not a DICOM file')}
+             'text.dcm': (b'scanned by the night shift' * 10, 'not a DICOM file')}
     for name, (content, reason) in cases.items():
         (tmp_path/name).write_bytes(content)
         with pytest.raises(UnreadableImage, match=reason): load_image(tmp_path/name)
@@ -200,6 +200,30 @@ def test_damaged_and_fake_dicoms_are_refused(tmp_path):
     ds = pydicom.dcmread(good); del ds.PhotometricInterpretation; ds.save_as(tmp_path/'no_pi.dcm')
     with pytest.raises(UnreadableImage, match='without PhotometricInterpretation .*whether low values are black or white'):
         load_image(tmp_path/'no_pi.dcm')
+
+
+def test_the_bytes_decide_not_the_name(tmp_path):
+    "A PNG named .dcm is read as the PNG; a DICOM without preamble and suffix (an archive's IM0001) as the DICOM"
+    (tmp_path/'png_named.dcm').write_bytes(_png_bytes())
+    assert not is_dicom(tmp_path/'png_named.dcm') and load_image(tmp_path/'png_named.dcm').size == (8, 8)
+    good = write_dicom(synthetic_image(), tmp_path/'good.dcm')
+    (tmp_path/'IM0001').write_bytes(good.read_bytes()[132:])  # no preamble, no 'DICM': it starts with its header
+    assert not is_dicom(tmp_path/'IM0001')
+    assert np.array_equal(np.asarray(load_image(tmp_path/'IM0001')), np.asarray(load_image(good)))
+    (tmp_path/'IM0002').write_bytes(b'\x08\x00' + bytes(300))  # starts like one, is none
+    with pytest.raises(UnreadableImage, match='not an image Pillow can read'): load_image(tmp_path/'IM0002')
+
+
+def test_a_dicom_claiming_too_many_pixels_or_a_window_narrower_than_1_is_refused(tmp_path):
+    import pydicom
+    good = write_dicom(synthetic_image(), tmp_path/'good.dcm')
+    ds = pydicom.dcmread(good); ds.Rows = ds.Columns = 20000; ds.save_as(tmp_path/'bomb.dcm')  # claims 400 M pixels
+    with pytest.raises(UnreadableImage, match=r'DICOM image of 20000 x 20000 pixels, more than 178,956,970: probably a decompression bomb'):
+        load_image(tmp_path/'bomb.dcm')
+    ds = pydicom.dcmread(good); ds.WindowCenter, ds.WindowWidth = 128, 0; ds.save_as(tmp_path/'ww0.dcm')
+    with pytest.raises(UnreadableImage, match=r'ww0\.dcm: its display window has a width \(WindowWidth\) of 0; DICOM requires at least 1'):
+        load_image(tmp_path/'ww0.dcm')
+    assert read_dicom(tmp_path/'ww0.dcm', window=(128, 256)).size == (96, 96)  # the way round it the message names
 
 
 def _png_bytes():

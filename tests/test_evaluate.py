@@ -381,3 +381,20 @@ def test_items_take_text_paths_and_class_names_and_refuse_other_labels():
     assert Item('b.png', np.int64(0)).label == 0 and type(Item('b.png', np.int64(0)).label) is int
     for bad in ('broken bone', 2, -1, 0.5, None):
         with pytest.raises(ValueError, match=r"b\.png: label .* is not a class; give 1 \(fractured\) or 0"): Item('b.png', bad)
+
+def test_a_threshold_chosen_on_the_scored_images_is_flagged(tiny, tmp_path, capsys):
+    "--target-sensitivity (or a checkpoint's threshold from this dataset's validation split) reported on valid or all: optimistic, said so"
+    from fracture_course.learner import update_checkpoint
+    import shutil
+    says = "the threshold was chosen on data's validation split, which is among the images scored here"
+    for split, flagged in (('valid', True), ('all', True), ('test', False)):
+        assert run_eval([tiny/'model.pt', '--data', tiny/'data', '--out', tmp_path/split, '--split', split,
+                         '--target-sensitivity', '0.9', '--n-boot', '0']) == 0
+        assert json.loads((tmp_path/split/'metrics.json').read_text())['threshold_chosen_on_these_images'] is flagged
+        assert (says in capsys.readouterr().err) is flagged
+    for where, flagged in (('data', True), ('other', False)):
+        ck = shutil.copy(tiny/'model.pt', tmp_path/f'{where}.pt')
+        update_checkpoint(ck, operating_point={'threshold': 0.4, 'temperature': 1.0, 'source': f'validation split of {where} (20 images), sensitivity >= 0.9'})
+        assert run_eval([ck, '--data', tiny/'data', '--out', tmp_path/f'o-{where}', '--split', 'valid', '--n-boot', '0']) == 0
+        assert json.loads((tmp_path/f'o-{where}'/'metrics.json').read_text())['threshold_chosen_on_these_images'] is flagged
+        assert (says in capsys.readouterr().err) is flagged

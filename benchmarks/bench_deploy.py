@@ -40,7 +40,8 @@ def runtime_rows(ckpt:Path, onnx_path:Path, threads:int, repeats:int):
     torch.set_num_threads(threads)
     model, info = load_checkpoint(ckpt)
     preset = Preset.from_dict(info['preprocessing'])
-    wrapped = DeployedModel(model, preset, saved_operating_point(info)['temperature']).eval()
+    op = saved_operating_point(info)
+    wrapped = DeployedModel(model, preset, op['temperature'], op['tta']).eval()  # as export_onnx wraps it
     om = OnnxModel(onnx_path, threads=threads)
     rng = np.random.default_rng(0)
     for bs in (1, 32):

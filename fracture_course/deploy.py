@@ -32,10 +32,11 @@ class DeployedModel(nn.Module):
     "A classifier with its preprocessing and calibration: uint8 images [N, 1, R, R] in, probability of `fractured` [N] out"
     def __init__(self, model:nn.Module, # returns logits [N, 2]
                  preset:Preset, # how its inputs were made (the checkpoint's preprocessing)
-                 temperature:float=1.0): # the logits are divided by this before the softmax (calibration)
+                 temperature:float=1.0, # the logits are divided by this before the softmax (calibration)
+                 tta:bool=False): # average each image's probability with its mirror image's (as the threshold was chosen)
         super().__init__()
         if preset.resize < preset.size: raise ValueError(f"preset {preset.name!r} crops {preset.size} px from {preset.resize} px images; it cannot be exported")
-        self.model, self.size, self.channels, self.temperature = model.eval(), preset.size, preset.channels, float(temperature)
+        self.model, self.size, self.channels, self.temperature, self.tta = model.eval(), preset.size, preset.channels, float(temperature), tta
         self.register_buffer('mean', torch.tensor(preset.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer('std', torch.tensor(preset.std, dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -45,7 +46,8 @@ class DeployedModel(nn.Module):
         x = images[:, :, top:top + self.size, left:left + self.size].float() / 255
         x = x.expand(-1, self.channels, -1, -1)  # 3 channels for ImageNet backbones: the grey one repeated
         x = (x - self.mean) / self.std
-        return (self.model(x).float() / self.temperature).softmax(1)[:, 1]
+        p = (self.model(x).float() / self.temperature).softmax(1)[:, 1]
+        return (p + (self.model(x.flip(-1)).float() / self.temperature).softmax(1)[:, 1]) / 2 if self.tta else p
 
 # %% ../nbs/13_deploy.ipynb #30731de9
 META = 'fracture_course.'  # prefix of the metadata keys export_onnx writes (values are JSON)
@@ -71,7 +73,7 @@ def export_onnx(checkpoint:str|Path, # a checkpoint written by `fracture-course 
     model, info = load_checkpoint(checkpoint)
     preset, op = _checked_preset(info, checkpoint), saved_operating_point(info, checkpoint)
     tmp = _writable(out)
-    wrapped = DeployedModel(model, preset, op['temperature']).eval()
+    wrapped = DeployedModel(model, preset, op['temperature'], op['tta']).eval()
     example = torch.randint(0, 256, (2, 1, preset.resize, preset.resize), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # the exporter's progress lines
@@ -82,7 +84,7 @@ def export_onnx(checkpoint:str|Path, # a checkpoint written by `fracture-course 
         meta = {'class_names': list(info.get('class_names') or CLASSES), 'preprocessing': preset.to_dict(), 'operating_point': {**op, 'source': source},
                 'arch': info.get('arch'), 'arch_kwargs': info.get('arch_kwargs'), 'course_version': info.get('course_version'),
                 'input': 'images: uint8 [N, 1, R, R], decoded and resized as fracture_course.evaluate.load_inputs does (R: preprocessing.resize)',
-                'output': 'p_fractured: float32 [N], probability of class 1 (fractured), temperature applied'}
+                'output': 'p_fractured: float32 [N], probability of class 1 (fractured), temperature applied' + (', averaged with the mirror image' if op['tta'] else '')}
         proto = prog.model_proto
         onnx.helper.set_model_props(proto, {META + k: json.dumps(v) for k, v in meta.items()})
         onnx.save(proto, tmp)
@@ -170,10 +172,12 @@ def predict_command(args) -> int:
     if Path(args.checkpoint).suffix.lower() != '.onnx': return interpret.predict_command(args)
     if args.heatmaps or args.gradcam: raise ValueError(f"--{'heatmaps' if args.heatmaps else 'gradcam'} needs the PyTorch model (LayerCAM and Grad-CAM take gradients, which ONNX Runtime does not compute); "
                                       f"pass the .pt checkpoint that {args.checkpoint} was exported from")
-    if args.tta: raise ValueError("--tta is not part of an exported model; leave it out, or pass the .pt checkpoint")
     interpret.check_predict_args(args)
     m = OnnxModel(args.checkpoint)
     op = m.operating_point
+    if args.tta is not None and args.tta != bool(op.get('tta')):
+        raise ValueError(f"--{'' if args.tta else 'no-'}tta: {args.checkpoint} {'averages each image with its mirror image' if op.get('tta') else 'scores each image once'}, "
+                         "as its threshold was chosen, and cannot do otherwise; leave the option out, or pass the .pt checkpoint")
     thr, source = (args.threshold, '--threshold') if args.threshold is not None else (op['threshold'], op['source'])
     x, ok, failed = load_inputs(args.images, m.preset)
     probs = m.predict(x, args.batch_size)
@@ -243,7 +247,7 @@ class Predictor:
             self.class_names, self.arch = list(info.get('class_names') or CLASSES), info.get('arch')
             layer_name, self.layer = explain_layer(self.model, self.preset.size, self.preset.channels, cam)
             self.heatmap_name = f'{CAMS[cam].label} at {layer_name}'
-        self.threshold, self.temperature, self.source = op['threshold'], op['temperature'], op['source']
+        self.threshold, self.temperature, self.source, self.tta = op['threshold'], op['temperature'], op['source'], bool(op.get('tta'))
         self.runtime = 'onnxruntime' if self.onnx else 'pytorch'
 
     def __call__(self, data:bytes, filename:str='upload', with_heatmap:bool=False) -> dict:
@@ -251,9 +255,9 @@ class Predictor:
         with self.lock:
             x = decode_upload(data, filename, self.preset)[None]
             if self.onnx: p = self.onnx.predict(x).item()
-            else: p = predict_inputs(self.model, x, self.preset, temperature=self.temperature, device=self.device).item()
+            else: p = predict_inputs(self.model, x, self.preset, tta=self.tta, temperature=self.temperature, device=self.device).item()
             res = {'file': filename, 'probability': round(p, 6), 'call': self.class_names[int(p > self.threshold)],
-                   'threshold': self.threshold, 'threshold_source': self.source, 'temperature': self.temperature,
+                   'threshold': self.threshold, 'threshold_source': self.source, 'temperature': self.temperature, 'tta': self.tta,
                    'model': self.arch, 'runtime': self.runtime, 'notice': NOTICE}
             if w := modality_warning(filename, data): res['warning'] = f"{filename}: {w}"  # a CT or MR slice, say
             if with_heatmap and self.model is not None:
@@ -368,7 +372,7 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
 
     @app.get('/health')
     def health(): return {'status': 'ok', 'model': pred.arch, 'runtime': pred.runtime, 'threshold': pred.threshold,
-                          'threshold_source': pred.source, 'temperature': pred.temperature, 'notice': NOTICE}
+                          'threshold_source': pred.source, 'temperature': pred.temperature, 'tta': pred.tta, 'notice': NOTICE}
 
     @app.post('/predict')
     def predict(files:list[UploadFile]|None=File(None, alias='file'), heatmap:bool=False, gradcam:bool=False):  # gradcam: heatmap's older name

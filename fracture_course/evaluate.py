@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/evaluation.html.md"""
 
 # %% ../nbs/09_evaluation.ipynb #425602e8
 from __future__ import annotations
-import json, math, warnings
+import argparse, json, math, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,7 +31,7 @@ __all__ = ['METRIC_NAMES', 'MIN_BOOT', 'fracture_probs', 'evaluation_metrics', '
            'trivial_probs', 'metrics_table', 'weighted_metrics', 'bootstrap_ci', 'plot_confusion', 'plot_roc',
            'plot_pr', 'threshold_for_sensitivity', 'operating_point', 'reliability_table', 'expected_calibration_error',
            'nll', 'fit_temperature', 'plot_reliability', 'item_losses', 'top_losses', 'borderline', 'show_cases',
-           'group_metrics', 'load_inputs', 'predict_inputs', 'saved_operating_point', 'evaluation_report',
+           'group_metrics', 'load_inputs', 'predict_inputs', 'saved_operating_point', 'tta_for', 'evaluation_report',
            'add_evaluate_args', 'evaluate_command']
 
 # %% ../nbs/09_evaluation.ipynb #3cb3db88
@@ -380,7 +380,7 @@ def predict_inputs(model:nn.Module, x:torch.Tensor, # uint8 images [N, 1, R, R] 
 def saved_operating_point(info:dict, # checkpoint information, from `load_checkpoint`
                           path=None # the checkpoint's file, for the error message
                          ) -> dict:
-    "The checkpoint's operating point: threshold (on probabilities after the temperature), temperature, and its source; checked"
+    "The checkpoint's operating point: threshold (on probabilities after the temperature), temperature, flip TTA, and its source; checked"
     op = info.get('operating_point') or {}
     legacy = (info.get('metrics') or {}).get('threshold')  # checkpoints of course versions before operating points
     if isinstance(op.get('threshold'), (int, float)): thr, src = float(op['threshold']), f"saved in the checkpoint: {op.get('source') or 'no source recorded'}"
@@ -394,7 +394,19 @@ def saved_operating_point(info:dict, # checkpoint information, from `load_checkp
         raise ValueError(f"{where}the saved temperature is {temp!r}; it must be a positive number; {fix}.")
     if not 0 <= thr <= 1:  # NaN, or a percentage (31 for 0.31): every call would be the same
         raise ValueError(f"{where}the saved threshold is {thr!r}; it must be a probability between 0 and 1; {fix}.")
-    return {'threshold': thr, 'temperature': float(temp), 'source': src, 'target_sensitivity': op.get('target_sensitivity')}
+    tta = op.get('tta') or False  # whether the threshold was chosen on probabilities averaged with the mirror image's
+    if not isinstance(tta, bool): raise ValueError(f"{where}the saved tta is {tta!r}; it must be true or false; {fix}.")
+    return {'threshold': thr, 'temperature': float(temp), 'tta': tta, 'source': src, 'target_sensitivity': op.get('target_sensitivity')}
+
+def tta_for(asked:bool|None, # `--tta` (True), `--no-tta` (False) or neither (None)
+            op:dict, # the saved operating point, from `saved_operating_point`
+            saved_threshold:bool=True # whether the saved threshold is the one applied
+           ) -> tuple[bool, str|None]:
+    "Whether to average each image with its mirror: as asked, else as the saved threshold was chosen; and a warning when they differ"
+    if asked is None: return op['tta'], None
+    if asked == op['tta'] or not saved_threshold: return asked, None
+    how = lambda t: 'with flip TTA' if t else 'without flip TTA'
+    return asked, f"the saved threshold was chosen on probabilities {how(op['tta'])}; scored {how(asked)}, the calls at it can differ from validation's"
 
 # %% ../nbs/09_evaluation.ipynb #5963a06d
 def _json_ready(o):
@@ -434,7 +446,7 @@ def add_evaluate_args(p):
     g = p.add_mutually_exclusive_group()
     g.add_argument('--threshold', type=float, metavar='T', help='call fractured above this probability')
     g.add_argument('--target-sensitivity', type=float, metavar='S', help="choose the threshold reaching sensitivity S on the dataset's validation split")
-    p.add_argument('--tta', action='store_true', help='average each image with its mirror image')
+    p.add_argument('--tta', action=argparse.BooleanOptionalAction, help="average each image with its mirror image, or not (default: as the checkpoint's threshold was chosen)")
     p.add_argument('--n-boot', type=int, default=2000, help=f'bootstrap resamples for the confidence intervals (default 2000, at least {MIN_BOOT}; 0: none)')
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--seed', type=int, default=42, help='seed for splits the dataset lacks and for the bootstrap (default 42)')
@@ -514,6 +526,8 @@ def evaluate_command(args) -> int:
     model, info = load_checkpoint(args.checkpoint, device)
     out = _ready_out(args.out if args.out else Path(args.checkpoint).parent/f'eval-{args.split}')  # before the scoring, not after
     preset, op = _checked_preset(info, args.checkpoint), saved_operating_point(info, args.checkpoint)
+    args.tta, tta_note = tta_for(args.tta, op, args.threshold is None and args.target_sensitivity is None)
+    if tta_note: print(f"warning: {tta_note}", file=sys.stderr)
     data = load_dataset(args.data, seed=args.seed) if args.data else load_course_data(get_config(seed=args.seed), verbose=False)
     items = _split_items(data, args.split)
     truncated = []  # truncated files: scored on what decodes, as training read them, so that the test set is the one training measured

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .data import CLASSES, label_from_name, modality_warning
 from .transforms import Preset, eval_tfms, resize_boxes, decoded_boxes
 from .learner import load_checkpoint
-from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point, _ready_out
+from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point, tta_for, _ready_out
 
 # %% auto #0
 __all__ = ['CAMS', 'GradCAM', 'stage_sides', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input',
@@ -274,7 +274,7 @@ def add_predict_args(p:argparse.ArgumentParser):
     p.add_argument('--cam', choices=list(CAMS), help='the heat-map method: layercam (the default of --heatmaps) or gradcam')
     p.add_argument('--gradcam', metavar='DIR', help='as before --heatmaps existed: Grad-CAM overlays, *_gradcam.png, into DIR')
     p.add_argument('--threshold', type=float, metavar='T', help="call fractured above this probability (default: the checkpoint's, else 0.5)")
-    p.add_argument('--tta', action='store_true', help='average each image with its mirror image')
+    p.add_argument('--tta', action=argparse.BooleanOptionalAction, help="average each image with its mirror image, or not (default: as the checkpoint's threshold was chosen)")
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--device', default='auto', help='auto (default: CUDA, then MPS, then CPU), cuda, mps or cpu')
 
@@ -359,6 +359,8 @@ def predict_command(args) -> int:
     if out is not None: _ready_out(out, '--heatmaps' if args.heatmaps else '--gradcam')  # before the scoring, not after
     op = saved_operating_point(info, args.checkpoint)
     thr, source = (args.threshold, '--threshold') if args.threshold is not None else (op['threshold'], op['source'])
+    args.tta, tta_note = tta_for(args.tta, op, args.threshold is None)
+    if tta_note: print(f"warning: {tta_note}", file=sys.stderr)
     x, ok, failed = load_inputs(args.images, preset)
     probs = predict_inputs(model, x, preset, args.batch_size, args.tta, op['temperature'], device=device)
     names = info.get('class_names') or list(CLASSES)

@@ -192,7 +192,7 @@ def evaluate_run(learn:Learner, data:FractureData,
     views = (lambda x: x, hflip) if tta else (lambda x: x,)
     preds = {split: tta_probs(learn.model, dl, views, learn.device) for split, dl in (('valid', learn.dls.valid), ('test', learn.dls.test)) if dl is not None}
     thr = threshold_for_sensitivity(*preds['valid'], target_sensitivity)
-    res = {'threshold': thr, 'target_sensitivity': target_sensitivity}
+    res = {'threshold': thr, 'target_sensitivity': target_sensitivity, 'tta': tta}  # the threshold holds for probabilities made as here
     for split, (probs, targets) in preds.items():
         res[split] = binary_metrics(probs, targets, 0.5)
         res[f'{split}_at_threshold'] = binary_metrics(probs, targets, thr)
@@ -216,12 +216,12 @@ def run_summary(model:str, # the registered model name
 
 def run_operating_point(res:dict # what `evaluate_run` returned (with 'dataset' and 'counts' when known)
                        ) -> dict:
-    "The operating point of a run, as a checkpoint stores it: threshold, target sensitivity, temperature, source"
+    "The operating point of a run, as a checkpoint stores it: threshold, target sensitivity, temperature, flip TTA, source"
     n = (res.get('counts') or {}).get('valid')  # {class: images}
     n = sum(n.values()) if isinstance(n, dict) else n
     where = f"validation split of {res.get('dataset', 'the dataset')}" + (f" ({n} images)" if n else '')
     return {'threshold': res['threshold'], 'target_sensitivity': res.get('target_sensitivity'), 'temperature': 1.0,
-            'source': f"{where}, sensitivity >= {res.get('target_sensitivity')}"}
+            'tta': bool(res.get('tta')), 'source': f"{where}, sensitivity >= {res.get('target_sensitivity')}" + (', flip TTA' if res.get('tta') else '')}
 
 def write_run(res:dict, # what the run measured (made JSON-safe here)
               learn:Learner, out:Path|str, # the trained learner, and the folder to write to

@@ -1,5 +1,5 @@
 "Deployment: ONNX export and its parity with PyTorch, the export and predict commands, the web API (bad uploads, a real server under concurrent load)."
-import argparse, base64, io, os, socket, subprocess, sys, threading, time
+import argparse, base64, io, json, os, socket, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -457,3 +457,44 @@ def test_a_dicom_that_is_no_radiograph_is_scored_with_a_warning(client, tmp_path
     assert predict_command(p.parse_args([str(client.app.state.predictor.path), str(ct), str(cr)])) == 0
     err = capsys.readouterr().err
     assert f'warning: {ct}: its modality is CT' in err and 'film.dcm' not in err
+
+
+# --- flip TTA travels with the threshold ------------------------------------------------------------------------
+
+def test_a_threshold_chosen_with_flip_tta_is_applied_to_flip_tta_probabilities_everywhere(synth, tmp_path, capsys):
+    "train chooses the threshold on TTA probabilities when its recipe says tta: evaluate, predict, export and serve then score that way too"
+    from fracture_course.learner import update_checkpoint
+    from fracture_course.evaluate import evaluate_command, add_evaluate_args
+    from fastapi.testclient import TestClient
+    ck = tiny_checkpoint(tmp_path/'model.pt', x=load_inputs(synth[1], grey_preset(64))[0])
+    update_checkpoint(ck, operating_point={**OP, 'tta': True})
+    files = [str(p) for p in synth[1][:6]]
+    model, _ = __import__('fracture_course.learner', fromlist=['load_checkpoint']).load_checkpoint(ck)
+    x = load_inputs(files, grey_preset(64))[0]
+    with_tta, without = (predict_inputs(model, x, grey_preset(64), tta=t, temperature=1.5) for t in (True, False))
+    assert (with_tta - without).abs().max() > 1e-3  # the two differ on these images, so the test can tell them apart
+    assert deploy.predict_command(predict_args([str(ck), *files])) == 0
+    rows = table(capsys.readouterr().out)
+    assert all(abs(rows[f][0] - p) < 1e-4 for f, p in zip(files, with_tta.tolist()))
+    assert deploy.predict_command(predict_args([str(ck), *files, '--no-tta'])) == 0
+    r = capsys.readouterr()
+    assert all(abs(table(r.out)[f][0] - p) < 1e-4 for f, p in zip(files, without.tolist()))
+    assert 'the saved threshold was chosen on probabilities with flip TTA; scored without flip TTA' in r.err
+    onnx = export_onnx(ck, tmp_path/'model.onnx')  # the mirror image is part of the exported model
+    assert (OnnxModel(onnx).predict(x) - with_tta).abs().max() < 1e-4 and OnnxModel(onnx).operating_point['tta'] is True
+    with pytest.raises(ValueError, match='--no-tta: .*model.onnx averages each image with its mirror image'):
+        deploy.predict_command(predict_args([str(onnx), files[0], '--no-tta']))
+    for model_file in (ck, onnx):
+        res = TestClient(make_app(model_file)).post('/predict', files={'file': ('x.png', Path(files[0]).read_bytes())}).json()
+        assert abs(res['probability'] - with_tta[0].item()) < 1e-4 and res['tta'] is True
+    p = argparse.ArgumentParser(); add_evaluate_args(p)
+    data_root = synth[0].root
+    assert evaluate_command(p.parse_args([str(ck), '--data', str(data_root), '--out', str(tmp_path/'e'), '--n-boot', '0'])) == 0
+    assert json.loads((tmp_path/'e'/'metrics.json').read_text())['tta'] is True and 'flip TTA' in capsys.readouterr().out
+
+
+def test_an_operating_point_with_a_tta_that_is_no_boolean_is_refused(tmp_path):
+    from fracture_course.learner import update_checkpoint
+    ck = tiny_checkpoint(tmp_path/'model.pt')
+    update_checkpoint(ck, operating_point={**OP, 'tta': 'yes'})
+    with pytest.raises(ValueError, match="model.pt: the saved tta is 'yes'; it must be true or false"): deploy.predict_command(predict_args([str(ck), 'x.png']))

@@ -29,5 +29,12 @@ def test_the_main_job_learns_the_synthetic_radiographs(tmp_path):
     assert m['test']['auroc'] > 0.87, m['test']
     assert m['test_trivial']['auroc'] == 0.5 and m['test_at_threshold']['sensitivity'] > 0.8, m['test_at_threshold']
     # the operating point chosen on validation is the one the checkpoint carries for predict, evaluate and serve
-    assert load_checkpoint(tmp_path/'run'/'best.pt')[1]['operating_point']['threshold'] == m['threshold']
+    op = load_checkpoint(tmp_path/'run'/'best.pt')[1]['operating_point']
+    assert op['threshold'] == m['threshold'] and op['tta'] is True and m['recipe']['tta'] is True  # chosen on flip-TTA probabilities
+    # ... so `evaluate`, with no option, scores as training did and reproduces its test figures
+    r2 = subprocess.run([cli, 'evaluate', str(tmp_path/'run'/'best.pt'), '--n-boot', '0', '--out', str(tmp_path/'eval')],
+                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r2.returncode == 0, (r2.stdout + r2.stderr)[-3000:]
+    e = json.loads((tmp_path/'eval'/'metrics.json').read_text())
+    assert e['tta'] is True and abs(e['auroc'] - m['test']['auroc']) < 1e-3 and abs(e['sensitivity'] - m['test_at_threshold']['sensitivity']) < 1e-3, (e, m['test_at_threshold'])
     assert (tmp_path/'run'/'curves.png').stat().st_size > 10_000 and 'at threshold' in r.stdout

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/grading.html.md"""
 
 # %% ../nbs/11_grading.ipynb #35e3a5e8
 from __future__ import annotations
-import argparse, asyncio, copy, csv, functools, io, json, logging, math, os, re, sys, tempfile, threading, time
+import argparse, asyncio, copy, csv, difflib, functools, hashlib, io, json, logging, math, os, re, secrets, sys, tempfile, threading, time, warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,10 +23,11 @@ def _need_jupyter():
         raise RuntimeError(f'grading needs nbformat, nbclient and ipykernel ({e}): pip install nbformat nbclient ipykernel') from None
 
 # %% auto #0
-__all__ = ['BEGIN', 'END', 'STUB', 'CSV_FIELDS', 'InvalidNotebook', 'read_notebook', 'parse_points', 'is_check_cell',
+__all__ = ['BEGIN', 'END', 'STUB', 'UNMARKED', 'CSV_FIELDS', 'InvalidNotebook', 'read_notebook', 'parse_points', 'is_check_cell',
            'has_solution', 'Exercise', 'find_exercises', 'strip_solutions', 'student_notebook', 'student_edition',
-           'restore_checks', 'error_line', 'run_notebook', 'grade_notebook', 'grade', 'grades_table', 'write_grades',
-           'add_student_args', 'student_command', 'add_grade_args', 'grade_command']
+           'restore_checks', 'error_line', 'run_notebook', 'grade_submission', 'grade_notebook', 'GradingWarning',
+           'grade', 'grades_table', 'write_grades', 'add_student_args', 'student_command', 'add_grade_args',
+           'grade_command']
 
 # %% ../nbs/11_grading.ipynb #5847d0bd
 class InvalidNotebook(ValueError):
@@ -43,7 +44,7 @@ def read_notebook(path:Path|str # an .ipynb file
     except json.JSONDecodeError as e:
         raise InvalidNotebook(f'{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); '
                               'open it in Jupyter and save it again, or submit it again') from None
-    if not isinstance(data, dict) or not isinstance(data.get('cells'), list):
+    if not isinstance(data, dict) or not (isinstance(data.get('cells'), list) or isinstance(data.get('worksheets'), list)):  # worksheets: format 3
         raise InvalidNotebook(f'{path}: valid JSON but not a Jupyter notebook (no list of cells)')
     try: nb = nbformat.reads(text, as_version=4)
     except Exception as e: raise InvalidNotebook(f'{path}: not a readable notebook ({type(e).__name__}: {e})') from None
@@ -289,23 +290,35 @@ def _notebook_record(sub:Path, root:Path|None, exercises:list, status:str, messa
                 status=status, message=message, points=0, max_points=sum(e.points for e in exercises),
                 seconds=round(seconds, 2), exercises=exs, notes=list(notes), other_errors=0)
 
-def grade_notebook(sub:Path|str, # the submitted notebook
-                   ref:Path|str, # its reference notebook
-                   timeout:float=120, # seconds a cell may run
-                   root:Path|str|None=None # the submissions folder (the student is the sub-folder under it)
-                  ) -> dict:
-    "Points per exercise of one submission, run with the reference checks"
-    sub, ref = Path(sub), Path(ref); root = Path(root) if root else None
-    exercises = find_exercises(read_notebook(ref), ref.name)
-    t0 = time.monotonic()
-    try: nb = read_notebook(sub)
-    except InvalidNotebook as e: return _notebook_record(sub, root, exercises, 'invalid', str(e))
+def _mark_checks(nb, checks:list) -> str:
+    "End each check cell with an expression showing a new random token: its output proves the check ran to its end"
+    token = f'check-{secrets.token_hex(8)}'
+    for c in checks: nb.cells[c].source += f"\n{token!r}  # the grader's mark"
+    return token
+
+def _shows(cell, token:str) -> bool:
+    "Whether the cell's result shows `token`"
+    return any(token in ''.join(o.get('data', {}).get('text/plain', '')) for o in cell.get('outputs', []) if o.get('output_type') == 'execute_result')
+
+UNMARKED = "the check did not run to its end (an earlier cell changed how IPython runs code, e.g. with an input transformer)"
+
+def grade_submission(nb, # the submitted notebook, read (`read_notebook`), or the `InvalidNotebook` error reading it gave
+                     sub:Path|str, # its file, for the record and to run in its folder
+                     exercises:list, # the reference's exercises (`find_exercises`)
+                     timeout:float=120, # seconds a cell may run
+                     root:Path|str|None=None # the submissions folder (the student is the sub-folder under it)
+                    ) -> dict:
+    "Points per exercise of one submission already read, run with the reference checks"
+    sub, root, t0 = Path(sub), Path(root) if root else None, time.monotonic()
+    if isinstance(nb, InvalidNotebook): return _notebook_record(sub, root, exercises, 'invalid', str(nb))
     nb, checks, notes = restore_checks(nb, exercises)
+    token = _mark_checks(nb, checks)
     res = run_notebook(nb, sub.parent, timeout)
     stop_at, status, why = res['stopped'] or (None, 'completed', '')
     rec = _notebook_record(sub, root, exercises, 'completed', 'ran to the end', time.monotonic() - t0, notes=notes)
     for ex, c in zip(rec['exercises'], checks):
-        if c in res['ran'] and c not in res['errors']: ex.update(points=ex['max_points'], passed=True, error='')
+        if c in res['ran'] and c not in res['errors'] and _shows(nb.cells[c], token): ex.update(points=ex['max_points'], passed=True, error='')
+        elif c in res['ran'] and c not in res['errors']: ex['error'] = UNMARKED
         else: ex['error'] = res['errors'].get(c) or f'not run ({why})'
     rec['points'] = sum(ex['points'] for ex in rec['exercises'])
     other = sorted(i for i in res['errors'] if i not in checks)
@@ -314,7 +327,28 @@ def grade_notebook(sub:Path|str, # the submitted notebook
     if other: rec['message'] += f"; {len(other)} other cell(s) failed, first cell {other[0]}: {res['errors'][other[0]]}"
     return rec
 
+def _read_or_error(path:Path):
+    "`read_notebook(path)`, or the `InvalidNotebook` it raised"
+    try: return read_notebook(path)
+    except InvalidNotebook as e: return e
+
+def grade_notebook(sub:Path|str, # the submitted notebook
+                   ref:Path|str, # its reference notebook
+                   timeout:float=120, # seconds a cell may run
+                   root:Path|str|None=None # the submissions folder (the student is the sub-folder under it)
+                  ) -> dict:
+    "Points per exercise of one submission, run with the reference checks"
+    exercises = find_exercises(read_notebook(ref), Path(ref).name)  # read before any of the student's code runs
+    return grade_submission(_read_or_error(Path(sub)), sub, exercises, timeout, root)
+
 # %% ../nbs/11_grading.ipynb #db2bd72f
+class GradingWarning(UserWarning):
+    "Something the instructor must know about a grading run (a file changed under it)"
+
+def _digest(path:Path) -> str|None:
+    try: return hashlib.sha1(path.read_bytes()).hexdigest()
+    except OSError: return None  # deleted meanwhile: that is a change too
+
 def _submissions(folder:Path) -> list[Path]:
     if folder.is_file(): return [folder]
     if not folder.is_dir(): raise FileNotFoundError(f'{folder}: no such folder of submissions')
@@ -333,18 +367,29 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
     subs = _submissions(subs_root)
     if not subs: raise FileNotFoundError(f'{subs_root}: no submitted notebooks (*.ipynb) found')
     root = subs_root if subs_root.is_dir() else subs_root.parent
-    for name in sorted({s.name for s in subs} & set(refs)): find_exercises(read_notebook(refs[name]), str(refs[name]))
+    # Everything is read before any student's code runs: a notebook can write to files, but not to what is graded
+    exercises = {name: find_exercises(read_notebook(refs[name]), str(refs[name])) for name in sorted({s.name for s in subs} & set(refs))}
+    handed_in = {s: _read_or_error(s) for s in subs}
+    before = {p: _digest(p) for p in [*refs.values(), *subs]}
     def _one(s):
-        if s.name not in refs: rec = _notebook_record(s, root, [], 'no reference', f'no reference notebook named {s.name} in {ref_dir}')
+        if s.name not in refs:
+            near = difflib.get_close_matches(s.name, list(refs), n=1, cutoff=0.6)
+            hint = f'; is it {near[0]} renamed? Rename it and grade again' if near else ''
+            rec = _notebook_record(s, root, [], 'no reference', f'no reference notebook named {s.name} in {ref_dir}{hint}')
         else:
-            try: rec = grade_notebook(s, refs[s.name], timeout, root)
+            try: rec = grade_submission(handed_in[s], s, exercises[s.name], timeout, root)
             except Exception as e:  # one odd submission must not stop the class's grading
-                exs = find_exercises(read_notebook(refs[s.name]), str(refs[s.name]))
-                rec = _notebook_record(s, root, exs, 'invalid', f'could not be graded ({type(e).__name__}: {e})')
+                rec = _notebook_record(s, root, exercises[s.name], 'invalid', f'could not be graded ({type(e).__name__}: {e})')
         if on_result: on_result(rec)
         return rec
-    if workers <= 1: return [_one(s) for s in subs]
-    with ThreadPoolExecutor(workers) as ex: return list(ex.map(_one, subs))
+    if workers <= 1: res = [_one(s) for s in subs]
+    else:
+        with ThreadPoolExecutor(workers) as ex: res = list(ex.map(_one, subs))
+    for p in [p for p in before if _digest(p) != before[p]]:  # graded as read above; said so, as the file needs restoring
+        if p in handed_in: next(r for r in res if r['path'] == str(p))['notes'].append('the file changed on disk while the class was graded; it was graded as handed in')
+        warnings.warn(f'{p} changed on disk while the class was graded (a submission wrote to it); the grades used it as it was before; '
+                      'restore it (e.g. from git), and grade work you do not trust in a container', GradingWarning, stacklevel=2)
+    return res
 
 # %% ../nbs/11_grading.ipynb #ac81a59d
 def _fmt(x) -> str: return f'{x:g}' if isinstance(x, (int, float)) else str(x)

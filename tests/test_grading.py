@@ -275,3 +275,47 @@ def test_student_edition_does_not_replace_different_work_without_overwrite(tiny,
     assert work.read_text() == before
     assert student_command(p.parse_args([str(ref), str(tmp_path/'work'), '--overwrite'])) == 0 and read_notebook(work) == read_notebook(stu)
     assert student_command(p.parse_args([str(ref), str(tmp_path/'work')])) == 0  # the same edition again: nothing to protect
+
+
+def test_what_a_submission_writes_on_disk_changes_nothing_graded_and_is_named(tiny):
+    "A notebook that rewrites the reference checks, and another student's file, before they are graded: both graded as read first"
+    import warnings as w
+    from fracture_course.grading import GradingWarning
+    ref, stu, subs = tiny
+    blank = f"'#| points: 1\\\\nassert True'"
+    attack = (f"import json, pathlib\n"
+              f"for p in [pathlib.Path({str(ref/'tiny.ipynb')!r}), pathlib.Path({str(subs/'zz'/'tiny.ipynb')!r})]:\n"
+              f"    nb = json.loads(p.read_text())\n"
+              f"    for c in nb['cells']:\n"
+              f"        if ''.join(c['source']).startswith('#| points'): c['source'] = 'assert True'\n"
+              f"        if 'NotImplementedError' in ''.join(c['source']): c['source'] = 'def double(x): return 2 * x\\ndef add_base(x): return x + 10\\ndef square(x): return x * x'\n"
+              f"    p.write_text(json.dumps(nb))")
+    hand_in(stu, subs/'aa'/'tiny.ipynb', {1: attack})  # graded first (names are sorted)
+    hand_in(stu, subs/'zz'/'tiny.ipynb')              # the untouched student edition
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter('always')
+        res = grade(subs, ref, timeout=60)
+    assert [(r['student'], r['points']) for r in res] == [('aa', 0), ('zz', 0)]
+    assert any('changed on disk while the class was graded' in n for n in res[1]['notes'])
+    named = sorted(Path(str(c.message).split(' changed')[0]).parent.name for c in caught if issubclass(c.category, GradingWarning))
+    assert named == ['ref', 'zz']
+
+
+def test_checks_emptied_by_an_input_transformer_score_nothing(tiny):
+    ref, stu, subs = tiny
+    hand_in(stu, subs/'eve'/'tiny.ipynb', {1: 'get_ipython().input_transformers_cleanup.append(lambda lines: [])'})
+    hand_in(stu, subs/'ida'/'tiny.ipynb', {1: 'base = 10\nget_ipython().input_transformers_cleanup.append(lambda lines: lines)', **SOLVED})  # harmless
+    res = grade(subs, ref, timeout=60)
+    assert [(r['student'], r['points']) for r in res] == [('eve', 0), ('ida', 6)]
+    assert all('did not run to its end' in e['error'] for e in res[0]['exercises'])
+
+
+def test_a_renamed_submission_names_its_likely_reference_and_format_3_notebooks_are_read(tiny, tmp_path):
+    ref, stu, subs = tiny
+    hand_in(stu, subs/'al'/'tiny-Copy1.ipynb', SOLVED)
+    res = grade(subs, ref, timeout=60)
+    assert res[0]['status'] == 'no reference' and 'is it tiny.ipynb renamed? Rename it and grade again' in res[0]['message']
+    v3 = nbformat.v3.new_notebook(worksheets=[nbformat.v3.new_worksheet(cells=[nbformat.v3.new_code_cell(input='x = 1')])])
+    (tmp_path/'old.ipynb').write_text(nbformat.writes(v3, version=3))
+    nb = read_notebook(tmp_path/'old.ipynb')
+    assert nb.nbformat == 4 and nb.cells[0].source == 'x = 1'

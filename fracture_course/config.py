@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/setup.html.md"""
 
 # %% ../nbs/00_setup.ipynb #184a1872
 from __future__ import annotations
-import configparser, os, random
+import configparser, difflib, os, random, re, warnings
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'QUICK', 'ENV_PREFIX', 'parse_value', 'find_settings', 'read_settings', 'has_gpu', 'choose_profile',
-           'pick_device', 'seed_everything', 'CourseConfig', 'get_config', 'setup_chapter']
+__all__ = ['DEFAULTS', 'QUICK', 'ENV_PREFIX', 'ENV_OTHERS', 'parse_value', 'find_settings', 'read_settings', 'has_gpu',
+           'choose_profile', 'pick_device', 'seed_everything', 'CourseConfig', 'get_config', 'setup_chapter']
 
 # %% ../nbs/00_setup.ipynb #7e615016
 DEFAULTS = dict(
@@ -57,6 +57,9 @@ def parse_value(key:str, # settings key, e.g. `epochs`
         raise ValueError(f"Course setting 'num_workers' from {origin} is {text!r}; use 'auto' or a whole number up to 64.")
     if key == 'device' and text not in ('auto', 'cuda', 'mps', 'cpu') and not text.startswith('cuda:'):
         raise ValueError(f"Course setting 'device' from {origin} is {text!r}; use auto, cuda, cuda:N, mps or cpu.")
+    if key == 'dataset' and text.startswith('kaggle:') and not re.fullmatch(r'kaggle:[\w.-]+/[\w.-]+', text):
+        raise ValueError(f"Course setting 'dataset' from {origin} is {text!r}; a Kaggle dataset is named kaggle:OWNER/NAME, "
+                         "e.g. kaggle:bmadushanirodrigo/fracture-multi-region-x-ray-data")
     return v
 
 # %% ../nbs/00_setup.ipynb #9b214944
@@ -76,15 +79,18 @@ def find_settings(start:Path|str|None=None # folder to search from (default: the
 # %% ../nbs/00_setup.ipynb #6133fe74
 def read_settings(path:Path|str|None=None # a settings.ini; `None` uses the package defaults alone
                  ) -> tuple[dict, dict]:
-    "The full and quick profiles: `[DEFAULT]` of `path` over the package defaults, and `[quick]` over that"
+    "The full and quick profiles: `[DEFAULT]` of `path` over the package defaults; the quick defaults and `[quick]` over that"
     full = dict(DEFAULTS)
     if path is None: return full, {**full, **QUICK}
     cp = configparser.ConfigParser(default_section='-', inline_comment_prefixes=('#',), interpolation=None)
-    try: cp.read(path)
+    try: cp.read(path, encoding='utf-8')
     except configparser.Error as e: raise ValueError(f"{path} is not a valid settings file: {e}") from None
+    except UnicodeDecodeError: raise ValueError(f"{path} is not a valid settings file: it is not text (UTF-8); point FRACTURE_SETTINGS at a settings.ini") from None
+    other = [s for s in cp.sections() if s not in ('DEFAULT', 'quick')]
+    if other: raise ValueError(f"{path}: unknown section(s) {', '.join(f'[{s}]' for s in other)}; the sections are [DEFAULT] (the full profile) and [quick]")
     if cp.has_section('DEFAULT'): full.update({k: parse_value(k, v, str(path)) for k, v in cp.items('DEFAULT')})
-    if not cp.has_section('quick'): return full, {**full, **QUICK}
-    return full, {**full, **{k: parse_value(k, v, f'{path} [quick]') for k, v in cp.items('quick')}}
+    quick = {k: parse_value(k, v, f'{path} [quick]') for k, v in cp.items('quick')} if cp.has_section('quick') else {}
+    return full, {**full, **QUICK, **quick}  # a [quick] that sets only epochs keeps the quick sizes
 
 # %% ../nbs/00_setup.ipynb #9cdde1c0
 def has_gpu() -> bool:
@@ -155,10 +161,23 @@ def _resolve_workers(value, device:torch.device) -> int:
     if value != 'auto': return int(value)
     return 0 if device.type == 'cpu' else min(8, os.cpu_count() or 1)
 
+ENV_OTHERS = ('SETTINGS', 'PROFILE', 'COURSE_PIP')  # FRACTURE_ variables that are no settings key: the file, the profile, the Colab install
+_warned_env = set()
+
+def _warn_unknown_env():
+    "Warn (once each) about a `FRACTURE_` variable that is no course setting, e.g. FRACTURE_EPOCH for FRACTURE_EPOCHS: it would be ignored"
+    known = [ENV_PREFIX + k.upper() for k in (*DEFAULTS, *ENV_OTHERS)]
+    for name in sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known and k not in _warned_env):
+        _warned_env.add(name)
+        near = difflib.get_close_matches(name, known, n=1)
+        warnings.warn(f"{name} is not a course setting and is ignored" + (f"; did you mean {near[0]}?" if near else
+                      f"; the settings are {', '.join(known)}"), stacklevel=3)
+
 def get_config(profile:str|None=None, # 'quick', 'full' or 'auto' (default: FRACTURE_PROFILE, else auto)
                settings:Path|str|None=None, # a settings.ini (default: `find_settings()`)
                **overrides) -> CourseConfig: # any settings key, e.g. `epochs=1`
     "The course settings for this run: file, then `FRACTURE_*` environment variables, then `overrides`"
+    _warn_unknown_env()
     path = Path(settings) if settings else find_settings()
     full, quick = read_settings(path)
     prof, why = choose_profile(profile)

@@ -24,7 +24,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric, SumMetric
-from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryRecall, BinarySpecificity
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score, BinaryPrecision, BinaryRecall, BinarySpecificity
 
 from .config import CourseConfig, get_config, seed_everything
 from .data import FractureData
@@ -34,9 +34,9 @@ from .train import Recipe, recipe_for, epoch_sizes, check_zoom, run_plan, run_lo
 from .evaluate import _json_ready
 
 # %% auto #0
-__all__ = ['LEARNER_TO_LIGHTNING', 'COURSE_STRATEGIES', 'NOTEBOOK_STRATEGIES', 'fracture_metrics', 'FractureModule',
-           'is_distributed', 'FractureDataModule', 'quiet_lightning', 'history_from_csv', 'plot_csv_log', 'in_notebook',
-           'available_devices', 'check_devices', 'best_weights', 'fit_on_devices']
+__all__ = ['LEARNER_TO_LIGHTNING', 'COURSE_STRATEGIES', 'COURSE_PRECISIONS', 'NOTEBOOK_STRATEGIES', 'fracture_metrics',
+           'FractureModule', 'is_distributed', 'FractureDataModule', 'quiet_lightning', 'history_from_csv',
+           'plot_csv_log', 'in_notebook', 'available_devices', 'check_devices', 'best_weights', 'fit_on_devices']
 
 # %% ../nbs/12_lightning.ipynb #eef76cdf
 LEARNER_TO_LIGHTNING = {  # the Learner's event (chapter 5): where the same work happens in Lightning
@@ -50,9 +50,10 @@ LEARNER_TO_LIGHTNING = {  # the Learner's event (chapter 5): where the same work
 def fracture_metrics(prefix:str, # 'train_', 'valid_' or 'test_': the names match the Learner's history
                      threshold:float=0.5 # probability above which an image counts as fractured
                     ) -> MetricCollection:
-    "Accuracy, sensitivity, specificity and AUROC as torchmetrics objects, which add up their counts across devices"
+    "The Learner's metrics (accuracy, sensitivity, specificity, precision, F1, AUROC) as torchmetrics objects, which add up their counts across devices"
     return MetricCollection({'accuracy': BinaryAccuracy(threshold), 'sensitivity': BinaryRecall(threshold),
-                             'specificity': BinarySpecificity(threshold), 'auroc': BinaryAUROC()}, prefix=prefix)
+                             'specificity': BinarySpecificity(threshold), 'precision': BinaryPrecision(threshold),
+                             'f1': BinaryF1Score(threshold), 'auroc': BinaryAUROC()}, prefix=prefix)
 
 # %% ../nbs/12_lightning.ipynb #fdb8b5f1
 class FractureModule(L.LightningModule):
@@ -213,7 +214,8 @@ def plot_csv_log(path:Path|str, ax=None):
     return ax
 
 # %% ../nbs/12_lightning.ipynb #dd5886d7
-COURSE_STRATEGIES = ('auto', 'ddp', 'ddp_spawn', 'ddp_fork', 'ddp_notebook', 'ddp_find_unused_parameters_true')
+COURSE_STRATEGIES = ('auto', 'ddp', 'ddp_fork', 'ddp_notebook', 'ddp_find_unused_parameters_true')
+COURSE_PRECISIONS = ('32-true', '32', 'bf16-mixed', '16-mixed')  # '-true' half precisions would need the evaluation in them too
 NOTEBOOK_STRATEGIES = ('ddp_notebook', 'ddp_fork')
 
 def in_notebook() -> bool:
@@ -234,6 +236,9 @@ def check_devices(devices:int|str=1, # how many devices (processes on a CPU); -1
                   interactive:bool|None=None # None: detect a notebook or interactive session
                  ) -> tuple[str, int, str]:
     "(accelerator, number of devices, strategy) resolved for this machine, or an error that says what to pass instead"
+    if strategy == 'ddp_spawn':  # it pickles the loaders for its processes, and a seeded torch.Generator does not pickle: the run hangs
+        raise ValueError("strategy 'ddp_spawn' cannot send the course's seeded data loaders to the processes it starts; use 'ddp' "
+                         "from scripts and `fracture-course train`, 'ddp_notebook' or 'ddp_fork' in notebooks.")
     if strategy not in COURSE_STRATEGIES:
         raise ValueError(f"Unknown strategy {strategy!r}. Valid strategies: {', '.join(COURSE_STRATEGIES)}. Use 'ddp' from scripts "
                          "and `fracture-course train`, 'ddp_notebook' in notebooks (Kaggle's two GPUs).")
@@ -344,6 +349,9 @@ def fit_on_devices(model_name:str='simple_cnn', # a registered model name
     "`train_run` on one or several devices with Lightning: the same recipe, files and returned figures (on the process of rank 0)"
     cfg = cfg or get_config()
     acc, n, strategy = check_devices(devices, strategy, accelerator)
+    if str(precision) not in COURSE_PRECISIONS:  # checked now: bf16-true trained to the end, then failed to evaluate, losing the run
+        raise ValueError(f"precision {precision!r}: the course trains with {', '.join(COURSE_PRECISIONS)} ('16-mixed' on CUDA; on a CPU it "
+                         "runs as 'bf16-mixed'); the weights stay 32-bit, so the evaluation that follows can use them.")
     rc, epochs, lr, sizes = run_plan(model_name, cfg, recipe_overrides)  # the training-run chapter's plan
     if rc.ema or rc.box_weight:
         raise ValueError("fit_on_devices does not do weight averaging (ema) or the box loss (box_weight) yet; use train_run on one device, "
@@ -358,7 +366,7 @@ def fit_on_devices(model_name:str='simple_cnn', # a registered model name
     dls = dm.by_size[sizes[-1]]
     res = run_summary(model_name, data, cfg, rc, dm.preset, net, box_loss='off', train_crops='off' if rc.zoom == 1 else f'zoom {rc.zoom}',
                       best_epoch=rc.freeze_epochs + best_main if best_main is not None else None,
-                      distributed=_where_it_ran(acc, n, strategy, precision, trainer.world_size, cfg.batch_size, split_batch))
+                      distributed=_where_it_ran(acc, n, strategy, trainer.precision, trainer.world_size, cfg.batch_size, split_batch))  # what ran: 16-mixed is bf16 on a CPU
     device = torch.device('cuda' if acc == 'cuda' else 'cpu')
     res.update(evaluate_run(SimpleNamespace(model=net, dls=dls, device=device), data, rc.tta, rc.target_sensitivity))
     res = _json_ready({**res, 'seconds': round(time.perf_counter() - t0, 1), 'history': history})

@@ -307,9 +307,9 @@ def add_train_args(p):
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     g = p.add_argument_group('several devices (Lightning; see the chapter "Scaling up with Lightning")')
     g.add_argument('--devices', help='devices to train on: a number, or -1 for all (processes on a CPU, one per core)')
-    g.add_argument('--strategy', help="Lightning strategy: 'ddp' here (default with several devices), 'ddp_spawn', ...")
+    g.add_argument('--strategy', help="Lightning strategy: 'ddp' (the default with several devices), 'ddp_fork' or 'ddp_find_unused_parameters_true'")
     g.add_argument('--accelerator', help='auto (default), cpu, cuda (gpu) or mps')
-    g.add_argument('--precision', help="'32-true' (default), 'bf16-mixed', '16-mixed' (CUDA)")
+    g.add_argument('--precision', help="'32-true' (default), 'bf16-mixed', '16-mixed' (CUDA; bf16-mixed on a CPU)")
 
 def _positive(name, v):
     if v is not None and not 0 < v < math.inf: raise ValueError(f'--{name} must be a positive, finite number, got {v}')
@@ -368,16 +368,16 @@ def train_command(args) -> int:
     rc = recipe_for(args.model, cfg.profile, **given)
     say(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {rc.lr or cfg.lr:g}, "
           f"{rc.epochs or cfg.epochs} epochs" + (f", {rc.model_kwargs}" if rc.model_kwargs else ''))
+    # Quick profile on a CPU: one thread (each process, with Lightning's DDP), as the chapters run under nbdev-test, so that the
+    # command gives their very figures (float sums in another order shift test AUROC by about 0.01). Measured
+    # (benchmarks/bench_quick.py, seeds 42/0/1, fresh cache): one thread 30-34 s from data generation to trained model and AUROC
+    # 0.899-0.912 (torch 2.14.1, channels-last); November's recipe took 39-44 s on one thread and 30-40 s on two, with AUROC
+    # 0.902-0.911 against 0.888-0.905
+    if cfg.profile == 'quick' and cfg.device == 'cpu': torch.set_num_threads(1)
     if lightning := _lightning_options(args):  # the same run on Lightning's Trainer (imported only when asked for)
         from fracture_course.lightning import fit_on_devices
         r = fit_on_devices(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given, **lightning)
         if r.get('global_rank', 0) != 0: return 0  # a copy that DDP started: rank 0 reports
-    else:
-        # Quick profile on a CPU: one thread, as the chapters run under nbdev-test, so that the command gives their very
-        # figures (float sums in another order shift test AUROC by about 0.01). Measured (benchmarks/bench_quick.py, seeds
-        # 42/0/1, fresh cache): one thread 30-34 s from data generation to trained model and AUROC 0.899-0.912 (torch 2.14.1, channels-last);
-        # November's recipe took 39-44 s on one thread and 30-40 s on two, with AUROC 0.902-0.911 against 0.888-0.905
-        if cfg.profile == 'quick' and cfg.device == 'cpu': torch.set_num_threads(1)
-        r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
+    else: r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
     _print_run(r)
     return 0

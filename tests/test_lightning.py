@@ -133,6 +133,8 @@ def test_one_device_matches_train_run(tiny, tmp_path, monkeypatch):
     ours = fit_on_devices('simple_cnn', tiny, tmp_path/'l', cfg, accelerator='cpu', progress=False, recipe_overrides=two, widths=(8, 16))
     ref = train_run('simple_cnn', tiny, tmp_path/'t', cfg, progress=False, recipe_overrides=two, widths=(8, 16))
     assert set(ref) - {'learner'} <= set(ours) and ours['best_epoch'] in (1, 2)
+    assert set(ref['history'][0]) <= set(ours['history'][0]), set(ref['history'][0]) - set(ours['history'][0])  # the Learner's metrics, precision and F1 too
+    assert ours['history'][0]['valid_f1'] == pytest.approx(ref['history'][0]['valid_f1'], abs=1e-4)
     first, second = zip(ours['history'], ref['history'])
     assert first[0]['train_loss'] == pytest.approx(first[1]['train_loss'], abs=1e-6)  # the first epoch: the same steps
     # from the second epoch the shuffles differ (see the next test): train loss 0.01365 against 0.01393 at epoch 2, measured
@@ -171,8 +173,17 @@ def test_too_many_devices():
         with pytest.raises(ValueError, match='no cuda device.*--accelerator cpu'): fit_on_devices('simple_cnn', devices=1, accelerator='cuda')
 
 def test_unknown_strategy_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="Unknown strategy 'dpp'. Valid strategies: auto, ddp, ddp_spawn, ddp_fork, ddp_notebook"):
+    with pytest.raises(ValueError, match="Unknown strategy 'dpp'. Valid strategies: auto, ddp, ddp_fork, ddp_notebook"):
         fit_on_devices('simple_cnn', strategy='dpp')
+
+def test_strategies_and_precisions_that_cannot_finish_are_refused_before_training(tiny, tmp_path):
+    "ddp_spawn hung (a seeded torch.Generator does not pickle); bf16-true trained to the end, then failed to evaluate, writing no best.pt"
+    with pytest.raises(ValueError, match="strategy 'ddp_spawn' cannot send the course's seeded data loaders.*use 'ddp'"):
+        check_devices(2, 'ddp_spawn', 'cpu', interactive=False)
+    for p in ('bf16-true', '16-true', '64-true', 'half'):
+        with pytest.raises(ValueError, match=f"precision '{p}': the course trains with 32-true, 32, bf16-mixed, 16-mixed"):
+            fit_on_devices('simple_cnn', tiny, tmp_path/'p', precision=p, accelerator='cpu', progress=False)
+        assert not (tmp_path/'p').exists()
 
 def test_plain_ddp_in_a_notebook_points_to_ddp_notebook():
     with pytest.raises(ValueError, match="In a notebook use strategy='ddp_notebook'.*fracture-course train --devices N --strategy ddp"):

@@ -90,3 +90,31 @@ def test_setup_chapter_uses_one_thread_on_the_quick_profile_on_a_cpu(monkeypatch
         cfg = config.setup_chapter('quick', device='cpu')
         assert cfg.profile == 'quick' and torch.get_num_threads() == 1 and 'profile quick' in capsys.readouterr().out
     finally: torch.set_num_threads(before)
+
+
+def test_a_quick_section_adds_to_the_quick_defaults_and_unknown_sections_are_named(tmp_path, monkeypatch):
+    "A [quick] that sets only epochs kept the full profile's 224 px for every CPU user; a [full] section was ignored"
+    monkeypatch.delenv('FRACTURE_IMAGE_SIZE', raising=False); monkeypatch.delenv('FRACTURE_EPOCHS', raising=False)
+    (tmp_path/'s.ini').write_text('[DEFAULT]\nepochs = 20\n[quick]\nepochs = 2\n')
+    full, quick = config.read_settings(tmp_path/'s.ini')
+    assert (full['epochs'], full['image_size']) == (20, 224) and (quick['epochs'], quick['image_size'], quick['n_trials']) == (2, 64, 4)
+    for sections in ('[full]\nepochs = 2\n', '[Default]\nepochs = 2\n', '[DEFAULT]\nepochs = 2\n[Quick]\nepochs = 1\n'):
+        (tmp_path/'bad.ini').write_text(sections)
+        with pytest.raises(ValueError, match=r'bad\.ini: unknown section\(s\) \[\w+\]; the sections are \[DEFAULT\] \(the full profile\) and \[quick\]'):
+            config.read_settings(tmp_path/'bad.ini')
+    (tmp_path/'bin.ini').write_bytes(bytes(range(256)))
+    with pytest.raises(ValueError, match=r'bin\.ini is not a valid settings file: it is not text'): config.read_settings(tmp_path/'bin.ini')
+
+
+def test_a_misspelt_fracture_variable_is_named_not_ignored_in_silence(monkeypatch):
+    monkeypatch.setenv('FRACTURE_EPOCH', '1'); monkeypatch.setenv('FRACTURE_COURSE_PIP', 'x')
+    config._warned_env.discard('FRACTURE_EPOCH')
+    with pytest.warns(UserWarning, match='FRACTURE_EPOCH is not a course setting and is ignored; did you mean FRACTURE_EPOCHS') as w:
+        config.get_config()
+    assert not any('COURSE_PIP' in str(x.message) for x in w)
+
+
+@pytest.mark.parametrize('value', ['kaggle:bad', 'kaggle:', 'kaggle:a/b/c'])
+def test_a_kaggle_dataset_must_be_owner_slash_name(monkeypatch, value):
+    monkeypatch.setenv('FRACTURE_DATASET', value)
+    with pytest.raises(ValueError, match="from FRACTURE_DATASET is .*a Kaggle dataset is named kaggle:OWNER/NAME"): config.get_config()

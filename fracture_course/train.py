@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/train.html.md"""
 
 # %% ../nbs/91_train.ipynb #618a5256
 from __future__ import annotations
-import json, math, os, time
+import inspect, json, math, os, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import torch
 from .config import ENV_PREFIX, get_config, seed_everything, CourseConfig
 from .data import FractureData, load_dataset, load_course_data, trivial_baseline, describe_source
 from .transforms import Preset, get_dls, grey_preset, imagenet_preset, stats_preset
-from .models import create_model, model_names
+from .models import MODELS, create_model, model_names
 from .learner import Learner, Callback, SaveBestCB, plot_history, binary_metrics, update_checkpoint
 from .finetune import imbalance_setup, discriminative_lrs, EMACB, BoxLossCB
 from .tta import tta_probs, hflip
@@ -25,8 +25,8 @@ from .evaluate import threshold_for_sensitivity, _json_ready, _ready_out
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
            'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
-           'run_summary', 'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args', 'asked_for',
-           'train_command']
+           'run_summary', 'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args',
+           'starting_weights', 'asked_for', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -305,6 +305,9 @@ def add_train_args(p):
     p.add_argument('--profile', choices=['quick', 'full', 'auto'], help='settings profile (default: FRACTURE_PROFILE, else auto)')
     p.add_argument('--out', metavar='DIR', default='runs/latest', help='where to write best.pt, metrics.json, curves.png (default runs/latest)')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
+    w = p.add_argument_group('starting weights of resnet18, densenet121 and efficientnet_lite0 (default: ImageNet)').add_mutually_exclusive_group()
+    w.add_argument('--weights', metavar='FILE', help='ImageNet weights downloaded elsewhere (a state dict saved with torch.save), for a machine offline')
+    w.add_argument('--no-pretrained', action='store_true', help='start from random weights instead')
     g = p.add_argument_group('several devices (Lightning; see the chapter "Scaling up with Lightning")')
     g.add_argument('--devices', help='devices to train on: a number, or -1 for all (processes on a CPU, one per core)')
     g.add_argument('--strategy', help="Lightning strategy: 'ddp' (the default with several devices), 'ddp_fork' or 'ddp_find_unused_parameters_true'")
@@ -353,6 +356,16 @@ def _print_run(r:dict # what `train_run` or `fit_on_devices` returned
         print(f"warning: {len(r['skipped'])} file(s) of the dataset were left out when it was read (all listed under 'skipped' in metrics.json); "
               f"the first: {first['path']}: {first['reason']}", file=sys.stderr)
 
+def starting_weights(args) -> dict:
+    "The model arguments for `--weights FILE` or `--no-pretrained`; refused for a model trained from scratch anyway"
+    if not (args.weights or args.no_pretrained): return {}
+    option = '--weights' if args.weights else '--no-pretrained'
+    if 'pretrained' not in inspect.signature(MODELS[args.model]).parameters:
+        raise ValueError(f"{option}: {args.model} has no pretrained weights, it always starts from random ones; the pretrained models are "
+                         f"{', '.join(n for n in model_names() if 'pretrained' in inspect.signature(MODELS[n]).parameters)}")
+    if args.weights and not Path(args.weights).expanduser().is_file(): raise ValueError(f"--weights {args.weights}: no such file")
+    return {'weights': str(Path(args.weights).expanduser())} if args.weights else {'pretrained': False}
+
 def asked_for(args, cfg:CourseConfig) -> dict:
     "The epochs and peak learning rate of `cfg` that the user asked for (an option, or FRACTURE_EPOCHS / FRACTURE_LR): they win over the model's recipe"
     return {k: getattr(cfg, k) for k in ('epochs', 'lr') if getattr(args, k) is not None or os.environ.get(ENV_PREFIX + k.upper(), '').strip()}
@@ -365,6 +378,7 @@ def train_command(args) -> int:
     if args.model not in model_names(): raise ValueError(f"Unknown model {args.model!r}; choose one of: {', '.join(model_names())}")
     if args.out: _ready_out(args.out)  # a folder that cannot be made fails now, not after the training
     given = asked_for(args, cfg)  # a recipe's own epochs and lr give way to what the user asked for
+    weights = starting_weights(args)
     rc = recipe_for(args.model, cfg.profile, **given)
     say(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {rc.lr or cfg.lr:g}, "
           f"{rc.epochs or cfg.epochs} epochs" + (f", {rc.model_kwargs}" if rc.model_kwargs else ''))
@@ -376,8 +390,8 @@ def train_command(args) -> int:
     if cfg.profile == 'quick' and cfg.device == 'cpu': torch.set_num_threads(1)
     if lightning := _lightning_options(args):  # the same run on Lightning's Trainer (imported only when asked for)
         from fracture_course.lightning import fit_on_devices
-        r = fit_on_devices(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given, **lightning)
+        r = fit_on_devices(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given, **lightning, **weights)
         if r.get('global_rank', 0) != 0: return 0  # a copy that DDP started: rank 0 reports
-    else: r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given)
+    else: r = train_run(args.model, None, args.out, cfg, progress=not args.quiet, recipe_overrides=given, **weights)
     _print_run(r)
     return 0

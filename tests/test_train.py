@@ -126,3 +126,20 @@ def test_cli_train_checks_its_output_folder_and_names_an_unreadable_image(tiny, 
     assert main(['train', '--data', str(bad), '--epochs', '1', '--size', '32', '--out', str(tmp_path/'o'), '--quiet']) == 1
     err = capsys.readouterr().err
     assert 'notes.png' in err and 'Traceback' not in err
+
+
+def test_cli_train_takes_local_imagenet_weights_or_none_for_a_pretrained_model(tiny, tmp_path):
+    "Offline, resnet18's weights cannot be fetched: the message names --weights FILE and --no-pretrained, and both work"
+    import torchvision
+    env = {'FRACTURE_CACHE_DIR': str(tmp_path/'cache'), 'PATH': str(Path(sys.executable).parent), 'TORCH_HOME': str(tmp_path/'torch')}
+    run = lambda *a: subprocess.run([CLI, 'train', '--data', str(tiny), '--model', 'resnet18', '--epochs', '1', '--size', '32', '--quiet', *a],
+                                    capture_output=True, text=True, env=env)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path/'r18.pth')
+    r = run('--weights', str(tmp_path/'r18.pth'), '--out', str(tmp_path/'w'))
+    assert r.returncode == 0 and f'resnet18 on tiny (local file {tmp_path/"r18.pth"})' in r.stdout, r.stderr[-2000:]
+    r = run('--no-pretrained', '--out', str(tmp_path/'n'))
+    assert r.returncode == 0 and 'resnet18 on tiny (random initialisation' in r.stdout, r.stderr[-2000:]
+    for args, says in [(['--weights', str(tmp_path/'nope.pth')], 'no such file'), (['--weights', 'x', '--no-pretrained'], 'not allowed with'),
+                       (['--model', 'simple_cnn', '--no-pretrained'], 'simple_cnn has no pretrained weights')]:
+        r = run(*args, '--out', str(tmp_path/'x'))
+        assert r.returncode in (1, 2) and says in r.stderr, (args, r.stderr[-800:])

@@ -57,7 +57,7 @@ def parse_value(key:str, # settings key, e.g. `epochs`
         raise ValueError(f"Course setting 'num_workers' from {origin} is {text!r}; use 'auto' or a whole number up to 64.")
     if key == 'device' and text not in ('auto', 'cuda', 'mps', 'cpu') and not text.startswith('cuda:'):
         raise ValueError(f"Course setting 'device' from {origin} is {text!r}; use auto, cuda, cuda:N, mps or cpu.")
-    if key == 'dataset' and text.startswith('kaggle:') and not re.fullmatch(r'kaggle:[\w.-]+/[\w.-]+', text):
+    if key == 'dataset' and text.startswith('kaggle:') and not re.fullmatch(r'kaggle:[\w.-]+/[\w.-]+(/versions/\d+)?', text):
         raise ValueError(f"Course setting 'dataset' from {origin} is {text!r}; a Kaggle dataset is named kaggle:OWNER/NAME, "
                          "e.g. kaggle:bmadushanirodrigo/fracture-multi-region-x-ray-data")
     return v
@@ -169,7 +169,7 @@ def _warn_unknown_env():
     known = [ENV_PREFIX + k.upper() for k in (*DEFAULTS, *ENV_OTHERS)]
     for name in sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known and k not in _warned_env):
         _warned_env.add(name)
-        near = difflib.get_close_matches(name, known, n=1)
+        near = [ENV_PREFIX + m for m in difflib.get_close_matches(name[len(ENV_PREFIX):], [k[len(ENV_PREFIX):] for k in known], n=1, cutoff=0.75)]
         warnings.warn(f"{name} is not a course setting and is ignored" + (f"; did you mean {near[0]}?" if near else
                       f"; the settings are {', '.join(known)}"), stacklevel=3)
 

@@ -18,11 +18,12 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 # %% auto #0
 __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SIDE', 'NOT_RADIOGRAPHS', 'REGIONS', 'LAYOUTS',
            'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'label_from_name', 'Item', 'FractureData', 'UnreadableImage',
-           'DamagedImageWarning', 'TruncatedImage', 'is_dicom', 'load_image', 'write_dicom', 'dicom_summary',
-           'read_dicom', 'modality_warning', 'file_digest', 'fingerprints', 'split_items', 'read_split_folders',
-           'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes', 'load_dataset', 'resolve_source',
-           'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport', 'audit', 'add_audit_args',
-           'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats', 'plot_image_stats']
+           'DamagedImageWarning', 'TruncatedImage', 'is_dicom', 'load_image', 'deflated_size', 'write_dicom',
+           'dicom_summary', 'read_dicom', 'modality_warning', 'file_digest', 'fingerprints', 'split_items',
+           'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes', 'load_dataset',
+           'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport', 'audit',
+           'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats',
+           'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -222,12 +223,38 @@ def _load_truncated(data:bytes) -> Image.Image:
         return img
 
 # %% ../nbs/02_data.ipynb #296e7752
+def deflated_size(src, # a DICOM file: a path, its bytes or a binary file object (read from its start, then put back)
+                  limit:int, # inflate no further than this many bytes (and one more)
+                 ) -> int|None:
+    "For a deflate-compressed DICOM, how many bytes its dataset inflates to, counted up to `limit` + 1 (never all of a bomb); None for others"
+    import zlib
+    from pydicom.filereader import read_preamble, _read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    fp = io.BytesIO(src) if isinstance(src, bytes) else src if hasattr(src, 'read') else None
+    try:
+        with (open(src, 'rb') if fp is None else contextlib.nullcontext(fp)) as f:
+            start = f.tell()
+            try:
+                read_preamble(f, True); meta = _read_file_meta_info(f)  # the file meta group is never compressed
+                if meta.get('TransferSyntaxUID') != DeflatedExplicitVRLittleEndian: return None
+                d, rest, n = zlib.decompressobj(-zlib.MAX_WBITS), f.read(), 0
+                while n <= limit:  # a megabyte at a time, each thrown away once counted
+                    out = d.decompress(rest, 2**20); rest = d.unconsumed_tail; n += len(out)
+                    if not out and not rest: break  # all inflated
+                return min(n, limit + 1)
+            finally: f.seek(start)
+    except Exception: return None  # not a DICOM, or a damaged one: reading it says what is wrong
+
 def _dcmread(src, # a path or a binary file object
              path:Path, # the file's name, for messages
              **kw) -> 'pydicom.Dataset':
     "pydicom's `dcmread`, its failures turned into `UnreadableImage` (whose messages quote no tag values)"
     import pydicom
     from pydicom.errors import InvalidDicomError
+    limit = 4 * Image.MAX_IMAGE_PIXELS + 2**20 if Image.MAX_IMAGE_PIXELS else None  # bytes: Pillow's bomb limit in 16-bit pixels, and a header
+    if limit and (n := deflated_size(src, limit)) is not None and n > limit:
+        raise UnreadableImage(path, f"deflate-compressed DICOM whose data inflate to more than {limit:,} bytes: probably a decompression bomb. "
+                                    "If the file is a genuine X-ray, downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS before loading.")
     try: ds = pydicom.dcmread(src, **kw)
     except InvalidDicomError:  # no 'DICM' marker: perhaps an older file that starts with its header
         if hasattr(src, 'seek'): src.seek(0)
@@ -405,9 +432,11 @@ def _dicom_pixels(ds, path:Path, window=None) -> Image.Image:
         ts = _tsyntax(ds)
         hint = f"; {_decoder_hint(ts)}" if ts is not None and ts.is_compressed else ''
         raise UnreadableImage(path, f"damaged or undecodable DICOM pixel data ({' '.join(str(e).split())}){hint}") from None
-    if window is None and not ds.get('VOILUTSequence') and 'WindowCenter' in ds and 'WindowWidth' in ds and float(_first(ds.WindowWidth)) < 1:
-        raise UnreadableImage(path, f"its display window has a width (WindowWidth) of {float(_first(ds.WindowWidth)):g}; DICOM requires at least 1. "
-                                    "Export the file again, or read it with read_dicom(path, window=(centre, width))")
+    if window is None and not ds.get('VOILUTSequence') and 'WindowCenter' in ds and 'WindowWidth' in ds:
+        w, exact = float(_first(ds.WindowWidth)), str(ds.get('VOILUTFunction', '')).strip() == 'LINEAR_EXACT'
+        if w <= 0 or (w < 1 and not exact):  # DICOM: at least 1 for LINEAR windows, above 0 for LINEAR_EXACT ones
+            raise UnreadableImage(path, f"its display window has a width (WindowWidth) of {w:g}; DICOM requires {'more than 0' if exact else 'at least 1'}. "
+                                        "Export the file again, or read it with read_dicom(path, window=(centre, width))")
     vals, lo, hi = _voi(apply_modality_lut(arr, ds), ds, window)
     v = np.clip((np.asarray(vals, np.float64) - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros(arr.shape)
     if str(ds.PhotometricInterpretation).strip() == 'MONOCHROME1': v = 1 - v  # low values are white
@@ -429,7 +458,12 @@ def modality_warning(path:Path|str, # an image file (or the name of an upload)
                     ) -> str|None:
     "Why a DICOM file is not a radiograph of a bone (a CT or MR slice, say); None for radiographs, other formats and unknown modalities"
     path = Path(path)
-    if not is_dicom(path, None if data is None else data[:132]): return None
+    if data is None:
+        try:
+            with open(path, 'rb') as f: head = f.read(132)
+        except OSError: return None  # reading the image says what is wrong
+    else: head = data[:132]
+    if not (is_dicom(path, head) or head[:2] in (b'\x02\x00', b'\x08\x00')): return None  # the latter: perhaps a DICOM without preamble
     try: m = str(dicom_summary(path, data).get('modality') or '').upper()
     except UnreadableImage: return None  # reading the image says what is wrong
     if m not in NOT_RADIOGRAPHS: return None  # CR, DX, a scanned film (OT, SC)...
@@ -853,7 +887,8 @@ def _file_facts(path:Path) -> dict:
     try: img = load_image(path, partial=False)
     except TruncatedImage: img, d['damaged'] = load_image(path, warn=False), 'truncated'  # the audit reports it
     except UnreadableImage as e: return {**d, 'error': e.reason}
-    if min(d.get('width', img.width), d.get('height', img.height)) < MIN_SIDE: d['small'] = True  # the scoring tools refuse it
+    d.setdefault('width', img.width); d.setdefault('height', img.height)  # a DICOM without preamble or suffix: from its image
+    if min(d['width'], d['height']) < MIN_SIDE: d['small'] = True  # the scoring tools refuse it
     d['phash'] = int(str(imagehash.phash(img)), 16)
     return d
 

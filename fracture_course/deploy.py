@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from PIL import Image, UnidentifiedImageError
 
-from .data import CLASSES, MIN_SIDE, TruncatedImage, UnreadableImage, dicom_summary, load_image, modality_warning
+from .data import CLASSES, MIN_SIDE, TruncatedImage, UnreadableImage, deflated_size, dicom_summary, load_image, modality_warning
 from .transforms import Preset, decode_resize, eval_tfms
 from .learner import load_checkpoint
 from .evaluate import _checked_preset, load_inputs, predict_inputs, saved_operating_point
@@ -206,6 +206,9 @@ def decode_upload(data:bytes, # the uploaded file's content
             with Image.open(io.BytesIO(data)) as im: w, h = im.size  # the header only: no pixel decoded yet
     except Image.DecompressionBombError as e: raise UploadError(413, f"{filename}: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError): w = h = 0  # not a format Pillow knows (e.g. DICOM): load_image decides
+    if (n := deflated_size(data, 2 * max_pixels + 2**20)) is not None and n > 2 * max_pixels + 2**20:  # counted, never inflated whole
+        raise UploadError(413, f"{filename}: a deflate-compressed DICOM whose data inflate to more than {(2 * max_pixels + 2**20) / 1e6:.0f} MB, "
+                               f"more than this server accepts ({max_pixels:,} pixels); send it uncompressed or downscaled")
     if not w:  # a DICOM's size from its header (no pixel decoded): its compressed pixels could claim any size
         try: s = dicom_summary(filename, data); w, h = s['columns'] or 0, (s['rows'] or 0) * (s['frames'] or 1)
         except UnreadableImage: pass  # not a DICOM, or a damaged one: load_image says what is wrong

@@ -347,11 +347,12 @@ def group_metrics(probs:torch.Tensor, targets:torch.Tensor,
 def load_inputs(paths:Sequence, # image files
                 preset:Preset, # how the model's inputs were made (from the checkpoint)
                 truncated:list|None=None, # a list: truncated files are decoded as far as they go and their (path, reason) added to it; None: refused
+                min_side:int=MIN_SIDE, # refuse smaller images (0: read them, as training does)
                ) -> tuple[torch.Tensor, list, list]:
     "Decoded uint8 images [N, 1, R, R] of the readable files, their positions in `paths`, and (path, reason) of the others"
     paths = [Path(p) for p in paths]
     def one(p):  # (image, None) or (None, the exception saying why not)
-        try: return decode_resize(p, preset, partial=False, min_side=MIN_SIDE), None  # whole files only: no score on part of an image
+        try: return decode_resize(p, preset, partial=False, min_side=min_side), None  # whole files only: no score on part of an image
         except UnreadableImage as e: return None, e
         except OSError as e: return None, UnreadableImage(p, f"cannot read the file ({e.strerror or e})")
     with ThreadPoolExecutor(min(8, max(1, len(paths)))) as ex: res = list(ex.map(one, paths))
@@ -454,7 +455,7 @@ def add_evaluate_args(p):
 
 def _score(model, items, preset, args, device, temperature:float=1.0, truncated:list|None=None):
     "Probabilities and targets of the readable `items` (truncated ones scored on what decodes, and noted in `truncated`), and the (path, reason) of the others"
-    x, ok, failed = load_inputs([o.path for o in items], preset, truncated)
+    x, ok, failed = load_inputs([o.path for o in items], preset, truncated, min_side=0)  # every image as training read it
     probs = predict_inputs(model, x, preset, args.batch_size, args.tta, temperature, device=device)
     return probs, torch.tensor([items[i].label for i in ok], dtype=torch.long), failed
 

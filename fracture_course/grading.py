@@ -328,9 +328,10 @@ def grade_submission(nb, # the submitted notebook, read (`read_notebook`), or th
     return rec
 
 def _read_or_error(path:Path):
-    "`read_notebook(path)`, or the `InvalidNotebook` it raised"
+    "`read_notebook(path)`, or the `InvalidNotebook` it raised (a file gone, or a dangling link, too)"
     try: return read_notebook(path)
     except InvalidNotebook as e: return e
+    except OSError as e: return InvalidNotebook(f'{path}: cannot be read ({e.strerror or e}); submit it again')
 
 def grade_notebook(sub:Path|str, # the submitted notebook
                    ref:Path|str, # its reference notebook

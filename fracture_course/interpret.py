@@ -15,7 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .data import CLASSES, label_from_name, modality_warning
+from .data import CLASSES, IMAGE_EXTS, label_from_name, modality_warning
 from .transforms import Preset, eval_tfms, resize_boxes, decoded_boxes
 from .learner import load_checkpoint
 from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point, tta_for, _ready_out
@@ -300,13 +300,16 @@ def report_predictions(header:str, # the first line: model, file, threshold and 
     return 1
 
 def _class_folder_above(out:Path) -> Path|None:
-    "The dataset class folder `out` is or lies in: one named after a class beside one named after the other class"
+    "The dataset class folder `out` is or lies in: one named after a class beside one named after the other class, with images in them"
+    def has_images(d:Path) -> bool:
+        try: return any(f.suffix.lower() in IMAGE_EXTS for f in d.iterdir())
+        except OSError: return False
     for p in (out, *out.parents):
         lab = label_from_name(p.name)
         if lab is None: continue
-        try: other = any(q.is_dir() and label_from_name(q.name) == 1 - lab for q in p.parent.iterdir())
-        except OSError: other = False
-        if other: return p
+        try: others = [q for q in p.parent.iterdir() if q.is_dir() and label_from_name(q.name) == 1 - lab]
+        except OSError: others = []
+        if others and any(has_images(d) for d in (p, *others)): return p  # runs/0 beside runs/1 holds no images: no dataset
     return None
 
 def overlays_would_be_read(out:Path, # the folder asked for the overlays

@@ -623,6 +623,9 @@ def read_checkpoint(path:str|Path) -> dict:
     if not path.is_file(): raise FileNotFoundError(f"Checkpoint {path} does not exist; check the path, or train and save a model first.")
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
+        if _is_onnx(path) and path.suffix.lower() == '.onnx':
+            raise ValueError(f"{path} is an ONNX model (written by fracture-course export); this needs the PyTorch checkpoint (.pt) it was "
+                             "exported from. predict and serve take the .onnx file.") from None
         if _is_onnx(path): raise ValueError(f"{path} is an ONNX model, not a PyTorch checkpoint; the tools tell the two apart by the "
                                             f"suffix, so give it the .onnx suffix (e.g. {path.with_name(path.stem + '.onnx')}).") from None
         msg = (str(e).strip().splitlines() or [''])[0].split('. ')[0][:200]  # the first sentence is the useful part

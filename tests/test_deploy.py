@@ -149,6 +149,8 @@ def test_an_onnx_model_renamed_without_its_suffix_is_named_as_one(onnx_file, ckp
         with pytest.raises(ValueError, match=rf"{name} is an ONNX model, not a PyTorch checkpoint.*\.onnx suffix \(e\.g\. .*model\.onnx\)"):
             deploy.predict_command(predict_args([str(tmp_path/name), str(synth[1][0])]))
         with pytest.raises(ValueError, match='is an ONNX model'): Predictor(tmp_path/name)
+    with pytest.raises(ValueError, match=r"model\.onnx is an ONNX model \(written by fracture-course export\); this needs the PyTorch checkpoint \(\.pt\)"):
+        load_checkpoint(onnx_file)  # evaluate, export: the .onnx already has its suffix, so that is not the advice
     (tmp_path/'noise.pt').write_bytes(b'\x08' + bytes(range(200)))  # starts like an ONNX file, is none
     with pytest.raises(ValueError, match='could not be read as a checkpoint.*not a PyTorch file'): load_checkpoint(tmp_path/'noise.pt')
 
@@ -280,17 +282,24 @@ def test_bad_uploads_get_a_clear_error_and_the_server_goes_on(client, xray, name
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
 
 def test_a_dicom_claiming_more_pixels_than_the_server_takes_is_refused_before_decoding(client, xray, tmp_path):
-    "Its compressed pixels could be small on the wire and gigabytes decoded: the header's Rows and Columns count, as a PNG's size does"
-    import pydicom
+    "Small on the wire, gigabytes decoded: the header's Rows and Columns count, as a PNG's size does; a deflated dataset is inflated in counted steps"
+    import pydicom, tracemalloc
     from pydicom.uid import DeflatedExplicitVRLittleEndian
-    from fracture_course.data import write_dicom
+    from fracture_course.data import write_dicom, deflated_size
     ds = pydicom.dcmread(write_dicom(np.zeros((64, 64), np.uint16), tmp_path/'x.dcm'))
-    ds.Rows = ds.Columns = 8000; ds.PixelData = np.zeros((8000, 8000), np.uint16).tobytes()
+    ds.Rows = ds.Columns = 8000; ds.save_as(tmp_path/'claims.dcm')  # the header claims 64 M pixels; the pixel data is 64 x 64
+    ds.PixelData = np.zeros((8000, 8000), np.uint16).tobytes()
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian; ds.save_as(tmp_path/'bomb.dcm', enforce_file_format=True)
     data = (tmp_path/'bomb.dcm').read_bytes(); assert len(data) < 1_000_000
-    for name in ('bomb.dcm', 'IM0001'):  # named as a DICOM, or not at all
-        r = client.post('/predict', files={'file': (name, data)})
-        assert r.status_code == 413 and '8000 x 8000 pixels is more than this server accepts' in r.json()['error'], r.text
+    for name, content, says in [('claims.dcm', (tmp_path/'claims.dcm').read_bytes(), '8000 x 8000 pixels is more than this server accepts'),
+                                ('IM0001', (tmp_path/'claims.dcm').read_bytes(), '8000 x 8000 pixels is more than this server accepts'),
+                                ('bomb.dcm', data, 'a deflate-compressed DICOM whose data inflate to more than 121 MB')]:
+        tracemalloc.start()
+        r = client.post('/predict', files={'file': (name, content)})
+        peak = tracemalloc.get_traced_memory()[1]; tracemalloc.stop()
+        assert r.status_code == 413 and says in r.json()['error'], r.text
+        assert peak < 200e6, f'{name}: {peak / 1e6:.0f} MB at the peak'  # the 128 MB of pixels are never made whole
+    assert deflated_size(data, 1000) == 1001 and deflated_size((tmp_path/'claims.dcm').read_bytes(), 1000) is None
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
 
 def test_requests_without_a_file_or_too_large_by_header(client, xray):

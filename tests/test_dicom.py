@@ -226,6 +226,29 @@ def test_a_dicom_claiming_too_many_pixels_or_a_window_narrower_than_1_is_refused
     assert read_dicom(tmp_path/'ww0.dcm', window=(128, 256)).size == (96, 96)  # the way round it the message names
 
 
+def test_headerless_dicoms_in_the_audit_and_the_modality_warning(tmp_path):
+    "A DICOM without preamble or suffix: its size in the audit (it raised KeyError), and a CT slice so named still warned about"
+    import csv
+    from fracture_course.data import modality_warning
+    small = write_dicom(np.zeros((20, 24), np.uint8), tmp_path/'s.dcm'); (tmp_path/'IM1').write_bytes(small.read_bytes()[132:])
+    big = write_dicom(np.zeros((40, 40), np.uint8), tmp_path/'b.dcm'); (tmp_path/'IM2').write_bytes(big.read_bytes()[132:])
+    with open(tmp_path/'m.csv', 'w', newline='') as f: csv.writer(f).writerows([['path', 'label', 'split'], ['IM1', 1, 'train'], ['IM2', 0, 'train']])
+    rep = audit(tmp_path/'m.csv')
+    assert [(Path(u['path']).name, u['width'], u['height']) for u in rep.too_small] == [('IM1', 24, 20)] and rep.unreadable == []
+    ct = write_dicom(np.full((40, 40), 40, np.int16), tmp_path/'ct.dcm', modality='CT'); (tmp_path/'IM3').write_bytes(ct.read_bytes()[132:])
+    assert 'CT' in modality_warning(tmp_path/'IM3') and 'CT' in modality_warning('IM3', (tmp_path/'IM3').read_bytes())
+    assert modality_warning(tmp_path/'IM2') is None
+
+
+def test_a_linear_exact_window_may_be_narrower_than_1(tmp_path):
+    import pydicom
+    ds = pydicom.dcmread(write_dicom(np.arange(64 * 64).reshape(64, 64).astype(np.uint16) % 4, tmp_path/'w.dcm'))
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 1.5, 0.5, 'LINEAR_EXACT'; ds.save_as(tmp_path/'exact.dcm')
+    assert load_image(tmp_path/'exact.dcm').size == (64, 64)
+    ds.WindowWidth = 0; ds.save_as(tmp_path/'zero.dcm')
+    with pytest.raises(UnreadableImage, match=r'width \(WindowWidth\) of 0; DICOM requires more than 0'): load_image(tmp_path/'zero.dcm')
+
+
 def _png_bytes():
     import io
     b = io.BytesIO(); Image.fromarray(np.zeros((8, 8), np.uint8)).save(b, format='PNG'); return b.getvalue()

@@ -398,3 +398,13 @@ def test_a_threshold_chosen_on_the_scored_images_is_flagged(tiny, tmp_path, caps
         assert run_eval([ck, '--data', tiny/'data', '--out', tmp_path/f'o-{where}', '--split', 'valid', '--n-boot', '0']) == 0
         assert json.loads((tmp_path/f'o-{where}'/'metrics.json').read_text())['threshold_chosen_on_these_images'] is flagged
         assert (says in capsys.readouterr().err) is flagged
+
+
+def test_evaluate_scores_small_images_as_training_read_them(tiny, tmp_path):
+    "predict and serve refuse images under 32 px; evaluate measures the dataset training measured, so it scores them"
+    import shutil
+    data = shutil.copytree(tiny/'data', tmp_path/'data')
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(data/'test'/'fractured'/'small.png')
+    assert run_eval([tiny/'model.pt', '--data', data, '--out', tmp_path/'o', '--n-boot', '0']) == 0
+    m = json.loads((tmp_path/'o'/'metrics.json').read_text())
+    assert m['images'] == 25 and m['unreadable'] == []

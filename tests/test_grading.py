@@ -319,3 +319,12 @@ def test_a_renamed_submission_names_its_likely_reference_and_format_3_notebooks_
     (tmp_path/'old.ipynb').write_text(nbformat.writes(v3, version=3))
     nb = read_notebook(tmp_path/'old.ipynb')
     assert nb.nbformat == 4 and nb.cells[0].source == 'x = 1'
+
+
+def test_a_dangling_link_among_the_submissions_is_graded_invalid_and_the_class_goes_on(tiny):
+    ref, stu, subs = tiny
+    hand_in(stu, subs/'ann'/'tiny.ipynb', SOLVED)
+    (subs/'bo').mkdir(parents=True); (subs/'bo'/'tiny.ipynb').symlink_to(subs/'gone.ipynb')
+    res = grade(subs, ref, timeout=60)
+    assert [(r['student'], r['status'], r['points']) for r in res] == [('ann', 'completed', 6), ('bo', 'invalid', 0)]
+    assert 'cannot be read' in res[1]['message'] and 'submit it again' in res[1]['message']

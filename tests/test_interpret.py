@@ -251,6 +251,8 @@ def test_predict_refuses_overlays_where_they_would_be_read_as_radiographs(tiny, 
         assert not (ds/'test'/'Fractured'/'cams').exists()
     with pytest.raises(ValueError, match='--gradcam .*holds the images'): run_predict([tiny/'model.pt', img, '--gradcam', img.parent])
     assert run_predict([tiny/'model.pt', img, '--heatmaps', tmp_path/'fracture'/'cams']) == 0  # a folder named like a class, no dataset
+    (tmp_path/'runs'/'0').mkdir(parents=True)  # run folders named 0 and 1 ('0' and '1' are class names in a CSV): no images, no dataset
+    assert run_predict([tiny/'model.pt', img, '--heatmaps', tmp_path/'runs'/'1'/'heatmaps']) == 0
     assert [p.name for p in (tmp_path/'fracture'/'cams').glob('*.png')] == ['img0_layercam.png']
     assert sorted(p.name for p in ds.rglob('*.png')) == ['img0.png']
 

@@ -112,9 +112,17 @@ def test_a_misspelt_fracture_variable_is_named_not_ignored_in_silence(monkeypatc
     with pytest.warns(UserWarning, match='FRACTURE_EPOCH is not a course setting and is ignored; did you mean FRACTURE_EPOCHS') as w:
         config.get_config()
     assert not any('COURSE_PIP' in str(x.message) for x in w)
+    monkeypatch.delenv('FRACTURE_EPOCH'); monkeypatch.setenv('FRACTURE_HOME', '/x'); config._warned_env.discard('FRACTURE_HOME')
+    with pytest.warns(UserWarning, match='FRACTURE_HOME is not a course setting and is ignored; the settings are FRACTURE_DATASET') as w:
+        config.get_config()  # no false "did you mean": nothing is close
 
 
-@pytest.mark.parametrize('value', ['kaggle:bad', 'kaggle:', 'kaggle:a/b/c'])
+def test_a_pinned_kaggle_version_is_a_dataset_name(monkeypatch):
+    monkeypatch.setenv('FRACTURE_DATASET', 'kaggle:owner/name/versions/3')
+    assert config.get_config().dataset == 'kaggle:owner/name/versions/3'
+
+
+@pytest.mark.parametrize('value', ['kaggle:bad', 'kaggle:', 'kaggle:a/b/c', 'kaggle:a/b/versions/x'])
 def test_a_kaggle_dataset_must_be_owner_slash_name(monkeypatch, value):
     monkeypatch.setenv('FRACTURE_DATASET', value)
     with pytest.raises(ValueError, match="from FRACTURE_DATASET is .*a Kaggle dataset is named kaggle:OWNER/NAME"): config.get_config()

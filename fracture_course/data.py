@@ -803,7 +803,7 @@ def _kaggle_attached(slug:str|None=None, base:Path|None=None) -> Path|None:
     "An attached Kaggle dataset folder (for `slug`, or the first recognisable one)"
     base = base or KAGGLE_INPUT
     if not base.is_dir(): return None
-    name = slug.split('/')[-1] if slug else None
+    name = slug.split('/')[1] if slug else None  # OWNER/NAME, or OWNER/NAME/versions/N
     # Kaggle mounts a dataset at /kaggle/input/NAME (newer images: /kaggle/input/datasets/OWNER/NAME)
     cands = [p for pat in (name, f'*/{name}', f'*/*/{name}') for p in sorted(base.glob(pat))] if name else sorted(base.iterdir())
     return next((d for d in cands if d.is_dir() and _find_root(d)), None)

@@ -197,6 +197,7 @@ def test_kaggle_dataset_found_in_newer_nested_mount(tmp_path, monkeypatch):
     tree(root, [''], n=3)
     kind, p = resolve_source(get_config(dataset='kaggle:foyez767/x-ray-images-of-fractured-and-healthy-bones'))
     assert (kind, p) == ('kaggle', root)
+    assert resolve_source(get_config(dataset='kaggle:foyez767/x-ray-images-of-fractured-and-healthy-bones/versions/2')) == ('kaggle', root)
     assert resolve_source(get_config(dataset='kaggle:someone/absent'))[1] is None
 
 

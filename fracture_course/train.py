@@ -383,7 +383,8 @@ def train_command(args) -> int:
     lr, epochs = rc.lr or cfg.lr, rc.epochs or cfg.epochs
     over = lambda v, s: f" (the recipe's, over the settings' {s:g})" if v != s else ''  # the line above shows the settings
     say(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {lr:g}{over(lr, cfg.lr)}, "
-        f"{epochs} epochs{over(epochs, cfg.epochs)}" + (f", {rc.model_kwargs}" if rc.model_kwargs else ''))
+        f"{epochs} epochs{over(epochs, cfg.epochs)}" + (f" after {rc.freeze_epochs} head-only" if rc.freeze_epochs else '')
+        + (f", {rc.model_kwargs}" if rc.model_kwargs else ''))
     # Quick profile on a CPU: one thread (each process, with Lightning's DDP), as the chapters run under nbdev-test, so that the
     # command gives their very figures (float sums in another order shift test AUROC by about 0.01). Measured
     # (benchmarks/bench_quick.py, seeds 42/0/1, fresh cache): one thread 30-34 s from data generation to trained model and AUROC

@@ -139,6 +139,7 @@ def test_cli_train_takes_local_imagenet_weights_or_none_for_a_pretrained_model(t
     assert r.returncode == 0 and f'resnet18 on tiny (local file {tmp_path/"r18.pth"})' in r.stdout, r.stderr[-2000:]
     r = run('--no-pretrained', '--out', str(tmp_path/'n'))
     assert r.returncode == 0 and 'resnet18 on tiny (random initialisation' in r.stdout, r.stderr[-2000:]
+    assert '1 epochs after 1 head-only' in r.stdout  # why --epochs 1 reports a best epoch 2
     for args, says in [(['--weights', str(tmp_path/'nope.pth')], 'no such file'), (['--weights', 'x', '--no-pretrained'], 'not allowed with'),
                        (['--model', 'simple_cnn', '--no-pretrained'], 'simple_cnn has no pretrained weights')]:
         r = run(*args, '--out', str(tmp_path/'x'))

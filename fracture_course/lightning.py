@@ -70,6 +70,8 @@ class FractureModule(L.LightningModule):
         self.lr, self.opt_func, self.one_cycle = lr, opt_func, one_cycle
         self.train_metrics, self.valid_metrics, self.test_metrics = (fracture_metrics(f'{s}_', threshold) for s in ('train', 'valid', 'test'))
         self.train_mean_loss, self.valid_mean_loss, self.test_mean_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_called, self.valid_called, self.test_called = SumMetric(), SumMetric(), SumMetric()  # images called fractured
+        self.threshold = threshold
         self.n_valid = SumMetric()  # images validated, summed over devices: the whole split, each image once
         self.last_lr, self.epoch_start = float('nan'), 0.
 
@@ -80,7 +82,9 @@ class FractureModule(L.LightningModule):
         logits = self(xb)
         loss = self.loss_func(logits, yb)
         getattr(self, f'{split}_mean_loss').update(loss.detach(), weight=len(yb))  # a mean over images, not over batches
-        getattr(self, f'{split}_metrics').update(logits.detach().float().softmax(1)[:, 1], yb)
+        probs = logits.detach().float().softmax(1)[:, 1]
+        getattr(self, f'{split}_metrics').update(probs, yb)
+        getattr(self, f'{split}_called').update((probs > self.threshold).sum())
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -93,8 +97,10 @@ class FractureModule(L.LightningModule):
 
     def _log_split(self, split:str, **extra):
         "Log a split's loss and metrics once per epoch: `compute` has gathered every device's share, so all agree"
-        mean_loss, metrics = getattr(self, f'{split}_mean_loss'), getattr(self, f'{split}_metrics')
+        mean_loss, metrics, called = (getattr(self, f'{split}_{k}') for k in ('mean_loss', 'metrics', 'called'))
         values = {f'{split}_loss': mean_loss.compute(), **metrics.compute(), **extra}
+        if called.compute() == 0: values[f'{split}_precision'] = float('nan')  # no image called fractured: undefined, as the Learner says (torchmetrics: 0)
+        called.reset()
         self.log_dict({k: float(v) for k, v in values.items()}, sync_dist=True)  # a mean of equal values, except each device's `time`
         mean_loss.reset(); metrics.reset()
 

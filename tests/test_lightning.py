@@ -205,3 +205,22 @@ def test_history_from_csv_folds_rows_and_skips_test_rows(tmp_path):
     h = history_from_csv(f)
     assert [r['epoch'] for r in h] == [1, 2] and h[1] == {'epoch': 2, 'train_loss': 0.55, 'valid_loss': 0.5, 'valid_auroc': 0.8,
                                                           'n_valid_images': 51, 'lr': 0.0001, 'time': 2.1}
+
+
+def test_precision_is_undefined_when_no_image_is_called_fractured_as_in_the_learner():
+    "torchmetrics gives 0; the Learner's binary_metrics gives NaN: the two paths' histories now agree"
+    import math
+    from fracture_course.lightning import FractureModule
+    from fracture_course.learner import binary_metrics
+    class Says(torch.nn.Module):  # logits that call every image 'not fractured', or every image 'fractured'
+        def __init__(self, margin): super().__init__(); self.margin = margin
+        def forward(self, x): return torch.tensor([[0., self.margin]]).expand(len(x), 2)
+    x, y = torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 1, 0])
+    for margin in (-3., 3.):
+        m, logged = FractureModule(Says(margin)), {}
+        m.log_dict = lambda d, **kw: logged.update(d)
+        m._step((x, y), 'valid'); m._log_split('valid')
+        want = binary_metrics(torch.full((4,), 1 / (1 + math.exp(-margin))), y, 0.5)
+        assert math.isnan(logged['valid_precision']) == math.isnan(want['precision']) and (margin < 0) == math.isnan(want['precision'])
+        if margin > 0: assert logged['valid_precision'] == pytest.approx(want['precision'])
+        assert logged['valid_f1'] == pytest.approx(want['f1'])

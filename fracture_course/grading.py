@@ -425,9 +425,9 @@ def write_grades(results:list[dict], # from `grade`
                  complete:bool=True, # False while grading goes on: the files hold the notebooks graded so far
                  stem:str='grades', # the files' name
                  **info) -> tuple[Path, Path]: # anything to record in grades.json (reference, timeout...)
-    "Write `grades.json` (everything) and `grades.csv` (one row per exercise); returns their paths"
+    "Write `grades.json` (everything) and `grades.csv` (one row per exercise; `grades-partial.csv` until `complete`); returns their paths"
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    js, cs = out/f'{stem}.json', out/f'{stem}.csv'
+    js, cs = out/f'{stem}.json', out/(f'{stem}.csv' if complete else f'{stem}-partial.csv')  # a CSV import never takes part of a class for all of it
     doc = dict(graded_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), complete=complete, **{k: str(v) for k, v in info.items()},
                points=sum(r['points'] for r in results), max_points=sum(r['max_points'] for r in results), notebooks=results)
     _write_atomically(js, json.dumps(doc, indent=2))
@@ -437,6 +437,7 @@ def write_grades(results:list[dict], # from `grade`
         for e in rows: w.writerow(dict(student=r['student'], notebook=r['notebook'], exercise=e['number'], name=e['name'],
                                        points=e['points'], max_points=e['max_points'], status=r['status'], error=e['error']))
     _write_atomically(cs, buf.getvalue())
+    if complete: (out/f'{stem}-partial.csv').unlink(missing_ok=True)
     return js, cs
 
 # %% ../nbs/11_grading.ipynb #8ae56227
@@ -483,5 +484,6 @@ def grade_command(args) -> int:
         print(f'warning: cannot write {e.filename or out} ({e.strerror or e}); writing {stem}.json and {stem}.csv instead', file=sys.stderr)
         try: js, cs = write_grades(res, out, stem=stem, **info)
         except OSError as e2: raise ValueError(f'cannot write the grades into {out} ({e2.strerror or e2}); the table above holds them') from None
+    (out/'grades-partial.csv').unlink(missing_ok=True)  # the whole class is in the files just written
     print(f'\nWrote {js} and {cs}')
     return 0

@@ -193,7 +193,7 @@ def test_output_folders_that_cannot_be_made_are_refused_before_any_grading(tiny,
         grade_command(p.parse_args([str(subs), '--reference', str(ref), '--out', str(tmp_path/'afile')]))
 
 def test_a_submission_that_kills_the_grader_loses_no_grade_made_before_it(tiny, tmp_path):
-    "The grader is no sandbox (a cell can kill it), but every record made before is already in grades.json and grades.csv"
+    "The grader is no sandbox (a cell can kill it), but every record made before is already in grades.json and grades-partial.csv"
     ref, stu, subs = tiny
     hand_in(stu, subs/'a_good'/'tiny.ipynb', SOLVED)
     hand_in(stu, subs/'b_killer'/'tiny.ipynb', {**SOLVED, 2: 'import os; os.kill(os.getppid(), 9)'})
@@ -203,8 +203,9 @@ def test_a_submission_that_kills_the_grader_loses_no_grade_made_before_it(tiny, 
     assert r.returncode == -9, r.stdout + r.stderr  # killed by the submission, before printing the table
     doc = json.loads((tmp_path/'out'/'grades.json').read_text())
     assert doc['complete'] is False and [n['student'] for n in doc['notebooks']] == ['a_good'] and doc['points'] == 6
-    rows = list(csv.DictReader(open(tmp_path/'out'/'grades.csv')))
+    rows = list(csv.DictReader(open(tmp_path/'out'/'grades-partial.csv')))
     assert {r['student'] for r in rows} == {'a_good'} and sum(float(r['points']) for r in rows) == 6
+    assert not (tmp_path/'out'/'grades.csv').exists()  # no CSV that a platform could import as the whole class
     assert not list((tmp_path/'out').glob('.*.tmp'))
 
 def test_a_progress_write_that_fails_warns_once_and_grading_goes_on(tiny, tmp_path, monkeypatch, capsys):
@@ -214,7 +215,7 @@ def test_a_progress_write_that_fails_warns_once_and_grading_goes_on(tiny, tmp_pa
     import fracture_course.grading as g
     real = g.write_grades
     def locked(results, out_dir, complete=True, **info):
-        if not complete: raise PermissionError(13, 'Permission denied', str(tmp_path/'out'/'grades.csv'))
+        if not complete: raise PermissionError(13, 'Permission denied', str(tmp_path/'out'/'grades-partial.csv'))
         return real(results, out_dir, complete, **info)
     monkeypatch.setattr(g, 'write_grades', locked)
     p = argparse.ArgumentParser(); add_grade_args(p)
@@ -223,6 +224,7 @@ def test_a_progress_write_that_fails_warns_once_and_grading_goes_on(tiny, tmp_pa
     assert err.count('warning: cannot update the grades') == 1 and 'grading goes on' in err
     doc = json.loads((tmp_path/'out'/'grades.json').read_text())
     assert doc['complete'] is True and doc['points'] == 18 and len(doc['notebooks']) == 3
+    assert (tmp_path/'out'/'grades.csv').is_file() and not (tmp_path/'out'/'grades-partial.csv').exists()
 
 def test_a_final_write_that_fails_writes_the_grades_under_another_name(tiny, tmp_path, monkeypatch, capsys):
     "grades.csv held open until grading ends: the grades go to grades-<time>.json/.csv, never lost, and no .tmp file is left"

@@ -108,6 +108,7 @@ def _to_grey(img:Image.Image) -> Image.Image:
 
 # %% ../nbs/02_data.ipynb #54fd5ad7
 _IMAGE_SIGNATURES = (b'\x89PNG', b'\xff\xd8\xff', b'GIF8', b'BM', b'II*\x00', b'MM\x00*', b'RIFF')  # PNG, JPEG, GIF, BMP, TIFF, WebP
+_HEADER_FIRST = (b'\x02\x00', b'\x08\x00')  # how a DICOM without preamble starts: its group 0002 or 0008 tags (an archive's IM0001)
 
 def is_dicom(path:Path|str, # a file
              head:bytes|None=None, # its first 132 bytes, if already read
@@ -157,7 +158,7 @@ def load_image(path:Path|str, # image file
         img = Image.open(io.BytesIO(data))
         if max_side and img.format == 'JPEG': img.draft('L', (max_side, max_side))  # decode JPEGs at reduced size
     except UnidentifiedImageError as e:
-        if data[:2] in (b'\x02\x00', b'\x08\x00'):  # perhaps a DICOM without preamble nor suffix, as some archives export them (IM0001)
+        if data[:2] in _HEADER_FIRST:  # perhaps a DICOM without preamble nor suffix
             try: return _dicom_bytes(data, path, max_side, min_side)
             except UnreadableImage as d:
                 if not d.reason.startswith('not a DICOM file'): raise  # a DICOM after all: what is wrong with it
@@ -463,7 +464,7 @@ def modality_warning(path:Path|str, # an image file (or the name of an upload)
             with open(path, 'rb') as f: head = f.read(132)
         except OSError: return None  # reading the image says what is wrong
     else: head = data[:132]
-    if not (is_dicom(path, head) or head[:2] in (b'\x02\x00', b'\x08\x00')): return None  # the latter: perhaps a DICOM without preamble
+    if not (is_dicom(path, head) or head[:2] in _HEADER_FIRST): return None
     try: m = str(dicom_summary(path, data).get('modality') or '').upper()
     except UnreadableImage: return None  # reading the image says what is wrong
     if m not in NOT_RADIOGRAPHS: return None  # CR, DX, a scanned film (OT, SC)...

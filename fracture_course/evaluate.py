@@ -61,11 +61,10 @@ def _checked_targets(targets, # true labels: 1/0, True/False, or class names ('f
                      n:int|None=None, # how many probabilities they go with
                     ) -> torch.Tensor:
     "`targets` as a flat long tensor of 0 and 1, class names mapped by `label_from_name`; anything else refused, saying what"
-    if not isinstance(targets, torch.Tensor) and any(isinstance(v, str) for v in np.asarray(targets, dtype=object).ravel()):
-        names = [v for v in np.asarray(targets, dtype=object).ravel()]
-        labels = [label_from_name(v) if isinstance(v, str) else v for v in names]
-        if None in labels: raise ValueError(f"label {names[labels.index(None)]!r} is not a class name; give 1 (fractured) or 0, or one of {CLASSES}")
-        targets = labels
+    names = None if isinstance(targets, torch.Tensor) else np.asarray(targets, dtype=object).ravel()
+    if names is not None and any(isinstance(v, str) for v in names):
+        targets = [label_from_name(v) if isinstance(v, str) else v for v in names]
+        if None in targets: raise ValueError(f"label {names[targets.index(None)]!r} is not a class name; give 1 (fractured) or 0, or one of {CLASSES}")
     t = torch.as_tensor(np.asarray(targets, dtype=np.float64) if not isinstance(targets, torch.Tensor) else targets).flatten()
     bad = ~((t == 0) | (t == 1))
     if bad.any(): raise ValueError(f"{int(bad.sum())} of {len(t)} labels are not 0 or 1 (the first: {t[bad][0].item():g}); "

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/setup.html.md"""
 
 # %% ../nbs/00_setup.ipynb #184a1872
 from __future__ import annotations
-import configparser, difflib, os, random, re, warnings
+import configparser, difflib, os, random, re, sys, warnings
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
@@ -15,7 +15,8 @@ import torch
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'QUICK', 'ENV_PREFIX', 'ENV_OTHERS', 'parse_value', 'find_settings', 'read_settings', 'has_gpu',
-           'choose_profile', 'pick_device', 'seed_everything', 'CourseConfig', 'get_config', 'setup_chapter']
+           'choose_profile', 'pick_device', 'seed_everything', 'bars_redraw', 'progress_bar', 'CourseConfig',
+           'get_config', 'setup_chapter']
 
 # %% ../nbs/00_setup.ipynb #7e615016
 DEFAULTS = dict(
@@ -132,6 +133,20 @@ def seed_everything(seed:int=42 # the seed for Python, NumPy and PyTorch (CPU an
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     return seed
+
+# %% ../nbs/00_setup.ipynb #865f0244
+def bars_redraw() -> bool:
+    "True where a progress bar redraws in place: a Jupyter kernel (Colab, Kaggle, VS Code) or a terminal"
+    if 'ipykernel' in sys.modules: return True
+    try: return sys.stderr.isatty()
+    except (AttributeError, ValueError): return False  # a replaced or closed stream
+
+def progress_bar(iterable=None, # what to iterate over (or None, and call `update` yourself)
+                 **kwargs): # tqdm's arguments: total, desc, leave, unit, ...
+    "A `tqdm.auto` progress bar, switched off where it would not redraw in place (see `bars_redraw`)"
+    from tqdm.auto import tqdm
+    if not bars_redraw(): kwargs['disable'] = True  # only ever switched off: TQDM_DISABLE=1 still works
+    return tqdm(iterable, **kwargs)
 
 # %% ../nbs/00_setup.ipynb #4499da27
 @dataclass(frozen=True)

@@ -17,10 +17,9 @@ import torch
 from torch import nn
 from torchmetrics.functional.classification import (binary_accuracy, binary_auroc, binary_f1_score,
                                                     binary_precision, binary_recall, binary_specificity)
-from tqdm.auto import tqdm
 
 from . import __version__
-from .config import pick_device
+from .config import pick_device, progress_bar
 from .data import CLASSES
 from .models import MODELS, create_model, model_names
 
@@ -294,7 +293,7 @@ class ProgressCB(Callback):
         if not self.bar: return
         try: total = len(learn.dl)
         except TypeError: total = None
-        self.pbar = tqdm(total=total, leave=False, desc=f'epoch {learn.epoch+1}/{learn.n_epochs} {what}')
+        self.pbar = progress_bar(total=total, leave=False, desc=f'epoch {learn.epoch+1}/{learn.n_epochs} {what}')
     def before_train(self, learn): self._open(learn, 'train')
     def before_validate(self, learn): self._open(learn, 'valid')
     def after_batch(self, learn):

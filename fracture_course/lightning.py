@@ -26,17 +26,18 @@ from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric, SumMetric
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score, BinaryPrecision, BinaryRecall, BinarySpecificity
 
-from .config import CourseConfig, get_config, seed_everything
+from .config import CourseConfig, bars_redraw, get_config, seed_everything
 from .data import FractureData
-from .learner import OneCycleCB, param_groups, freeze, save_checkpoint
+from .learner import OneCycleCB, param_groups, freeze, save_checkpoint, _fmt
 from .finetune import imbalance_setup, discriminative_lrs
 from .train import Recipe, recipe_for, epoch_sizes, check_zoom, run_plan, run_loaders, build_model, evaluate_run, write_run, run_summary, _as_data
 from .evaluate import _json_ready
 
 # %% auto #0
 __all__ = ['LEARNER_TO_LIGHTNING', 'COURSE_STRATEGIES', 'COURSE_PRECISIONS', 'NOTEBOOK_STRATEGIES', 'fracture_metrics',
-           'FractureModule', 'is_distributed', 'FractureDataModule', 'quiet_lightning', 'history_from_csv',
-           'plot_csv_log', 'in_notebook', 'available_devices', 'check_devices', 'best_weights', 'fit_on_devices']
+           'epoch_line', 'FractureModule', 'is_distributed', 'FractureDataModule', 'quiet_lightning',
+           'history_from_csv', 'plot_csv_log', 'in_notebook', 'available_devices', 'check_devices', 'best_weights',
+           'fit_on_devices']
 
 # %% ../nbs/12_lightning.ipynb #eef76cdf
 LEARNER_TO_LIGHTNING = {  # the Learner's event (chapter 5): where the same work happens in Lightning
@@ -54,6 +55,16 @@ def fracture_metrics(prefix:str, # 'train_', 'valid_' or 'test_': the names matc
     return MetricCollection({'accuracy': BinaryAccuracy(threshold), 'sensitivity': BinaryRecall(threshold),
                              'specificity': BinarySpecificity(threshold), 'precision': BinaryPrecision(threshold),
                              'f1': BinaryF1Score(threshold), 'auroc': BinaryAUROC()}, prefix=prefix)
+
+# %% ../nbs/12_lightning.ipynb #21f75100
+def epoch_line(epoch:int, n_epochs:int, # this epoch (from 1), and how many the fit has
+               train:dict, valid:dict # the epoch's logged values: train_loss, lr, time; valid_loss, valid_<metric>
+              ) -> str:
+    "One printed line of an epoch's results, for a log where a progress bar cannot redraw"
+    shown = {'train_loss': train.get('train_loss'), 'valid_loss': valid.get('valid_loss'),
+             **{k: valid.get(f'valid_{k}') for k in ('accuracy', 'sensitivity', 'specificity', 'auroc')},
+             'lr': train.get('lr'), 'time': train.get('time')}
+    return f'epoch {epoch}/{n_epochs}  ' + '  '.join(f'{k} {_fmt(v)}' for k, v in shown.items() if v is not None)
 
 # %% ../nbs/12_lightning.ipynb #fdb8b5f1
 class FractureModule(L.LightningModule):
@@ -73,6 +84,7 @@ class FractureModule(L.LightningModule):
         self.train_called, self.valid_called, self.test_called = SumMetric(), SumMetric(), SumMetric()  # images called fractured
         self.threshold = threshold
         self.n_valid = SumMetric()  # images validated, summed over devices: the whole split, each image once
+        self.epoch_lines, self.last_valid = False, {}  # a printed line per epoch, for logs (`_fit_stages` sets it)
         self.last_lr, self.epoch_start = float('nan'), 0.
 
     def forward(self, x): return self.model(x)
@@ -103,13 +115,15 @@ class FractureModule(L.LightningModule):
         called.reset()
         self.log_dict({k: float(v) for k, v in values.items()}, sync_dist=True)  # a mean of equal values, except each device's `time`
         mean_loss.reset(); metrics.reset()
+        return {k: float(v) for k, v in values.items()}
 
     def on_train_epoch_start(self): self.epoch_start = time.perf_counter()
     def on_validation_epoch_end(self):
-        self._log_split('valid', n_valid_images=self.n_valid.compute()); self.n_valid.reset()
+        self.last_valid = self._log_split('valid', n_valid_images=self.n_valid.compute()); self.n_valid.reset()
     def on_test_epoch_end(self): self._log_split('test')
     def on_train_epoch_end(self):  # Lightning validates before this hook: the time covers both, like the Learner's
-        self._log_split('train', lr=self.last_lr, time=time.perf_counter() - self.epoch_start)
+        train = self._log_split('train', lr=self.last_lr, time=time.perf_counter() - self.epoch_start)
+        if self.epoch_lines: self.print(epoch_line(self.current_epoch + 1, self.trainer.max_epochs, train, self.last_valid))
 
     def configure_optimizers(self):
         opt = self.opt_func(param_groups(self.model, self.lr))
@@ -299,8 +313,9 @@ def _fit_stages(work:Path, net:nn.Module, rc:Recipe, dm, loss_func, epochs:int, 
                                           mode='min' if 'loss' in rc.monitor else 'max', save_weights_only=True)
                 cbs += [best_cb, *callbacks]
             module = FractureModule(net, loss_func, lrs)
+            module.epoch_lines = progress and not bars_redraw()  # a log file: lines, not a bar's redraws
             trainer = L.Trainer(max_epochs=n_epochs, callbacks=cbs, logger=CSVLogger(work, name='lightning', version=f'stage{i}'),
-                                enable_progress_bar=progress, enable_model_summary=progress, num_sanity_val_steps=0,
+                                enable_progress_bar=progress and bars_redraw(), enable_model_summary=progress, num_sanity_val_steps=0,
                                 use_distributed_sampler=False, default_root_dir=work, log_every_n_steps=10, **trainer_kw)
             dm.epoch_offset = done
             trainer.fit(module, datamodule=dm)

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .config import progress_bar
+
 # %% auto #0
 __all__ = ['FRACTURE_TYPES', 'DIFFICULTIES', 'CLASSES', 'GENERATOR_VERSION', 'MIN_SIZE', 'MAX_SIZE', 'DEFAULT_DIFFICULTY',
            'MAX_OFF_CENTRE', 'SPLITS', 'MANIFEST_COLUMNS', 'COMPLETE', 'pixel_grid', 'to_local', 'to_image', 'Bone',
@@ -724,8 +726,7 @@ COMPLETE = 'complete.json'
 
 def _progress(it, total:int, desc:str, enabled:bool):
     if not enabled: return it
-    from tqdm import tqdm
-    return tqdm(it, total=total, desc=desc, unit='img')
+    return progress_bar(it, total=total, desc=desc, unit='img')
 
 def case_file(c:Case) -> str:
     "Where the dataset folder keeps case `c`'s image: `split/label/synth_NNNNN.png`"

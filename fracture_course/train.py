@@ -304,7 +304,7 @@ def add_train_args(p):
     p.add_argument('--seed', type=int, help="seed of initialisation, shuffling, augmentation and of the split of datasets that ship none (default: the settings' seed, 42)")
     p.add_argument('--profile', choices=['quick', 'full', 'auto'], help='settings profile (default: FRACTURE_PROFILE, else auto)')
     p.add_argument('--out', metavar='DIR', default='runs/latest', help='where to write best.pt, metrics.json, curves.png (default runs/latest)')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.add_argument('--quiet', action='store_true', help='no progress bars and no line per epoch: only the results (bars are off anyway when the output goes to a file)')
     w = p.add_argument_group('starting weights of resnet18, densenet121 and efficientnet_lite0 (default: ImageNet)').add_mutually_exclusive_group()
     w.add_argument('--weights', metavar='FILE', help='ImageNet weights downloaded elsewhere (a state dict saved with torch.save), for a machine offline')
     w.add_argument('--no-pretrained', action='store_true', help='start from random weights instead')

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from .config import progress_bar
 from .data import CLASSES, FractureData, load_image
 
 # %% auto #0
@@ -122,9 +123,7 @@ class ImageCache:
         arr = np.empty((len(self.items), 1, preset.resize, preset.resize), np.uint8)
         def fill(i): arr[i] = decode_resize(self.items[i].path, preset).numpy()
         it = range(len(self.items))
-        if progress:
-            from tqdm.auto import tqdm
-            it = tqdm(it, desc='decoding', leave=False)
+        if progress: it = progress_bar(it, desc='decoding', leave=False)
         with ThreadPoolExecutor(threads or os.cpu_count()) as ex: list(ex.map(fill, it))  # PIL decodes without the GIL
         self.source = f'decoded {len(arr)} images in {time.perf_counter() - t0:.1f} s'
         if path is not None:

@@ -152,6 +152,18 @@ def test_without_out_the_run_leaves_no_folder_behind(tiny, tmp_path, monkeypatch
     assert len(r['history']) == 1 and r['best_epoch'] == 1 and 'paths' not in r  # the history and best epoch were read from the folder
     assert list((tmp_path/'tmp').iterdir()) == []
 
+def test_in_a_log_each_epoch_is_a_line_not_a_progress_bar(tiny, tmp_path, monkeypatch, capfd):
+    "Output to a file (here pytest's capture, no terminal): Lightning's bar is off, and the module prints a line per epoch"
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    cfg = get_config('quick', epochs=2, image_size=32, batch_size=16, lr=3e-3)
+    r = fit_on_devices('simple_cnn', tiny, None, cfg, accelerator='cpu', progress=True, recipe_overrides={'epochs': 2}, widths=(8, 16))
+    out, err = capfd.readouterr()
+    assert '\r' not in out + err and 'it/s' not in err, err[-2000:]  # no bar redrawn line after line
+    lines = [l for l in out.splitlines() if l.startswith('epoch ')]
+    assert [l.split()[1] for l in lines] == ['1/2', '2/2'], out[-2000:]
+    for line, h in zip(lines, r['history']):  # the values the run logged
+        assert f"train_loss {h['train_loss']:.4f}" in line and f"auroc {h['valid_auroc']:.4f}" in line, (line, h)
+
 def test_why_the_second_epoch_differs():
     "A for loop asks a loader for one batch past its end, and RandomSampler draws a permutation from the loader's generator to answer; Lightning stops at len()"
     from torch.utils.data import DataLoader, TensorDataset

@@ -20,11 +20,15 @@ def test_the_main_job_learns_the_synthetic_radiographs(tmp_path):
            'FRACTURE_CACHE_DIR': str(tmp_path/'cache'), 'FRACTURE_DATASET': 'synthetic', 'FRACTURE_PROFILE': 'quick',
            'FRACTURE_DEVICE': 'cpu'}  # the figures below are the CPU's (one thread, as the quick profile trains there)
     cli = str(Path(sys.executable).parent/'fracture-course')
-    r = subprocess.run([cli, 'train', *args, '--quiet'], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    r = subprocess.run([cli, 'train', *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    # its output went to pipes, as to a log file: a line per epoch, and no progress bar redrawing itself line after line
+    assert '\r' not in r.stdout + r.stderr and 'it/s' not in r.stderr, r.stderr[-2000:]
     assert any((tmp_path/'cache').rglob('manifest.csv')), 'the synthetic radiographs should have been generated in the fresh cache'
     m = json.loads((tmp_path/'run'/'metrics.json').read_text())
     assert m['model'] == 'simple_cnn' and m['dataset'] == 'synthetic' and m['settings']['profile'] == 'quick'
+    epochs = re.findall(r'^ +(\d+) +-?\d', r.stdout, re.M)  # each row of the table the Learner prints: epoch, losses, metrics
+    assert [int(e) for e in epochs] == list(range(1, m['recipe']['epochs'] + 1)), r.stdout[-3000:]
     # the lesson (chapter 91 and the README: 0.909 at seed 42, 0.912 / 0.899 at seeds 0 / 1, torch 2.14.1), with a margin
     assert m['test']['auroc'] > 0.87, m['test']
     assert m['test_trivial']['auroc'] == 0.5 and m['test_at_threshold']['sensitivity'] > 0.8, m['test_at_threshold']

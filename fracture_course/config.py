@@ -161,10 +161,16 @@ class CourseConfig:
 
     def summary(self) -> str:
         "One readable line: what this run will do and why"
-        src = self.settings_file or 'package defaults'
         return (f"fracture_course {_version()} | profile {self.profile} ({self.profile_reason}) | device {self.device} | "
-                f"data {self.dataset} | {self.image_size}px, batch {self.batch_size}, {self.epochs} epochs, "
-                f"lr {self.lr:g}, seed {self.seed} | settings: {src}")
+                f"data {self.dataset} | {self.image_size}px, batch {self.batch_size}, seed {self.seed}; {self.epochs} epochs at "
+                f"lr {self.lr:g} where a chapter or recipe sets no budget of its own | settings: {_shown_path(self.settings_file)}")
+
+def _shown_path(path:str|None) -> str:
+    "`path` relative to the current folder when that is shorter (`../settings.ini` from `nbs/`)"
+    if path is None: return 'package defaults'
+    try: rel = os.path.relpath(path)
+    except ValueError: return path  # another drive (Windows)
+    return rel if len(rel) < len(path) else path
 
 def _version():
     from fracture_course import __version__

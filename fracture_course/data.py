@@ -1078,5 +1078,6 @@ def plot_image_stats(stats:dict):
     axs[0].scatter(stats['width'], stats['height'], s=4, alpha=.5); axs[0].set_xlabel('width'); axs[0].set_ylabel('height'); axs[0].set_title('sizes (px)')
     axs[1].hist(stats['width'] / stats['height'], 30); axs[1].set_title('aspect ratio (w/h)')
     for k, v in stats['hist'].items(): axs[2].plot(np.linspace(0, 255, 64), v, label=k)
-    axs[2].set_title('intensity histogram'); axs[2].legend()
+    axs[2].set(title='intensity histogram', xlabel='pixel value (0-255)', ylabel='share of pixels'); axs[2].legend()
+    axs[1].set_xlabel('width / height')
     return fig

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/overfitting.html.md"""
 
 # %% ../nbs/06_overfitting.ipynb #1ca32ca9
 from __future__ import annotations
-import random, time, warnings
+import datetime, random, time, warnings
 from dataclasses import replace
 from functools import partial
 from typing import Callable, Sequence
@@ -191,12 +191,15 @@ def known_trial(space:Callable[[optuna.Trial], dict], # the study's search space
                 learn:Learner, # trained with them, e.g. by `run_experiment`
                 monitor:str='valid_loss' # the study's score (a key of the history)
                ) -> optuna.trial.FrozenTrial:
-    "A finished trial made from settings trained outside the study, with its per-epoch scores"
+    "A finished trial made from settings trained outside the study, with its per-epoch scores, final metrics and training time"
     fixed = optuna.trial.FixedTrial(params)
     space(fixed)  # records the distributions, and fails if a setting is outside the space
-    return optuna.trial.create_trial(params=fixed.params, distributions=fixed.distributions,
-                                     value=learn.history[-1][monitor],
-                                     intermediate_values={row['epoch']: row[monitor] for row in learn.history})
+    last = learn.history[-1]
+    t = optuna.trial.create_trial(params=fixed.params, distributions=fixed.distributions, value=last[monitor],
+                                  intermediate_values={row['epoch']: row[monitor] for row in learn.history},
+                                  user_attrs={k: v for k, v in last.items() if k in ('train_loss', 'valid_loss') or k.startswith('valid_')})
+    t.datetime_start = t.datetime_complete - datetime.timedelta(seconds=sum(row.get('time', 0.) for row in learn.history))
+    return t  # the table of trials shows its metrics and duration as it does every other trial's
 
 # %% ../nbs/06_overfitting.ipynb #ef46e045
 def run_study(objective:Callable[[optuna.Trial], float], # e.g. from `make_objective`
@@ -226,14 +229,16 @@ def run_study(objective:Callable[[optuna.Trial], float], # e.g. from `make_objec
 # %% ../nbs/06_overfitting.ipynb #4086b9b1
 def plot_study(study:optuna.Study # a finished study
               ) -> list:
-    "Optuna's optimisation history, intermediate values and (with 2+ completed trials) parameter importances"
+    "Optuna's optimisation history, intermediate values and (when 2+ settings varied) parameter importances"
     from optuna.visualization import matplotlib as ovm
     import matplotlib.pyplot as plt
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     with warnings.catch_warnings(), plt.rc_context():  # Optuna switches matplotlib to its own style: keep it to these plots
         warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
         axes = [ovm.plot_optimization_history(study), ovm.plot_intermediate_values(study)]
-        if len(done) >= 2 and len({t.value for t in done}) > 1: axes.append(ovm.plot_param_importances(study))
-        else: print(f"Parameter importances need 2 or more completed trials with different values; this study has {len(done)}.")
+        varied = [k for k in (done[0].params if done else {}) if len({repr(t.params.get(k)) for t in done}) > 1]
+        if len(varied) >= 2 and len({t.value for t in done}) > 1: axes.append(ovm.plot_param_importances(study, params=varied))
+        else: print(f"No parameter importances: they compare settings that varied between completed trials with different scores; "
+                    f"here {len(done)} completed trial(s) varied {', '.join(varied) or 'nothing'}.")
     for ax in axes: ax.figure.set_size_inches(6, 3.2); ax.figure.tight_layout()
     return axes

@@ -20,10 +20,10 @@ __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SID
            'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'label_from_name', 'Item', 'FractureData', 'UnreadableImage',
            'DamagedImageWarning', 'TruncatedImage', 'is_dicom', 'load_image', 'deflated_size', 'write_dicom',
            'dicom_summary', 'read_dicom', 'modality_warning', 'file_digest', 'fingerprints', 'split_items',
-           'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes', 'load_dataset',
-           'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport', 'audit',
-           'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats',
-           'plot_image_stats']
+           'split_digest', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes',
+           'load_dataset', 'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport',
+           'audit', 'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples',
+           'image_stats', 'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -36,8 +36,8 @@ def label_from_name(name:str # a class folder name or a label value from a CSV
                    ) -> int|None:
     "The course label (1 fractured, 0 not fractured) for a class name, or None if it is not one"
     n = re.sub(r'[\s_\-]+', ' ', str(name).strip().lower())
-    if n in _NEG or n in ('0', 'false', 'no'): return 0
-    if n in _POS or n in ('1', 'true', 'yes'): return 1
+    if n in _NEG or n in ('0', '0.0', 'false', 'no'): return 0  # 0.0 and 1.0: what pandas writes for a column with gaps
+    if n in _POS or n in ('1', '1.0', 'true', 'yes'): return 1
     return None
 
 # %% ../nbs/02_data.ipynb #c70a648e
@@ -545,6 +545,18 @@ def split_items(items:list, # `Item`s; their `split` is overwritten
                 for o in gs[i]: o.split = splits[part]
     return items
 
+# %% ../nbs/02_data.ipynb #45313bda
+def split_digest(data:FractureData # a dataset with its splits assigned
+                ) -> str:
+    "16 hex digits that change whenever any file changes split (paths taken relative to the dataset's folder, so a moved copy keeps them)"
+    root = Path(data.root).resolve()
+    base = root if root.is_dir() else root.parent  # a CSV manifest: its folder
+    def rel(p:Path) -> str:
+        p = Path(p).resolve()
+        return p.relative_to(base).as_posix() if p.is_relative_to(base) else p.as_posix()
+    lines = sorted(f'{o.split}\t{rel(o.path)}' for o in data.items)
+    return hashlib.sha1('\n'.join(lines).encode()).hexdigest()[:16]
+
 # %% ../nbs/02_data.ipynb #2822f40e
 _SPLIT_NAMES = {'train': 'train', 'training': 'train', 'val': 'valid', 'valid': 'valid', 'validation': 'valid',
                 'test': 'test', 'testing': 'test'}
@@ -671,8 +683,17 @@ def read_fracatlas(root:Path|str, fracs:tuple=(0.7, 0.1, 0.2), seed:int=42) -> F
         o.meta.update(region='+'.join(regions) if len(regions) == 1 else ('mixed' if regions or r.get('mixed') == '1' else 'unknown'),
                       csv_label=flag(i, r, 'fractured'), hardware=flag(i, r, 'hardware'), multiscan=flag(i, r, 'multiscan'),
                       boxes_norm=_yolo_boxes(root/'Annotations'/'YOLO'/(o.path.stem + '.txt')))
+    found = {o.path.name for o in items}
+    for image_id, (i, r) in rows.items():  # a row whose image is not in images/: said, as a manifest's missing file is
+        if image_id not in found:
+            folder = 'Fractured' if str(r.get('fractured', '')).strip() == '1' else 'Non_fractured'
+            skipped.append({'path': str(root/'images'/folder/image_id), 'reason': f'listed in {csv_path.name} line {i} but missing'})
     split_items(items, fracs, seed, strata_key='region')
-    return FractureData('FracAtlas', root, items, skipped, [f'no split given: made a 70/10/20 split stratified by label and body region (seed {seed})'])
+    notes = [f'no split given: made a 70/10/20 split stratified by label and body region (seed {seed})']
+    if (no_row := [o.path.name for o in items if o.meta.get('csv') == 'missing']):
+        notes.append(f"{len(no_row)} image(s) have no row in {csv_path.name}, so no body region, boxes or hardware flag (trained on by their "
+                     f"folder's label): {', '.join(no_row[:5])}{'...' if len(no_row) > 5 else ''}")
+    return FractureData('FracAtlas', root, items, skipped, notes)
 
 # %% ../nbs/02_data.ipynb #a1018a06
 def _manifest_rows(csv_path:Path) -> tuple[list, set]:
@@ -718,7 +739,8 @@ def read_manifest(csv_path:Path|str, seed:int=42, fracs:tuple=(0.7, 0.1, 0.2), n
         if missing: raise ValueError(f"{csv_path} line {i}: no {' and no '.join(repr(c) for c in missing)} value (the row has fewer fields "
                                      "than the header, or empty ones); complete or remove the row.")
         label = label_from_name(r['label'])
-        if label is None: raise ValueError(f"{csv_path} line {i}: label {r['label']!r} is neither fractured nor not fractured")
+        if label is None: raise ValueError(f"{csv_path} line {i}: label {r['label']!r} is neither fractured nor not fractured; write 1 or 0, "
+                                           "yes or no, true or false, or a class name such as 'fractured' and 'not fractured' (or 'normal').")
         split = _row_split(csv_path, i, r, splits_given)
         p = root/r[pcol]
         if not p.is_file(): skipped.append({'path': str(p), 'reason': f'listed in {csv_path.name} line {i} but missing'}); continue
@@ -733,6 +755,10 @@ def read_manifest(csv_path:Path|str, seed:int=42, fracs:tuple=(0.7, 0.1, 0.2), n
     notes = []
     if not splits_given:
         split_items(items, fracs, seed, strata_key=None); notes.append(f'no split column: made a stratified split (seed {seed})')
+    elif not any(o.split == 'valid' for o in items) and any(o.split == 'train' for o in items):  # as split folders without val/
+        split_items([o for o in items if o.split == 'train'], (1 - fracs[1], fracs[1]), seed, splits=('train', 'valid'), strata_key=None)
+        if any(o.split == 'valid' for o in items):  # too few training rows leave none to carve
+            notes.append(f"no 'valid' rows: {fracs[1]:.0%} of the training rows are carved out for validation (seed {seed})")
     return FractureData(name or csv_path.stem, root, items, skipped, notes)
 
 # %% ../nbs/02_data.ipynb #6d9d1078
@@ -751,9 +777,16 @@ LAYOUTS = """Expected one of:
   - FracAtlas: ROOT/images/{Fractured,Non_fractured}, ROOT/dataset.csv
   - a CSV manifest with path and label columns (and optional split)"""
 
+def _is_manifest(csv_path:Path) -> bool:
+    "A CSV with a path column and a label column, and without FracAtlas's image_id and fractured columns"
+    try: cols = _manifest_rows(csv_path)[1]
+    except (OSError, ValueError): return False
+    return not {'image_id', 'fractured'} <= cols and 'label' in cols and bool(cols & {'path', 'file', 'filename', 'image'})
+
 def _layout(p:Path) -> tuple[str, Path]|None:
     "The layout of folder `p` itself, as (kind, folder or manifest), or None"
-    if (p/'dataset.csv').is_file() and (p/'images').is_dir(): return 'fracatlas', p
+    if (p/'dataset.csv').is_file() and (p/'images').is_dir():  # FracAtlas's table, or a manifest that happens to share its name
+        return ('manifest', p/'dataset.csv') if _is_manifest(p/'dataset.csv') else ('fracatlas', p)
     if (p/'manifest.csv').is_file(): return 'manifest', p/'manifest.csv'
     if any(s.is_dir() and s.name.lower() in _SPLIT_NAMES and _class_dirs(s) for s in p.iterdir()): return 'split', p
     if set(_class_dirs(p)) == {0, 1}: return 'classes', p
@@ -930,12 +963,18 @@ class AuditReport:
     duplicates:list; near_duplicates:list; label_disagreements:list; seconds:float
     dicom:dict=field(default_factory=dict)  # DICOM files: count, photometric interpretations, bit depths, ...
     too_small:list=field(default_factory=list)  # images under `MIN_SIDE` pixels a side: trained on, refused by the scoring tools
+    split_digest:str=''  # which file is in which split (`split_digest`): a checkpoint's `trained_on` records the one it was trained with
+    notes:list=field(default_factory=list)  # what reading the dataset decided or noticed (a split it drew, rows without images, ...)
 
     def leaks(self, kind:str='duplicates') -> list:
         "Groups of `kind` ('duplicates' or 'near_duplicates') whose files sit in more than one split"
         return [g for g in getattr(self, kind) if len({o['split'] for o in g}) > 1]
 
-    def to_dict(self) -> dict: return {k: v for k, v in vars(self).items()}
+    def mixed_labels(self, kind:str='duplicates') -> list:
+        "Groups of `kind` whose copies carry different labels: the same picture taught as fractured and as not fractured"
+        return [g for g in getattr(self, kind) if len({o['label'] for o in g}) > 1]
+
+    def to_dict(self) -> dict: return {**vars(self), 'duplicates_with_mixed_labels': self.mixed_labels() + self.mixed_labels('near_duplicates')}
 
     def summary(self) -> str:
         "A readable report"
@@ -950,9 +989,15 @@ class AuditReport:
                      f"modality {c('modality')}; transfer syntax {c('transfer_syntax')})")
         L.append(f"  unreadable: {len(self.unreadable)}; decoded only partly: {len(self.damaged)}; "
                  f"too small to score (under {MIN_SIDE} px a side): {len(self.too_small)}; other files skipped: {len(self.skipped)}")
-        L.append(f"  exact duplicate groups: {len(self.duplicates)} ({len(self.leaks())} across splits)")
-        L.append(f"  near-duplicate groups: {len(self.near_duplicates)} ({len(self.leaks('near_duplicates'))} across splits)")
+        L.append(f"  exact duplicate groups: {len(self.duplicates)} ({len(self.leaks())} across splits, {len(self.mixed_labels())} with different labels)")
+        L.append(f"  near-duplicate groups: {len(self.near_duplicates)} ({len(self.leaks('near_duplicates'))} across splits, "
+                 f"{len(self.mixed_labels('near_duplicates'))} with different labels)")
         L.append(f"  label disagreements: {len(self.label_disagreements)}")
+        if self.split_digest: L.append(f"  split digest: {self.split_digest} (a checkpoint trained on these splits records the same in trained_on)")
+        for n in self.notes: L.append(f"  note: {n}")
+        for g in (self.mixed_labels() + self.mixed_labels('near_duplicates'))[:5]:
+            L.append("    different labels: " + ', '.join(f"{o['path']} ({o['label']})" for o in g))
+        for d in self.label_disagreements[:5]: L.append(f"    label disagreement {d['path']}: folder {d['folder_label']}, other {d['other_label']}")
         for u in self.unreadable[:5]: L.append(f"    unreadable {u['path']}: {u['reason']}")
         for u in self.too_small[:5]: L.append(f"    too small {u['path']}: {u['width']} x {u['height']} pixels")
         for s in self.skipped[:5]: L.append(f"    skipped {s['path']}: {s['reason']}")
@@ -988,7 +1033,7 @@ def audit(data:FractureData|Path|str, # a loaded dataset, or a path for `load_da
                        [{'path': f['path'], 'reason': f['error']} for f in facts if 'error' in f],
                        [f['path'] for f in facts if f.get('damaged')], data.skipped, dups, near, conflicts,
                        round(time.perf_counter() - t0, 2), dicom,
-                       [{k: f[k] for k in ('path', 'width', 'height')} for f in facts if f.get('small')])
+                       [{k: f[k] for k in ('path', 'width', 'height')} for f in facts if f.get('small')], split_digest(data), list(data.notes))
 
 # %% ../nbs/02_data.ipynb #639ea90d
 def add_audit_args(p):
@@ -996,7 +1041,7 @@ def add_audit_args(p):
     p.add_argument('path', help='dataset folder (any layout the course reads) or CSV manifest')
     p.add_argument('--json', metavar='FILE', help="write the full report as JSON to FILE ('-': print only JSON)")
     p.add_argument('--near-bits', type=int, default=0, metavar='N', help='perceptual-hash bits near-duplicates may differ in (default 0)')
-    p.add_argument('--seed', type=int, default=42, help='seed of the split made for unsplit datasets (default 42)')
+    p.add_argument('--seed', type=int, help="seed of the split made for unsplit datasets (default: the settings' seed, FRACTURE_SEED or 42, as train uses)")
 
 def _is_audit_report(path:Path) -> bool:
     "Is `path` a report an earlier audit wrote (which a new one may replace)?"
@@ -1017,7 +1062,9 @@ def audit_command(args) -> int:
     "Run `fracture-course audit`"
     if args.near_bits < 0 or args.near_bits > 64: raise ValueError(f'--near-bits must be between 0 and 64, not {args.near_bits}')
     if args.json and args.json != '-': _check_report_path(Path(args.json), Path(args.path))  # before the audit, not after
-    rep = audit(load_dataset(args.path, seed=args.seed), near_bits=args.near_bits)
+    from fracture_course.config import get_config
+    seed = args.seed if args.seed is not None else get_config().seed  # the split `train` draws, so the audit describes it
+    rep = audit(load_dataset(args.path, seed=seed), near_bits=args.near_bits)
     js = json.dumps(rep.to_dict(), indent=2, default=str)
     if args.json == '-': print(js); return 0
     print(rep.summary())

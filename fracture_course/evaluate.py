@@ -20,7 +20,8 @@ from torchmetrics.functional.classification import (binary_average_precision, bi
                                                     binary_precision_recall_curve, binary_roc, multiclass_f1_score,
                                                     multiclass_precision, multiclass_recall)
 
-from .data import CLASSES, MIN_SIDE, FractureData, label_from_name, TruncatedImage, UnreadableImage, load_course_data, load_dataset, load_image
+from .data import (CLASSES, MIN_SIDE, FractureData, label_from_name, TruncatedImage, UnreadableImage, load_course_data, load_dataset,
+                                  load_image, split_digest)
 from .transforms import Preset, decode_resize, eval_tfms
 from .learner import METRICS, binary_metrics, load_checkpoint
 from .tta import get_logits
@@ -32,7 +33,7 @@ __all__ = ['METRIC_NAMES', 'MIN_BOOT', 'fracture_probs', 'evaluation_metrics', '
            'plot_pr', 'threshold_for_sensitivity', 'operating_point', 'reliability_table', 'expected_calibration_error',
            'nll', 'fit_temperature', 'plot_reliability', 'item_losses', 'top_losses', 'borderline', 'show_cases',
            'group_metrics', 'load_inputs', 'predict_inputs', 'saved_operating_point', 'tta_for', 'evaluation_report',
-           'add_evaluate_args', 'evaluate_command']
+           'add_evaluate_args', 'training_data_check', 'evaluate_command']
 
 # %% ../nbs/09_evaluation.ipynb #3cb3db88
 def fracture_probs(logits:torch.Tensor, # [N, 2]
@@ -440,7 +441,8 @@ MIN_BOOT = 100  # fewest bootstrap resamples `evaluate` takes: each 2.5% tail th
 def add_evaluate_args(p):
     "Arguments of `fracture-course evaluate`"
     p.add_argument('checkpoint', help='a model checkpoint written by fracture-course train (best.pt) or save_checkpoint')
-    p.add_argument('--data', metavar='PATH', help='dataset folder or CSV manifest, any layout the course reads (default: the configured dataset)')
+    p.add_argument('--data', metavar='PATH', help='dataset folder or CSV manifest, any layout the course reads (default: the one the checkpoint was trained on, '
+                   'when it records it and the folder is still there; else the configured dataset)')
     p.add_argument('--split', choices=['test', 'valid', 'train', 'all'], default='test', help="which images to score (default test; 'all': every image under PATH)")
     p.add_argument('--out', metavar='DIR', help='where to write metrics.json and the plots (default: eval-SPLIT beside the checkpoint)')
     g = p.add_mutually_exclusive_group()
@@ -449,7 +451,7 @@ def add_evaluate_args(p):
     p.add_argument('--tta', action=argparse.BooleanOptionalAction, help="average each image with its mirror image, or not (default: as the checkpoint's threshold was chosen)")
     p.add_argument('--n-boot', type=int, default=2000, help=f'bootstrap resamples for the confidence intervals (default 2000, at least {MIN_BOOT}; 0: none)')
     p.add_argument('--batch-size', type=int, default=64)
-    p.add_argument('--seed', type=int, default=42, help='seed for splits the dataset lacks and for the bootstrap (default 42)')
+    p.add_argument('--seed', type=int, help="seed for splits the dataset lacks and for the bootstrap (default: the one the checkpoint's training used, else the settings')")
     p.add_argument('--device', default='auto', help='auto (default: CUDA, then MPS, then CPU), cuda, mps or cpu')
 
 def _score(model, items, preset, args, device, temperature:float=1.0, truncated:list|None=None):
@@ -479,6 +481,31 @@ def _split_items(data, split:str) -> list:
     items = list(data.items) if split == 'all' else data.split(split)
     if not items: raise ValueError(f"{data.name} has no {split} split (its counts: {data.counts()}); use --split all or another split.")
     return items
+
+def _evaluation_data(args, info:dict) -> tuple[FractureData, int]:
+    "The dataset to score (--data, else the checkpoint's own when recorded and still there, else the configured one) and its split seed"
+    from fracture_course.config import get_config
+    trained = info.get('trained_on') or {}
+    seed = args.seed if args.seed is not None else trained.get('seed', get_config().seed)
+    if args.data: return load_dataset(args.data, seed=seed), seed
+    if trained.get('root') and Path(trained['root']).exists():
+        data = load_dataset(trained['root'], seed=seed); data.name = trained.get('dataset', data.name)
+        return data, seed
+    return load_course_data(get_config(seed=seed), verbose=False), seed
+
+def training_data_check(trained:dict, # the checkpoint's `trained_on` (`train.trained_on`); empty for older checkpoints
+                        data:FractureData # the dataset about to be scored
+                       ) -> str|None:
+    "Why scoring `data` is not the held-out test the model's training promised (another dataset, or other splits); None when it is"
+    if not trained: return None  # nothing recorded: nothing to compare
+    if data.name != trained.get('dataset'):
+        there = '' if Path(trained.get('root', '')).exists() else ' (that folder is not here: pass --data to point at a copy)'
+        return (f"the model was trained on {trained.get('dataset')} ({trained.get('root')}){there}, and these images are {data.name} "
+                f"({data.root}): a test on other data, fine as an external check, with a threshold chosen on {trained.get('dataset')}'s validation split")
+    if trained.get('split_digest') and split_digest(data) != trained['split_digest']:
+        return (f"{data.name}'s splits here are not the ones the model was trained with (seed {trained.get('seed')} then, or files added, "
+                f"removed or moved since): images scored as test may have been trained on. Pass --seed {trained.get('seed')} to score its own test split.")
+    return None
 
 def _pick_threshold(args, op:dict, data, score:Callable) -> tuple[float, str, list]:
     "`--threshold`, else the one reaching `--target-sensitivity` on the validation split, else the checkpoint's; its source; unreadable validation images"
@@ -520,7 +547,7 @@ def _ready_out(out:Path|str, option:str='--out') -> Path:
 def evaluate_command(args) -> int:
     "Run `fracture-course evaluate`: metrics with intervals beside the trivial classifier, metrics.json and plots"
     import sys
-    from fracture_course.config import get_config, pick_device
+    from fracture_course.config import pick_device
     _check_evaluate_args(args)
     device = pick_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
@@ -528,7 +555,8 @@ def evaluate_command(args) -> int:
     preset, op = _checked_preset(info, args.checkpoint), saved_operating_point(info, args.checkpoint)
     args.tta, tta_note = tta_for(args.tta, op, args.threshold is None and args.target_sensitivity is None)
     if tta_note: print(f"warning: {tta_note}", file=sys.stderr)
-    data = load_dataset(args.data, seed=args.seed) if args.data else load_course_data(get_config(seed=args.seed), verbose=False)
+    data, seed = _evaluation_data(args, info)
+    mismatch = training_data_check(info.get('trained_on') or {}, data)
     items = _split_items(data, args.split)
     truncated = []  # truncated files: scored on what decodes, as training read them, so that the test set is the one training measured
     score = lambda its: _score(model, its, preset, args, device, op['temperature'], truncated)  # the checkpoint's calibration applies whichever threshold is used
@@ -541,7 +569,8 @@ def evaluate_command(args) -> int:
     res = {'checkpoint': str(args.checkpoint), 'arch': info.get('arch'), 'data': str(data.root), 'dataset': data.name, 'split': args.split,
            'threshold_source': source, 'threshold_chosen_on_these_images': _threshold_seen(source, data, args.split),
            'temperature': op['temperature'], 'tta': bool(args.tta),
-           **evaluation_report(probs, targets, thr, [o.label for o in (data.split('train') or items)], args.n_boot, args.seed),
+           'split_seed': seed, 'trained_on': info.get('trained_on'), 'training_data_warning': mismatch,
+           **evaluation_report(probs, targets, thr, [o.label for o in (data.split('train') or items)], args.n_boot, seed),
            'unreadable': [{'path': p, 'reason': r} for p, r in failed_all],
            'truncated': list(dict(truncated)),  # scored on the part that decodes
            'skipped': list(data.skipped)}  # left out when the dataset was read (a listed file missing or listed twice, a file that is no image)
@@ -553,6 +582,7 @@ def evaluate_command(args) -> int:
     if res['threshold_chosen_on_these_images']:
         print(f"warning: the threshold was chosen on {data.name}'s validation split, which is among the images scored here ({args.split}): "
               "sensitivity and specificity at it are optimistic. Report the test split's.", file=sys.stderr)
+    if mismatch: print(f"warning: {mismatch}", file=sys.stderr)
     if failed_all:
         print(f"{len(dict(failed_all))} image(s) could not be read (listed above) and are not in the scores.", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/train.html.md"""
 
 # %% ../nbs/91_train.ipynb #618a5256
 from __future__ import annotations
-import inspect, json, math, os, time
+import inspect, json, math, os, sys, time
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from .config import ENV_PREFIX, get_config, seed_everything, CourseConfig
-from .data import FractureData, load_dataset, load_course_data, trivial_baseline, describe_source
+from .data import FractureData, load_dataset, load_course_data, trivial_baseline, describe_source, split_digest
 from .transforms import Preset, get_dls, grey_preset, imagenet_preset, stats_preset
 from .models import MODELS, create_model, model_names
 from .learner import Learner, Callback, SaveBestCB, plot_history, binary_metrics, update_checkpoint
@@ -23,10 +23,10 @@ from .tta import tta_probs, hflip
 from .evaluate import threshold_for_sensitivity, _json_ready, _ready_out
 
 # %% auto #0
-__all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
-           'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
-           'run_summary', 'run_operating_point', 'write_run', 'run_plan', 'train_run', 'add_train_args',
-           'starting_weights', 'asked_for', 'train_command']
+__all__ = ['RECIPES', 'QUICK_RECIPES', 'FEW_FRACTURES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model',
+           'epoch_sizes', 'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe',
+           'evaluate_run', 'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'run_plan', 'train_run',
+           'add_train_args', 'starting_weights', 'asked_for', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -184,6 +184,8 @@ def fit_recipe(learn:Learner, recipe:Recipe,
     return learn
 
 # %% ../nbs/91_train.ipynb #1b5ef2d9
+FEW_FRACTURES = 30  # fewer fractured validation images than this: the chosen threshold is flagged (one image moves sensitivity by over 3%)
+
 def evaluate_run(learn:Learner, data:FractureData,
                  tta:bool=False, # average each image's prediction with its mirror image's
                  target_sensitivity:float=0.9 # the threshold is chosen on validation to reach this sensitivity
@@ -192,7 +194,12 @@ def evaluate_run(learn:Learner, data:FractureData,
     views = (lambda x: x, hflip) if tta else (lambda x: x,)
     preds = {split: tta_probs(learn.model, dl, views, learn.device) for split, dl in (('valid', learn.dls.valid), ('test', learn.dls.test)) if dl is not None}
     thr = threshold_for_sensitivity(*preds['valid'], target_sensitivity)
-    res = {'threshold': thr, 'target_sensitivity': target_sensitivity, 'tta': tta}  # the threshold holds for probabilities made as here
+    n_fx = int(preds['valid'][1].sum())  # the fractures the threshold was chosen on
+    res = {'threshold': thr, 'target_sensitivity': target_sensitivity, 'tta': tta,  # the threshold holds for probabilities made as here
+           'threshold_fractures': n_fx, 'threshold_warning': None if n_fx >= FEW_FRACTURES else
+               (f"the threshold was chosen on {n_fx} fractured validation image(s): one of them moves the sensitivity by {1 / max(n_fx, 1):.0%}, "
+                f"so on new images it can land far from the target {target_sensitivity}; a validation split with {FEW_FRACTURES} or more fractures "
+                "gives a threshold worth keeping")}
     for split, (probs, targets) in preds.items():
         res[split] = binary_metrics(probs, targets, 0.5)
         res[f'{split}_at_threshold'] = binary_metrics(probs, targets, thr)
@@ -208,7 +215,7 @@ def run_summary(model:str, # the registered model name
                 net:torch.nn.Module, # the network trained (its `weights_source`, if any, says where its first weights came from)
                 **extra) -> dict:
     "What a run was: model, dataset and its counts (and files skipped), settings, recipe, preprocessing and starting weights (and `extra`)"
-    return {'model': model, 'dataset': data.name, 'data_root': str(data.root), 'counts': data.counts(),
+    return {'model': model, 'dataset': data.name, 'data_root': str(data.root), 'counts': data.counts(), 'split_digest': split_digest(data),
             'settings': {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
             'recipe': asdict(recipe), 'preprocessing': preset.to_dict(), 'weights': getattr(net, 'weights_source', 'random initialisation'),
             'skipped': list(data.skipped), # files the dataset lists or holds that were left out when it was read, with why
@@ -223,6 +230,12 @@ def run_operating_point(res:dict # what `evaluate_run` returned (with 'dataset' 
     return {'threshold': res['threshold'], 'target_sensitivity': res.get('target_sensitivity'), 'temperature': 1.0,
             'tta': bool(res.get('tta')), 'source': f"{where}, sensitivity >= {res.get('target_sensitivity')}" + (', flip TTA' if res.get('tta') else '')}
 
+def trained_on(res:dict # a run's summary (`run_summary`)
+              ) -> dict:
+    "What a checkpoint records of its training data, for `evaluate` to score the same test split: dataset, folder, seed, counts, split digest"
+    return {'dataset': res['dataset'], 'root': res['data_root'], 'seed': res['settings']['seed'], 'counts': res['counts'],
+            'split_digest': res.get('split_digest')}
+
 def write_run(res:dict, # what the run measured (made JSON-safe here)
               learn:Learner, out:Path|str, # the trained learner, and the folder to write to
               saved:bool=True # whether `SaveBestCB` wrote out/best.pt already
@@ -231,7 +244,8 @@ def write_run(res:dict, # what the run measured (made JSON-safe here)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     paths = {'checkpoint': out/'best.pt', 'metrics': out/'metrics.json', 'curves': out/'curves.png'}
     if not saved: learn.save(paths['checkpoint'], class_names=list(learn.dls.classes), preprocessing=learn.dls.preset.to_dict())
-    if isinstance(res.get('threshold'), (int, float)): update_checkpoint(paths['checkpoint'], operating_point=run_operating_point(res))
+    point = {'operating_point': run_operating_point(res)} if isinstance(res.get('threshold'), (int, float)) else {}
+    update_checkpoint(paths['checkpoint'], trained_on=trained_on(res), **point)
     paths['metrics'].write_text(json.dumps(_json_ready(res), indent=2))
     fig = plot_history(learn.history); fig = getattr(fig, 'figure', fig)
     fig.savefig(paths['curves'], dpi=110, bbox_inches='tight')
@@ -334,6 +348,7 @@ def _lightning_options(args) -> dict:
 def _print_test(r:dict):
     "The test figures at the threshold chosen on validation, at 0.5 and for the trivial classifier"
     print(f"Test split; threshold {r['threshold']:.3f} chosen on validation for sensitivity >= {r['target_sensitivity']}:")
+    if r.get('threshold_warning'): print(f"warning: {r['threshold_warning']}", file=sys.stderr)
     rows = [('at threshold', r.get('test_at_threshold', {})), ('at 0.5', r.get('test', {})), ('trivial', r.get('test_trivial', {}))]
     print(f"  {'':13} {'AUROC':>6} {'sens':>6} {'spec':>6} {'acc':>6}")
     fmt = lambda v: f'{v:6.3f}' if isinstance(v, (int, float)) else f"{'n/a':>6}"  # None: undefined on these images
@@ -351,7 +366,6 @@ def _print_run(r:dict # what `train_run` or `fit_on_devices` returned
               f"the best epoch and the threshold ({r['threshold']:.3f}), so its figures flatter the model: add rows with split 'test' to measure it.")
     if r.get('paths'): print(f"Wrote {', '.join(r['paths'].values())}")
     if r.get('skipped'):
-        import sys
         first = r['skipped'][0]
         print(f"warning: {len(r['skipped'])} file(s) of the dataset were left out when it was read (all listed under 'skipped' in metrics.json); "
               f"the first: {first['path']}: {first['reason']}", file=sys.stderr)

@@ -85,7 +85,7 @@ def test_csv_manifest_with_and_without_split(tmp_path):
     (tmp_path/'m.csv').write_text('path,label,split,site\n' + ''.join(
         f'im/{i}.png,{"fractured" if i%2 else "normal"},{"train" if i<6 else "test"},A\n' for i in range(8)))
     d = load_dataset(tmp_path/'m.csv')
-    assert d.counts()['test'] == {'not fractured': 1, 'fractured': 1} and d.items[0].meta == {'site': 'A'}
+    assert d.counts()['test'] == {'not fractured': 1, 'fractured': 1} and d.items[0].meta['site'] == 'A'  # other columns kept as metadata
     (tmp_path/'n.csv').write_text('path,label\nim/0.png,1\nim/1.png,0\nim/gone.png,1\n')
     d = read_manifest(tmp_path/'n.csv')
     assert len(d) == 2 and 'gone.png' in d.skipped[0]['path'] and 'missing' in d.skipped[0]['reason']
@@ -152,7 +152,7 @@ def test_audit_finds_unreadable_damaged_duplicates_leaks_and_stray_files(tmp_pat
     assert len(rep.duplicates) == 1 and len(rep.leaks()) == 1
     assert any({Path(o['path']).name for o in g} >= {'resaved.png'} for g in rep.near_duplicates)
     assert rep.skipped[0]['path'].endswith('readme.txt')
-    assert rep.counts['train']['fractured'] == 4 and 'exact duplicate groups: 1 (1 across splits)' in rep.summary()
+    assert rep.counts['train']['fractured'] == 4 and 'exact duplicate groups: 1 (1 across splits, 0 with different labels)' in rep.summary()
     json.dumps(rep.to_dict())
 
 def test_trivial_baseline_on_imbalanced_items():
@@ -189,6 +189,58 @@ def test_audit_cli_writes_json(tmp_path):
     assert 'Audit of' in r.stdout and json.loads((tmp_path/'a.json').read_text())['counts']['test']['fractured'] == 2
     r = subprocess.run([cli, 'audit', str(tmp_path/'nope')], capture_output=True, text=True)
     assert r.returncode == 1 and 'nope' in r.stderr
+
+def test_audit_describes_the_split_train_draws_with_the_settings_seed(tmp_path, monkeypatch):
+    "An unsplit dataset: the audit's split is the one `train` draws, FRACTURE_SEED included (it was always seed 42)"
+    import os
+    from fracture_course.data import audit_command, add_audit_args, split_digest
+    import argparse
+    root = tree(tmp_path/'unsplit', [''], n=20)
+    monkeypatch.setenv('FRACTURE_SEED', '7')
+    p = argparse.ArgumentParser(); add_audit_args(p)
+    assert audit_command(p.parse_args([str(root), '--json', str(tmp_path/'a7.json')])) == 0
+    seven, fortytwo = (split_digest(load_dataset(root, seed=s)) for s in (7, 42))
+    assert seven != fortytwo and json.loads((tmp_path/'a7.json').read_text())['split_digest'] == seven
+    assert audit_command(p.parse_args([str(root), '--seed', '42', '--json', str(tmp_path/'a42.json')])) == 0
+    assert json.loads((tmp_path/'a42.json').read_text())['split_digest'] == fortytwo
+
+def test_audit_names_copies_of_one_picture_with_different_labels(tmp_path):
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=3)
+    src = next((root/'train'/'fractured').iterdir())
+    (root/'val'/'not fractured'/'same.jpg').write_bytes(src.read_bytes())  # the same picture, filed as not fractured
+    rep = audit(root)
+    assert len(rep.mixed_labels()) == 1 and {o['label'] for o in rep.mixed_labels()[0]} == {'fractured', 'not fractured'}
+    assert '1 with different labels' in rep.summary() and 'same.jpg (not fractured)' in rep.summary()
+    assert len(rep.to_dict()['duplicates_with_mixed_labels']) == 1
+
+def test_a_manifest_named_dataset_csv_beside_images_is_read_as_a_manifest(tmp_path):
+    "Not every dataset.csv next to images/ is FracAtlas's: one with path and label columns is a manifest"
+    root = tmp_path/'mine'
+    for i in range(6):
+        img(root/'images'/f'f{i}.png', seed=i); img(root/'images'/f'n{i}.png', seed=50 + i)
+    (root/'dataset.csv').write_text('path,label\n' + ''.join(f'images/f{i}.png,1\nimages/n{i}.png,0\n' for i in range(6)))
+    d = load_dataset(root)
+    assert len(d) == 12 and sum(o.label for o in d.items) == 6 and not d.skipped
+
+def test_manifest_labels_written_as_floats_and_a_clear_error_for_others(tmp_path):
+    for i in range(4): img(tmp_path/f'a{i}.png', seed=i)
+    (tmp_path/'m.csv').write_text('path,label\na0.png,1.0\na1.png,0.0\na2.png,1.0\na3.png,0.0\n')  # pandas writes 1.0 when a column has gaps
+    assert sorted(o.label for o in read_manifest(tmp_path/'m.csv').items) == [0, 0, 1, 1]
+    (tmp_path/'bad.csv').write_text('path,label\na0.png,maybe\n')
+    with pytest.raises(ValueError, match=r"bad.csv line 2: label 'maybe'.*write 1 or 0"): read_manifest(tmp_path/'bad.csv')
+
+def test_a_manifest_with_train_and_test_rows_gets_a_validation_split_carved_from_train(tmp_path):
+    "As split folders without val/ do: the threshold and the best epoch need a validation split"
+    rows = []
+    for i in range(20):
+        img(tmp_path/f't{i}.png', seed=i); rows.append(f't{i}.png,{i % 2},train')
+    for i in range(6):
+        img(tmp_path/f's{i}.png', seed=100 + i); rows.append(f's{i}.png,{i % 2},test')
+    (tmp_path/'m.csv').write_text('path,label,split\n' + '\n'.join(rows) + '\n')
+    d = read_manifest(tmp_path/'m.csv')
+    c = d.counts()
+    assert sum(c['valid'].values()) == 2 and sum(c['train'].values()) == 18 and sum(c['test'].values()) == 6
+    assert any("carved out for validation" in n for n in d.notes)
 
 def test_kaggle_dataset_found_in_newer_nested_mount(tmp_path, monkeypatch):
     import fracture_course.data as D
@@ -361,6 +413,19 @@ def test_nothing_under_a_dataset_folder_is_left_out_without_a_word(tmp_path):
     shutil.copytree(root/'val', root/'validation')
     with pytest.raises(ValueError, match=r"several folders hold the same split \(valid: \['val', 'validation'\]\)"): load_dataset(root)
 
+
+def test_fracatlas_rows_without_images_and_images_without_rows_are_said(tmp_path):
+    "A copy whose dataset.csv and images/ disagree: a row naming no file is skipped with its line, an image with no row is noted"
+    root = tmp_path/'FracAtlas'
+    for i, cls in enumerate(['Fractured', 'Fractured', 'Non_fractured', 'Non_fractured']): img(root/'images'/cls/f'IMG{i}.jpg', seed=i)
+    (root/'dataset.csv').write_text('image_id,hand,leg,hip,shoulder,mixed,hardware,multiscan,fractured\n'
+                                    'IMG0.jpg,1,0,0,0,0,0,0,1\nIMG2.jpg,1,0,0,0,0,0,0,0\nIMG3.jpg,0,1,0,0,0,0,0,0\n'
+                                    'IMG9.jpg,1,0,0,0,0,0,0,1\n')  # no row for IMG1; a row for IMG9, which is not there
+    d = load_dataset(root)
+    assert len(d) == 4 and [(Path(s['path']).name, s['reason']) for s in d.skipped] == [('IMG9.jpg', 'listed in dataset.csv line 5 but missing')]
+    assert any('1 image(s) have no row in dataset.csv' in n and 'IMG1.jpg' in n for n in d.notes)
+    summary = audit(d).summary()
+    assert 'IMG9.jpg: listed in dataset.csv line 5 but missing' in summary and 'note: 1 image(s) have no row' in summary
 
 def test_a_damaged_fracatlas_csv_is_named_with_its_line(tmp_path):
     "A renamed column or a flag other than 0/1 in FracAtlas's dataset.csv: an error naming the file (and line), not a bare KeyError"

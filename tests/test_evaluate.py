@@ -408,3 +408,43 @@ def test_evaluate_scores_small_images_as_training_read_them(tiny, tmp_path):
     assert run_eval([tiny/'model.pt', '--data', data, '--out', tmp_path/'o', '--n-boot', '0']) == 0
     m = json.loads((tmp_path/'o'/'metrics.json').read_text())
     assert m['images'] == 25 and m['unreadable'] == []
+
+
+def _unsplit(root, n=30):
+    "Class folders without a split (as FracAtlas ships): the split comes from the seed"
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    for c in ('fractured', 'not fractured'):
+        (root/c).mkdir(parents=True)
+        for i in range(n):
+            a = rng.integers(0, 80, (40, 40), dtype=np.uint8)
+            if c == 'fractured': a[18:22, 5:35] = 250
+            Image.fromarray(a).save(root/c/f'{c[:3]}{i}.png')
+    return root
+
+def test_evaluate_scores_the_test_split_the_model_was_trained_with(tiny, tmp_path, capsys):
+    "A model trained with seed 7 on an unsplit dataset: evaluate uses that dataset and seed by default, and warns when told otherwise"
+    from fracture_course.data import load_dataset, split_digest
+    from fracture_course.learner import update_checkpoint
+    from fracture_course.train import trained_on
+    root = _unsplit(tmp_path/'unsplit')
+    data7 = load_dataset(root, seed=7)
+    assert split_digest(data7) != split_digest(load_dataset(root, seed=42))  # another seed, another split
+    ck = tmp_path/'seed7.pt'; ck.write_bytes((tiny/'model.pt').read_bytes())
+    update_checkpoint(ck, trained_on=trained_on({'dataset': data7.name, 'data_root': str(root), 'settings': {'seed': 7},
+                                                 'counts': data7.counts(), 'split_digest': split_digest(data7)}))
+    # no --data, no --seed (and the settings point elsewhere: the built-in data, seed 42): the model's own test split
+    assert run_eval([ck, '--out', tmp_path/'own', '--n-boot', '0', '--device', 'cpu']) == 0
+    m = json.loads((tmp_path/'own'/'metrics.json').read_text())
+    assert m['data'] == str(root) and m['split_seed'] == 7 and m['training_data_warning'] is None
+    assert m['images'] == len(data7.split('test')) and m['trained_on']['seed'] == 7
+    capsys.readouterr()
+    # the split of another seed holds training images: scored, but said loudly
+    assert run_eval([ck, '--seed', '42', '--out', tmp_path/'s42', '--n-boot', '0', '--device', 'cpu']) == 0
+    err = capsys.readouterr().err
+    assert 'may have been trained on' in err and '--seed 7' in err
+    assert 'may have been trained on' in json.loads((tmp_path/'s42'/'metrics.json').read_text())['training_data_warning']
+    # another dataset: an external check, named as such
+    assert run_eval([ck, '--data', tiny/'data', '--out', tmp_path/'other', '--n-boot', '0', '--device', 'cpu']) == 0
+    assert f'the model was trained on {data7.name}' in capsys.readouterr().err

@@ -40,5 +40,6 @@ def test_the_main_job_learns_the_synthetic_radiographs(tmp_path):
                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert r2.returncode == 0, (r2.stdout + r2.stderr)[-3000:]
     e = json.loads((tmp_path/'eval'/'metrics.json').read_text())
+    assert e['training_data_warning'] is None and e['split_seed'] == 42 and e['dataset'] == 'synthetic'  # the checkpoint's own data and split
     assert e['tta'] is True and abs(e['auroc'] - m['test']['auroc']) < 1e-3 and abs(e['sensitivity'] - m['test_at_threshold']['sensitivity']) < 1e-3, (e, m['test_at_threshold'])
     assert (tmp_path/'run'/'curves.png').stat().st_size > 10_000 and 'at threshold' in r.stdout

@@ -27,6 +27,10 @@ def test_train_run_writes_checkpoint_metrics_and_curves(tiny, tmp_path, monkeypa
     assert len(m['history']) == 2 and m['preprocessing']['channels'] == 1 and (tmp_path/'out'/'curves.png').stat().st_size > 1000
     model, info = load_checkpoint(tmp_path/'out'/'best.pt')
     assert info['arch'] == 'simple_cnn' and info['preprocessing']['size'] == 32
+    # what it was trained on travels too, for `evaluate` to score the same test split
+    assert info['trained_on'] == {'dataset': 'tiny', 'root': str(tiny), 'seed': 42, 'counts': m['counts'], 'split_digest': m['split_digest']}
+    # eight fractured validation images are too few for a threshold worth keeping: said, with the count
+    assert m['threshold_fractures'] == 8 and 'chosen on 8 fractured validation image(s)' in m['threshold_warning']
     x = next(iter(r['learner'].dls.test))[0]
     assert torch.equal(model(x).argmax(1), r['learner'].model.eval()(x).argmax(1))
 
@@ -39,6 +43,7 @@ def test_cli_train_and_its_errors(tiny, tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert 'simple_cnn on tiny' in r.stdout and 'trivial' in r.stdout and (tmp_path/'o'/'best.pt').is_file()
+    assert 'warning: the threshold was chosen on 8 fractured validation image(s)' in r.stderr
     assert f'data {tiny} |' in r.stdout.splitlines()[0]  # the settings line names the data it trains on
     # the operating point chosen on validation travels in the checkpoint, and predict uses it unless told otherwise
     op = load_checkpoint(tmp_path/'o'/'best.pt')[1]['operating_point']

@@ -531,7 +531,7 @@ def _print_evaluation(res:dict, out:Path):
         iv = f"{ci['low']:.3f}-{ci['high']:.3f}" if ci.get('low') is not None else ''
         print(f"  {k:18} {fmt(res[k]):>7} {iv:>15} {fmt(res['trivial'][k]):>8}")
     print(f"  confusion matrix [[TN, FP], [FN, TP]]: {res['confusion_matrix']}   (trivial: always '{res['trivial']['predicts']}')")
-    print(f"Wrote {out/'metrics.json'}, {out/'confusion_matrix.png'}, {out/'roc.png'}, {out/'pr.png'}")
+    print(f"Wrote {out/'metrics.json'}, {out/'predictions.csv'}, {out/'confusion_matrix.png'}, {out/'roc.png'}, {out/'pr.png'}")
 
 def _ready_out(out:Path|str, option:str='--out') -> Path:
     "Check now, before any work, that the output folder `out` can be made, or say why not; it is made when there is something to write"
@@ -577,6 +577,7 @@ def evaluate_command(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out/'metrics.json').write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False))
     _save_plots(probs, targets, thr, out)
+    _save_predictions([o for o in items if str(o.path) not in dict(failed)], probs, thr, out/'predictions.csv')
     _print_evaluation(res, out)
     if truncated: print(f"{len(res['truncated'])} truncated file(s), listed above, were scored on the part that decodes.", file=sys.stderr)
     if res['threshold_chosen_on_these_images']:
@@ -587,6 +588,11 @@ def evaluate_command(args) -> int:
         print(f"{len(dict(failed_all))} image(s) could not be read (listed above) and are not in the scores.", file=sys.stderr)
         return 1
     return 0
+
+def _save_predictions(items:list, probs:torch.Tensor, thr:float, path:Path):
+    "One row per scored image: file, true label, probability and call at the threshold; every figure can be recomputed from it"
+    pd.DataFrame({'path': [str(o.path) for o in items], 'label': [o.label_name for o in items], 'probability': probs.tolist(),
+                  'call': [CLASSES[int(p > thr)] for p in probs.tolist()]}).to_csv(path, index=False)
 
 def _save_plots(probs, targets, thr, out:Path):
     import matplotlib

@@ -178,6 +178,14 @@ def test_evaluate_writes_metrics_and_plots(tiny, capsys):
     assert m['images'] == 24 and m['fractured'] == 12 and m['threshold'] == 0.5 and m['threshold_source'] == 'default'
     assert sum(map(sum, m['confusion_matrix'])) == 24 and m['trivial']['auroc'] == 0.5 and m['unreadable'] == []
     for f in ('confusion_matrix.png', 'roc.png', 'pr.png'): assert (out/f).stat().st_size > 2000
+    # every figure can be recomputed from the per-image predictions
+    import pandas as pd
+    from torchmetrics.functional.classification import binary_auroc
+    pr = pd.read_csv(out/'predictions.csv')
+    assert len(pr) == 24 and set(pr.columns) == {'path', 'label', 'probability', 'call'}
+    y, c = (pr.label == 'fractured').astype(int), (pr.call == 'fractured').astype(int)
+    assert [[int(((y == 0) & (c == 0)).sum()), int(((y == 0) & (c == 1)).sum())], [int(((y == 1) & (c == 0)).sum()), int(((y == 1) & (c == 1)).sum())]] == m['confusion_matrix']
+    assert abs(float(binary_auroc(torch.tensor(pr.probability.values), torch.tensor(y.values))) - m['auroc']) < 1e-4
     text = capsys.readouterr().out
     assert 'sensitivity' in text and 'trivial' in text and '95% CI' in text
 

@@ -16,7 +16,7 @@ import torch
 # %% auto #0
 __all__ = ['DEFAULTS', 'QUICK', 'ENV_PREFIX', 'ENV_OTHERS', 'parse_value', 'find_settings', 'read_settings', 'has_gpu',
            'choose_profile', 'pick_device', 'seed_everything', 'bars_redraw', 'progress_bar', 'CourseConfig',
-           'get_config', 'setup_chapter']
+           'get_config', 'settings_value', 'setup_chapter']
 
 # %% ../nbs/00_setup.ipynb #7e615016
 DEFAULTS = dict(
@@ -135,10 +135,11 @@ def seed_everything(seed:int=42 # the seed for Python, NumPy and PyTorch (CPU an
     return seed
 
 # %% ../nbs/00_setup.ipynb #865f0244
-def bars_redraw() -> bool:
+def bars_redraw(stream=None # where the bar is written: tqdm's default, sys.stderr, unless given (Lightning's bar: sys.stdout)
+               ) -> bool:
     "True where a progress bar redraws in place: a Jupyter kernel (Colab, Kaggle, VS Code) or a terminal"
     if 'ipykernel' in sys.modules: return True
-    try: return sys.stderr.isatty()
+    try: return (stream or sys.stderr).isatty()
     except (AttributeError, ValueError): return False  # a replaced or closed stream
 
 def progress_bar(iterable=None, # what to iterate over (or None, and call `update` yourself)
@@ -211,6 +212,16 @@ def get_config(profile:str|None=None, # 'quick', 'full' or 'auto' (default: FRAC
     vals.update(device=str(device), num_workers=_resolve_workers(vals['num_workers'], device),
                 cache_dir=Path(vals['cache_dir']).expanduser())
     return CourseConfig(**vals, profile=prof, profile_reason=why, settings_file=str(path) if path else None)
+
+# %% ../nbs/00_setup.ipynb #147be0e5
+def settings_value(key:str, # a settings key, e.g. 'seed'
+                   profile:str|None=None # as `get_config`
+                  ):
+    "One setting as `get_config` resolves it (the file's profile section, then its FRACTURE_* variable), resolving nothing else (no device)"
+    full, quick = read_settings(find_settings())
+    env = os.environ.get(ENV_PREFIX + key.upper())
+    if env not in (None, ''): return parse_value(key, env, ENV_PREFIX + key.upper())
+    return (quick if choose_profile(profile)[0] == 'quick' else full)[key]
 
 # %% ../nbs/00_setup.ipynb #3b3abbd2
 def setup_chapter(profile:str|None=None, # 'quick', 'full' or 'auto'

@@ -62,6 +62,7 @@ class FractureData:
     "The items of one dataset, with where they came from and the files that could not be used"
     name:str; root:Path; items:list; skipped:list=field(default_factory=list); notes:list=field(default_factory=list)
     classes:tuple=CLASSES
+    source:str=''  # the path `load_dataset` was given (absolute): reading it again gives this dataset, a CSV manifest included
 
     def split(self, name:str) -> list:
         "The items of split `name` (`train`, `valid` or `test`)"
@@ -546,15 +547,16 @@ def split_items(items:list, # `Item`s; their `split` is overwritten
     return items
 
 # %% ../nbs/02_data.ipynb #45313bda
-def split_digest(data:FractureData # a dataset with its splits assigned
+def split_digest(data:FractureData, # a dataset with its splits assigned
+                 with_splits:bool=True # False: a digest of the files alone, whatever their splits
                 ) -> str:
     "16 hex digits that change whenever any file changes split (paths taken relative to the dataset's folder, so a moved copy keeps them)"
-    root = Path(data.root).resolve()
+    root = Path(os.path.abspath(data.root))  # absolute, links not followed: a tree of links keeps its own names
     base = root if root.is_dir() else root.parent  # a CSV manifest: its folder
     def rel(p:Path) -> str:
-        p = Path(p).resolve()
+        p = Path(os.path.abspath(p))
         return p.relative_to(base).as_posix() if p.is_relative_to(base) else p.as_posix()
-    lines = sorted(f'{o.split}\t{rel(o.path)}' for o in data.items)
+    lines = sorted((f'{o.split}\t' if with_splits else '') + rel(o.path) for o in data.items)
     return hashlib.sha1('\n'.join(lines).encode()).hexdigest()[:16]
 
 # %% ../nbs/02_data.ipynb #2822f40e
@@ -810,8 +812,9 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
     path = Path(path).expanduser()
     if not path.exists(): raise FileNotFoundError(f"Dataset path {path} does not exist. Point FRACTURE_DATASET (or --data) at a dataset folder.")
     if path.is_file():
-        if path.suffix.lower() == '.csv': return read_manifest(path, seed)
-        raise ValueError(f"{path} is a file but not a CSV manifest.\n{LAYOUTS}")
+        if path.suffix.lower() != '.csv': raise ValueError(f"{path} is a file but not a CSV manifest.\n{LAYOUTS}")
+        data = read_manifest(path, seed); data.source = str(path.absolute())
+        return data
     others = []
     found = _find_root(path, others=others)
     if found is None:
@@ -823,6 +826,7 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
     elif kind == 'split': data = read_split_folders(root, seed, name=root.name)
     else: data = read_class_folders(root, seed=seed, name=root.name)
     data.skipped += [{'path': str(p), 'reason': f"another dataset beside {data.root}: not read (point at it to use it)"} for p in others]
+    data.source = str(path.absolute())
     return data
 
 # %% ../nbs/02_data.ipynb #e1238179
@@ -1062,8 +1066,8 @@ def audit_command(args) -> int:
     "Run `fracture-course audit`"
     if args.near_bits < 0 or args.near_bits > 64: raise ValueError(f'--near-bits must be between 0 and 64, not {args.near_bits}')
     if args.json and args.json != '-': _check_report_path(Path(args.json), Path(args.path))  # before the audit, not after
-    from fracture_course.config import get_config
-    seed = args.seed if args.seed is not None else get_config().seed  # the split `train` draws, so the audit describes it
+    from fracture_course.config import settings_value
+    seed = args.seed if args.seed is not None else settings_value('seed')  # the split `train` draws, so the audit describes it
     rep = audit(load_dataset(args.path, seed=seed), near_bits=args.near_bits)
     js = json.dumps(rep.to_dict(), indent=2, default=str)
     if args.json == '-': print(js); return 0

@@ -28,12 +28,12 @@ from .tta import get_logits
 from .tta import hflip
 
 # %% auto #0
-__all__ = ['METRIC_NAMES', 'MIN_BOOT', 'fracture_probs', 'evaluation_metrics', 'confusion_matrix', 'classification_report',
-           'trivial_probs', 'metrics_table', 'weighted_metrics', 'bootstrap_ci', 'plot_confusion', 'plot_roc',
-           'plot_pr', 'threshold_for_sensitivity', 'operating_point', 'reliability_table', 'expected_calibration_error',
-           'nll', 'fit_temperature', 'plot_reliability', 'item_losses', 'top_losses', 'borderline', 'show_cases',
-           'group_metrics', 'load_inputs', 'predict_inputs', 'saved_operating_point', 'tta_for', 'evaluation_report',
-           'add_evaluate_args', 'training_data_check', 'evaluate_command']
+__all__ = ['METRIC_NAMES', 'MIN_BOOT', 'FEW_FRACTURES', 'fracture_probs', 'evaluation_metrics', 'confusion_matrix',
+           'classification_report', 'trivial_probs', 'metrics_table', 'weighted_metrics', 'bootstrap_ci',
+           'plot_confusion', 'plot_roc', 'plot_pr', 'threshold_for_sensitivity', 'operating_point', 'reliability_table',
+           'expected_calibration_error', 'nll', 'fit_temperature', 'plot_reliability', 'item_losses', 'top_losses',
+           'borderline', 'show_cases', 'group_metrics', 'load_inputs', 'predict_inputs', 'saved_operating_point',
+           'tta_for', 'evaluation_report', 'add_evaluate_args', 'training_data_check', 'evaluate_command']
 
 # %% ../nbs/09_evaluation.ipynb #3cb3db88
 def fracture_probs(logits:torch.Tensor, # [N, 2]
@@ -437,6 +437,7 @@ def evaluation_report(probs:torch.Tensor, # probability of `fractured` per image
 
 # %% ../nbs/09_evaluation.ipynb #87de472b
 MIN_BOOT = 100  # fewest bootstrap resamples `evaluate` takes: each 2.5% tail then rests on at least 2-3 of them
+FEW_FRACTURES = 30  # a threshold chosen on fewer fractured validation images is flagged: one image moves sensitivity by over 3%
 
 def add_evaluate_args(p):
     "Arguments of `fracture-course evaluate`"
@@ -484,9 +485,9 @@ def _split_items(data, split:str) -> list:
 
 def _evaluation_data(args, info:dict) -> tuple[FractureData, int]:
     "The dataset to score (--data, else the checkpoint's own when recorded and still there, else the configured one) and its split seed"
-    from fracture_course.config import get_config
+    from fracture_course.config import get_config, settings_value
     trained = info.get('trained_on') or {}
-    seed = args.seed if args.seed is not None else trained.get('seed', get_config().seed)
+    seed = args.seed if args.seed is not None else trained['seed'] if 'seed' in trained else settings_value('seed')
     if args.data: return load_dataset(args.data, seed=seed), seed
     if trained.get('root') and Path(trained['root']).exists():
         data = load_dataset(trained['root'], seed=seed); data.name = trained.get('dataset', data.name)
@@ -494,18 +495,24 @@ def _evaluation_data(args, info:dict) -> tuple[FractureData, int]:
     return load_course_data(get_config(seed=seed), verbose=False), seed
 
 def training_data_check(trained:dict, # the checkpoint's `trained_on` (`train.trained_on`); empty for older checkpoints
-                        data:FractureData # the dataset about to be scored
+                        data:FractureData, # the dataset about to be scored
+                        split:str='test', # the split scored ('all': every image, whatever the split)
+                        seed:int|None=None # the seed `data` was split with
                        ) -> str|None:
-    "Why scoring `data` is not the held-out test the model's training promised (another dataset, or other splits); None when it is"
-    if not trained: return None  # nothing recorded: nothing to compare
-    if data.name != trained.get('dataset'):
-        there = '' if Path(trained.get('root', '')).exists() else ' (that folder is not here: pass --data to point at a copy)'
-        return (f"the model was trained on {trained.get('dataset')} ({trained.get('root')}){there}, and these images are {data.name} "
-                f"({data.root}): a test on other data, fine as an external check, with a threshold chosen on {trained.get('dataset')}'s validation split")
-    if trained.get('split_digest') and split_digest(data) != trained['split_digest']:
-        return (f"{data.name}'s splits here are not the ones the model was trained with (seed {trained.get('seed')} then, or files added, "
-                f"removed or moved since): images scored as test may have been trained on. Pass --seed {trained.get('seed')} to score its own test split.")
-    return None
+    "Why scoring `split` of `data` is not the held-out test the model's training promised (other images, or another split); None when it is"
+    if not trained or split_digest(data) == trained.get('split_digest'): return None  # nothing recorded, or the very same split
+    recorded = trained.get('files_digest') or trained.get('split_digest')
+    same_files = split_digest(data, with_splits=False) == trained['files_digest'] if trained.get('files_digest') else data.name == trained.get('dataset')
+    if same_files:  # the training images, split another way (or, for older checkpoints, a dataset of the same name)
+        if split in ('train', 'all') or not recorded: return None  # 'all' scores every image anyway
+        why = (f"seed {seed} here, {trained.get('seed')} in training: pass --seed {trained.get('seed')}" if seed is not None and seed != trained.get('seed')
+               else "the files or their split changed since training")
+        return (f"{data.name}'s {split} split here is not the one the model was trained with ({why}): some images scored may have been trained "
+                "on, and the figures flatter the model.")
+    there = '' if Path(trained.get('root', '')).exists() else ' (not found here: pass --data to point at a copy)'
+    return (f"the model was trained on other images: {trained.get('dataset')} ({trained.get('root')}){there}; these are {data.name} ({data.root}). "
+            f"A test on other data is a fair external check, with a threshold chosen on {trained.get('dataset')}'s validation split; if these are "
+            "the training data with files added or removed since, some of them may have been trained on.")
 
 def _pick_threshold(args, op:dict, data, score:Callable) -> tuple[float, str, list]:
     "`--threshold`, else the one reaching `--target-sensitivity` on the validation split, else the checkpoint's; its source; unreadable validation images"
@@ -514,6 +521,10 @@ def _pick_threshold(args, op:dict, data, score:Callable) -> tuple[float, str, li
     vitems = data.split('valid')
     if not vitems: raise ValueError(f"{data.name} has no validation split to choose a threshold on; pass --threshold instead.")
     vp, vy, vfail = score(vitems)
+    if (n := int(vy.sum())) < FEW_FRACTURES:
+        import sys
+        print(f"warning: the threshold is chosen on {n} fractured validation image(s): one of them moves the sensitivity by {1 / max(n, 1):.0%}, so on "
+              f"new images it can land far from the target {args.target_sensitivity}.", file=sys.stderr)
     return threshold_for_sensitivity(vp, vy, args.target_sensitivity), f'validation split, sensitivity >= {args.target_sensitivity}', vfail
 
 def _threshold_seen(source:str, data, split:str) -> bool:
@@ -556,7 +567,7 @@ def evaluate_command(args) -> int:
     args.tta, tta_note = tta_for(args.tta, op, args.threshold is None and args.target_sensitivity is None)
     if tta_note: print(f"warning: {tta_note}", file=sys.stderr)
     data, seed = _evaluation_data(args, info)
-    mismatch = training_data_check(info.get('trained_on') or {}, data)
+    mismatch = training_data_check(info.get('trained_on') or {}, data, args.split, seed)
     items = _split_items(data, args.split)
     truncated = []  # truncated files: scored on what decodes, as training read them, so that the test set is the one training measured
     score = lambda its: _score(model, its, preset, args, device, op['temperature'], truncated)  # the checkpoint's calibration applies whichever threshold is used
@@ -564,7 +575,8 @@ def evaluate_command(args) -> int:
     probs, targets, failed = score(items); failed_all += failed
     for path, reason in dict(failed_all).items(): print(f"error: {path}: {reason}", file=sys.stderr)
     for path in dict(truncated): print(f"warning: {path}: the file is truncated; scored on the part that decodes, as training read it", file=sys.stderr)
-    for s in data.skipped: print(f"warning: {s['path']}: {s['reason']} (left out when {data.name} was read)", file=sys.stderr)
+    for s in data.skipped[:5]: print(f"warning: {s['path']}: {s['reason']} (left out when {data.name} was read)", file=sys.stderr)
+    if len(data.skipped) > 5: print(f"warning: ... and {len(data.skipped) - 5} more file(s) left out when {data.name} was read (all listed in metrics.json)", file=sys.stderr)
     if len(probs) == 0: raise ValueError(f"None of the {len(items)} images of {data.name} ({args.split}) could be read.")
     res = {'checkpoint': str(args.checkpoint), 'arch': info.get('arch'), 'data': str(data.root), 'dataset': data.name, 'split': args.split,
            'threshold_source': source, 'threshold_chosen_on_these_images': _threshold_seen(source, data, args.split),

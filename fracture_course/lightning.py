@@ -84,7 +84,7 @@ class FractureModule(L.LightningModule):
         self.train_called, self.valid_called, self.test_called = SumMetric(), SumMetric(), SumMetric()  # images called fractured
         self.threshold = threshold
         self.n_valid = SumMetric()  # images validated, summed over devices: the whole split, each image once
-        self.epoch_lines, self.last_valid = False, {}  # a printed line per epoch, for logs (`_fit_stages` sets it)
+        self.epoch_lines, self.epoch_numbers, self.last_valid = False, (0, None), {}  # a printed line per epoch, for logs (`_fit_stages` sets them)
         self.last_lr, self.epoch_start = float('nan'), 0.
 
     def forward(self, x): return self.model(x)
@@ -123,7 +123,8 @@ class FractureModule(L.LightningModule):
     def on_test_epoch_end(self): self._log_split('test')
     def on_train_epoch_end(self):  # Lightning validates before this hook: the time covers both, like the Learner's
         train = self._log_split('train', lr=self.last_lr, time=time.perf_counter() - self.epoch_start)
-        if self.epoch_lines: self.print(epoch_line(self.current_epoch + 1, self.trainer.max_epochs, train, self.last_valid))
+        before, total = self.epoch_numbers  # epochs of earlier stages, and of the whole fit
+        if self.epoch_lines: self.print(epoch_line(before + self.current_epoch + 1, total or self.trainer.max_epochs, train, self.last_valid))
 
     def configure_optimizers(self):
         opt = self.opt_func(param_groups(self.model, self.lr))
@@ -303,8 +304,10 @@ def _fit_stages(work:Path, net:nn.Module, rc:Recipe, dm, loss_func, epochs:int, 
                 **trainer_kw) -> tuple:
     "Fit `net` stage by stage as `fit_recipe` does, logging to `work`: the last module and trainer, the best-epoch callback, the CSV logs"
     module, histories, trainer, best_cb, done = None, [], None, None, 0
+    stages = _stages(rc, net, epochs, lr)
+    total = sum(n for n, _, _ in stages)
     with quiet_lightning(not progress):
-        for i, (n_epochs, lrs, head_only) in enumerate(_stages(rc, net, epochs, lr)):
+        for i, (n_epochs, lrs, head_only) in enumerate(stages):
             if rc.frozen: freeze(net, rc.frozen)
             if head_only: freeze(net, except_=net.head)
             cbs = [LearningRateMonitor('step')]
@@ -313,9 +316,10 @@ def _fit_stages(work:Path, net:nn.Module, rc:Recipe, dm, loss_func, epochs:int, 
                                           mode='min' if 'loss' in rc.monitor else 'max', save_weights_only=True)
                 cbs += [best_cb, *callbacks]
             module = FractureModule(net, loss_func, lrs)
-            module.epoch_lines = progress and not bars_redraw()  # a log file: lines, not a bar's redraws
+            module.epoch_lines = progress and not bars_redraw(sys.stdout)  # a log file: lines, not a bar's redraws (Lightning's bar writes to stdout)
+            module.epoch_numbers = done, total  # epochs are numbered across stages, as the history is
             trainer = L.Trainer(max_epochs=n_epochs, callbacks=cbs, logger=CSVLogger(work, name='lightning', version=f'stage{i}'),
-                                enable_progress_bar=progress and bars_redraw(), enable_model_summary=progress, num_sanity_val_steps=0,
+                                enable_progress_bar=progress and bars_redraw(sys.stdout), enable_model_summary=progress, num_sanity_val_steps=0,
                                 use_distributed_sampler=False, default_root_dir=work, log_every_n_steps=10, **trainer_kw)
             dm.epoch_offset = done
             trainer.fit(module, datamodule=dm)

@@ -20,13 +20,13 @@ from .models import MODELS, create_model, model_names
 from .learner import Learner, Callback, SaveBestCB, plot_history, binary_metrics, update_checkpoint
 from .finetune import imbalance_setup, discriminative_lrs, EMACB, BoxLossCB
 from .tta import tta_probs, hflip
-from .evaluate import threshold_for_sensitivity, _json_ready, _ready_out
+from .evaluate import FEW_FRACTURES, threshold_for_sensitivity, _json_ready, _ready_out
 
 # %% auto #0
-__all__ = ['RECIPES', 'QUICK_RECIPES', 'FEW_FRACTURES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model',
-           'epoch_sizes', 'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe',
-           'evaluate_run', 'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'run_plan', 'train_run',
-           'add_train_args', 'starting_weights', 'asked_for', 'train_command']
+__all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
+           'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
+           'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'run_plan', 'train_run', 'add_train_args',
+           'starting_weights', 'asked_for', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -184,8 +184,6 @@ def fit_recipe(learn:Learner, recipe:Recipe,
     return learn
 
 # %% ../nbs/91_train.ipynb #1b5ef2d9
-FEW_FRACTURES = 30  # fewer fractured validation images than this: the chosen threshold is flagged (one image moves sensitivity by over 3%)
-
 def evaluate_run(learn:Learner, data:FractureData,
                  tta:bool=False, # average each image's prediction with its mirror image's
                  target_sensitivity:float=0.9 # the threshold is chosen on validation to reach this sensitivity
@@ -215,7 +213,8 @@ def run_summary(model:str, # the registered model name
                 net:torch.nn.Module, # the network trained (its `weights_source`, if any, says where its first weights came from)
                 **extra) -> dict:
     "What a run was: model, dataset and its counts (and files skipped), settings, recipe, preprocessing and starting weights (and `extra`)"
-    return {'model': model, 'dataset': data.name, 'data_root': str(data.root), 'counts': data.counts(), 'split_digest': split_digest(data),
+    return {'model': model, 'dataset': data.name, 'data_root': str(data.root), 'data_source': data.source or str(Path(data.root).absolute()),
+            'counts': data.counts(), 'split_digest': split_digest(data), 'files_digest': split_digest(data, with_splits=False),
             'settings': {k: str(v) if isinstance(v, Path) else v for k, v in vars(cfg).items()},
             'recipe': asdict(recipe), 'preprocessing': preset.to_dict(), 'weights': getattr(net, 'weights_source', 'random initialisation'),
             'skipped': list(data.skipped), # files the dataset lists or holds that were left out when it was read, with why
@@ -232,9 +231,9 @@ def run_operating_point(res:dict # what `evaluate_run` returned (with 'dataset' 
 
 def trained_on(res:dict # a run's summary (`run_summary`)
               ) -> dict:
-    "What a checkpoint records of its training data, for `evaluate` to score the same test split: dataset, folder, seed, counts, split digest"
-    return {'dataset': res['dataset'], 'root': res['data_root'], 'seed': res['settings']['seed'], 'counts': res['counts'],
-            'split_digest': res.get('split_digest')}
+    "What a checkpoint records of its training data, for `evaluate` to score the same test split: dataset, path, seed, counts, digests"
+    return {'dataset': res['dataset'], 'root': res.get('data_source') or res['data_root'], 'seed': res['settings']['seed'], 'counts': res['counts'],
+            'split_digest': res.get('split_digest'), 'files_digest': res.get('files_digest')}
 
 def write_run(res:dict, # what the run measured (made JSON-safe here)
               learn:Learner, out:Path|str, # the trained learner, and the folder to write to

@@ -440,8 +440,9 @@ def test_evaluate_scores_the_test_split_the_model_was_trained_with(tiny, tmp_pat
     data7 = load_dataset(root, seed=7)
     assert split_digest(data7) != split_digest(load_dataset(root, seed=42))  # another seed, another split
     ck = tmp_path/'seed7.pt'; ck.write_bytes((tiny/'model.pt').read_bytes())
-    update_checkpoint(ck, trained_on=trained_on({'dataset': data7.name, 'data_root': str(root), 'settings': {'seed': 7},
-                                                 'counts': data7.counts(), 'split_digest': split_digest(data7)}))
+    update_checkpoint(ck, trained_on=trained_on({'dataset': data7.name, 'data_root': str(root), 'data_source': data7.source, 'settings': {'seed': 7},
+                                                 'counts': data7.counts(), 'split_digest': split_digest(data7),
+                                                 'files_digest': split_digest(data7, with_splits=False)}))
     # no --data, no --seed (and the settings point elsewhere: the built-in data, seed 42): the model's own test split
     assert run_eval([ck, '--out', tmp_path/'own', '--n-boot', '0', '--device', 'cpu']) == 0
     m = json.loads((tmp_path/'own'/'metrics.json').read_text())
@@ -455,4 +456,40 @@ def test_evaluate_scores_the_test_split_the_model_was_trained_with(tiny, tmp_pat
     assert 'may have been trained on' in json.loads((tmp_path/'s42'/'metrics.json').read_text())['training_data_warning']
     # another dataset: an external check, named as such
     assert run_eval([ck, '--data', tiny/'data', '--out', tmp_path/'other', '--n-boot', '0', '--device', 'cpu']) == 0
-    assert f'the model was trained on {data7.name}' in capsys.readouterr().err
+    assert 'the model was trained on other images: unsplit' in capsys.readouterr().err
+    # every image scored ('all'): the split does not matter, nothing to warn about
+    assert run_eval([ck, '--seed', '42', '--split', 'all', '--out', tmp_path/'all', '--n-boot', '0', '--device', 'cpu']) == 0
+    assert json.loads((tmp_path/'all'/'metrics.json').read_text())['training_data_warning'] is None
+    # the same files under another name (a renamed copy): the same split, nothing to warn about
+    import shutil
+    shutil.copytree(root, tmp_path/'renamed')
+    assert run_eval([ck, '--data', tmp_path/'renamed', '--out', tmp_path/'ren', '--n-boot', '0', '--device', 'cpu']) == 0
+    assert json.loads((tmp_path/'ren'/'metrics.json').read_text())['training_data_warning'] is None
+
+def test_a_model_trained_from_a_manifest_is_evaluated_on_that_manifest(tiny, tmp_path, monkeypatch):
+    "trained_on keeps the path train was given (the CSV itself, made absolute), so evaluate reads the same rows and split"
+    from fracture_course.data import load_dataset, split_digest
+    from fracture_course.learner import update_checkpoint
+    from fracture_course.train import trained_on
+    root = _unsplit(tmp_path/'ds')
+    rows = [f'{c}/{p.name},{c}' for c in ('fractured', 'not fractured') for p in sorted((root/c).iterdir())]
+    (root/'labels.csv').write_text('path,label\n' + '\n'.join(rows) + '\n')
+    monkeypatch.chdir(tmp_path)
+    data = load_dataset('ds/labels.csv', seed=3)  # a relative path, as typed
+    assert data.source == str(root/'labels.csv')
+    ck = tmp_path/'m.pt'; ck.write_bytes((tiny/'model.pt').read_bytes())
+    update_checkpoint(ck, trained_on=trained_on({'dataset': data.name, 'data_root': str(data.root), 'data_source': data.source, 'settings': {'seed': 3},
+                                                 'counts': data.counts(), 'split_digest': split_digest(data),
+                                                 'files_digest': split_digest(data, with_splits=False)}))
+    monkeypatch.chdir(tiny)  # run from elsewhere
+    assert run_eval([ck, '--out', tmp_path/'e', '--n-boot', '0', '--device', 'cpu']) == 0
+    m = json.loads((tmp_path/'e'/'metrics.json').read_text())
+    assert m['training_data_warning'] is None and m['split_seed'] == 3 and m['images'] == len(data.split('test'))
+
+def test_evaluate_and_audit_need_no_device_to_read_the_seed(tiny, tmp_path, monkeypatch, capsys):
+    "A settings device this machine lacks stops training, not an evaluation on the CPU or an audit"
+    monkeypatch.setenv('FRACTURE_DEVICE', 'cuda:99')
+    assert run_eval([tiny/'model.pt', '--data', tiny/'data', '--out', tmp_path/'e', '--n-boot', '0', '--device', 'cpu']) == 0
+    from fracture_course.data import add_audit_args, audit_command
+    p = argparse.ArgumentParser(); add_audit_args(p)
+    assert audit_command(p.parse_args([str(tiny/'data')])) == 0

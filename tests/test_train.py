@@ -28,7 +28,8 @@ def test_train_run_writes_checkpoint_metrics_and_curves(tiny, tmp_path, monkeypa
     model, info = load_checkpoint(tmp_path/'out'/'best.pt')
     assert info['arch'] == 'simple_cnn' and info['preprocessing']['size'] == 32
     # what it was trained on travels too, for `evaluate` to score the same test split
-    assert info['trained_on'] == {'dataset': 'tiny', 'root': str(tiny), 'seed': 42, 'counts': m['counts'], 'split_digest': m['split_digest']}
+    assert info['trained_on'] == {'dataset': 'tiny', 'root': str(tiny), 'seed': 42, 'counts': m['counts'], 'split_digest': m['split_digest'],
+                                  'files_digest': m['files_digest']}
     # eight fractured validation images are too few for a threshold worth keeping: said, with the count
     assert m['threshold_fractures'] == 8 and 'chosen on 8 fractured validation image(s)' in m['threshold_warning']
     x = next(iter(r['learner'].dls.test))[0]

@@ -138,7 +138,8 @@ def seed_everything(seed:int=42 # the seed for Python, NumPy and PyTorch (CPU an
 def bars_redraw(stream=None # where the bar is written: tqdm's default, sys.stderr, unless given (Lightning's bar: sys.stdout)
                ) -> bool:
     "True where a progress bar redraws in place: a Jupyter kernel (Colab, Kaggle, VS Code) or a terminal"
-    if 'ipykernel' in sys.modules: return True
+    ipython = sys.modules.get('IPython')  # a kernel's shell has a `kernel`; a terminal's IPython, or a process that merely imported ipykernel, not
+    if ipython is not None and getattr(ipython.get_ipython(), 'kernel', None) is not None: return True
     try: return (stream or sys.stderr).isatty()
     except (AttributeError, ValueError): return False  # a replaced or closed stream
 

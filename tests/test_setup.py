@@ -126,3 +126,17 @@ def test_a_pinned_kaggle_version_is_a_dataset_name(monkeypatch):
 def test_a_kaggle_dataset_must_be_owner_slash_name(monkeypatch, value):
     monkeypatch.setenv('FRACTURE_DATASET', value)
     with pytest.raises(ValueError, match="from FRACTURE_DATASET is .*a Kaggle dataset is named kaggle:OWNER/NAME"): config.get_config()
+
+
+def test_bars_are_off_in_a_log_even_after_ipykernel_was_imported():
+    "A test run or script that imported ipykernel (grading does) is no notebook: its bars would pile up in the log"
+    import contextlib, io, sys
+    import ipykernel.zmqshell  # noqa: F401  (imported, as a grader's or a test's process may have)
+    from fracture_course.config import bars_redraw, progress_bar
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert not bars_redraw() and progress_bar(range(3)).disable
+        list(progress_bar(range(3), desc='x'))
+    assert err.getvalue() == ''
+    class Tty(io.StringIO):
+        def isatty(self): return True
+    assert bars_redraw(Tty()) and not bars_redraw(io.StringIO())

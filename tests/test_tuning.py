@@ -231,7 +231,12 @@ def test_plot_study_small_studies(capsys):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     one = run_study(lambda t: t.suggest_float('x', 0, 1), n_trials=1, seed=0)
-    assert len(plot_study(one)) == 2 and 'need 2 or more completed trials' in capsys.readouterr().out
+    assert len(plot_study(one)) == 2 and '1 completed trial(s) varied nothing' in capsys.readouterr().out
     many = run_study(lambda t: t.suggest_float('x', 0, 1) + t.suggest_float('y', 0, 0.1), n_trials=6, seed=0)
     assert len(plot_study(many)) == 3
+    # a setting that never changed explains nothing: with one setting varied, no importance plot (Optuna gave constants a share)
+    grid = run_study(lambda t: t.suggest_float('x', 0, 1) + t.suggest_float('y', 0, 1), n_trials=3,
+                     sampler=optuna.samplers.GridSampler({'x': [0.1, 0.5, 0.9], 'y': [0.3]}, seed=0))
+    capsys.readouterr()
+    assert len(plot_study(grid)) == 2 and '3 completed trial(s) varied x.' in capsys.readouterr().out
     plt.close('all')

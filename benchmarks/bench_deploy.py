@@ -3,6 +3,7 @@
     python benchmarks/bench_deploy.py                 # the quick profile's enhanced_cnn (64 px) and EfficientNet-Lite0 (256 px)
     python benchmarks/bench_deploy.py --export-all    # also: export time and parity of every registered model
     python benchmarks/bench_deploy.py --checkpoint runs/lite0/best.pt
+    python benchmarks/bench_deploy.py --server-only --uploads ../shared/data/FracAtlas/images/Fractured   # real X-rays as uploads
 
 Models are untrained unless --checkpoint is given (speed does not depend on the weights). Each figure is the median
 of --repeats timed runs after a warm-up; the thread count of both runtimes is printed with it. The server figures
@@ -54,14 +55,18 @@ def runtime_rows(ckpt:Path, onnx_path:Path, threads:int, repeats:int):
 def free_port() -> int:
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def server_rows(ckpt:Path, n_requests:int=200, clients:int=8):
+def server_rows(ckpt:Path, n_requests:int=200, clients:int=8, uploads:Path|None=None):
     import httpx, uvicorn
     from PIL import Image
     model, info = load_checkpoint(ckpt)
     side = Preset.from_dict(info['preprocessing']).resize
     rng = np.random.default_rng(0)
     pngs = []
-    for _ in range(4):
+    if uploads:  # real files, e.g. FracAtlas JPEGs (about 450 px, 30 kB): decoding them is most of a request's work
+        files = sorted(p for p in Path(uploads).iterdir() if p.suffix.lower() in ('.png', '.jpg', '.jpeg'))[:16]
+        pngs = [p.read_bytes() for p in files]
+        print(f"<!-- uploads: {len(pngs)} files from {uploads}, {sum(map(len, pngs)) / len(pngs) / 1e3:.0f} kB on average -->", file=sys.stderr)
+    for _ in range(0 if pngs else 4):
         b = io.BytesIO(); Image.fromarray(rng.integers(0, 256, (side * 2, side * 2), dtype=np.uint8)).save(b, 'PNG'); pngs.append(b.getvalue())
     server = uvicorn.Server(uvicorn.Config(make_app(ckpt), host='127.0.0.1', port=free_port(), log_level='warning'))
     t = threading.Thread(target=server.run, daemon=True); t.start()
@@ -74,7 +79,8 @@ def server_rows(ckpt:Path, n_requests:int=200, clients:int=8):
             with httpx.Client(base_url=url, timeout=120) as c:
                 for i in range(k, n_requests, clients):
                     t0 = time.perf_counter()
-                    r = c.post('/predict' + query, files={'file': (f'{i}.png', pngs[i % len(pngs)])})
+                    data = pngs[i % len(pngs)]
+                    r = c.post('/predict' + query, files={'file': (f'{i}.jpg' if data[:2] == b'\xff\xd8' else f'{i}.png', data)})
                     lat.append(time.perf_counter() - t0); codes.append(r.status_code)
             return lat, codes
         t0 = time.perf_counter()
@@ -82,7 +88,7 @@ def server_rows(ckpt:Path, n_requests:int=200, clients:int=8):
         wall = time.perf_counter() - t0
         lat = sorted(x for l, _ in res for x in l); ok = sum(c == 200 for _, cs in res for c in cs)
         p50, p95 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.95 * len(lat)))]
-        print(f"| {info['arch']} {side} px{', heat map (LayerCAM)' if with_heatmap else ''} | {n_requests} from {clients} | {ok} | "
+        print(f"| {info['arch']} {side} px{', heat map (LayerCAM)' if with_heatmap else ''}{', real uploads' if uploads else ''} | {n_requests} from {clients} | {ok} | "
               f"{p50 * 1e3:.0f} | {p95 * 1e3:.0f} | {n_requests / wall:.1f} |", flush=True)
     server.should_exit = True; t.join(10)
 
@@ -91,6 +97,8 @@ def main():
     ap.add_argument('--checkpoint', help='benchmark this checkpoint instead of the two default models')
     ap.add_argument('--repeats', type=int, default=20)
     ap.add_argument('--export-all', action='store_true', help='export every registered model (untrained, 64 px) and report time and parity')
+    ap.add_argument('--uploads', metavar='DIR', help='send the images of DIR (up to 16, in turn) to the server instead of random 128-px PNGs')
+    ap.add_argument('--server-only', action='store_true', help='skip the runtime rows: only the web API under load')
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores; {torch.get_num_threads()} torch threads by default")
     tmp = Path(tempfile.mkdtemp())
@@ -99,13 +107,13 @@ def main():
         tiny('efficientnet_lite0', imagenet_preset(256, squash=True), tmp/'lite0.pt')]
     print('\n| model | runtime | threads | batch | ms per image | images/s |\n|---|---|---|---|---|---|')
     onnx = {}
-    for ck in ckpts:
+    for ck in ([] if args.server_only else ckpts):
         t0 = time.perf_counter(); onnx[ck] = export_onnx(ck, ck.with_suffix('.onnx')); t_exp = time.perf_counter() - t0
         print(f"<!-- {ck.name}: exported in {t_exp:.1f} s -->", file=sys.stderr)
         for threads in sorted({1, os.cpu_count() or 1}): runtime_rows(ck, onnx[ck], threads, args.repeats)
     torch.set_num_threads(os.cpu_count() or 1)
     print('\n| server (uvicorn, PyTorch) | requests | answered 200 | p50 ms | p95 ms | requests/s |\n|---|---|---|---|---|---|')
-    server_rows(ckpts[0])
+    server_rows(ckpts[0], uploads=args.uploads)
     if args.export_all:
         torch.set_num_threads(1)
         print('\n| model (untrained, 64 px) | export s | ONNX MB | max abs diff vs PyTorch (32 random images) |\n|---|---|---|---|')

@@ -255,20 +255,22 @@ class Predictor:
 
     def __call__(self, data:bytes, filename:str='upload', with_heatmap:bool=False) -> dict:
         "The result for one uploaded file, as the API returns it; `UploadError` for what cannot be scored"
-        with self.lock:
-            x = decode_upload(data, filename, self.preset)[None]
+        x = decode_upload(data, filename, self.preset)[None]  # outside the lock: uploads decode side by side (see above)
+        warning, heat = modality_warning(filename, data), None
+        with self.lock:  # the shared model, and the hooks a heat map puts on it: one request at a time
             if self.onnx: p = self.onnx.predict(x).item()
             else: p = predict_inputs(self.model, x, self.preset, tta=self.tta, temperature=self.temperature, device=self.device).item()
-            res = {'file': filename, 'probability': round(p, 6), 'call': self.class_names[int(p > self.threshold)],
-                   'threshold': self.threshold, 'threshold_source': self.source, 'temperature': self.temperature, 'tta': self.tta,
-                   'model': self.arch, 'runtime': self.runtime, 'notice': NOTICE}
-            if w := modality_warning(filename, data): res['warning'] = f"{filename}: {w}"  # a CT or MR slice, say
             if with_heatmap and self.model is not None:
                 xb = eval_tfms(self.preset)(x).to(self.device)
                 heat = heatmap(self.model, xb, self.cam, self.layer)[0]
-                res['heatmap'] = self.heatmap_name
-                res['heatmap_png'] = base64.b64encode(overlay_png(to_display(xb[0], self.preset), heat)).decode()
-            elif with_heatmap: res['heatmap'] = res['heatmap_png'] = None  # ONNX Runtime computes no gradients
+        res = {'file': filename, 'probability': round(p, 6), 'call': self.class_names[int(p > self.threshold)],
+               'threshold': self.threshold, 'threshold_source': self.source, 'temperature': self.temperature, 'tta': self.tta,
+               'model': self.arch, 'runtime': self.runtime, 'notice': NOTICE}
+        if warning: res['warning'] = f"{filename}: {warning}"  # a CT or MR slice, say
+        if heat is not None:
+            res['heatmap'] = self.heatmap_name
+            res['heatmap_png'] = base64.b64encode(overlay_png(to_display(xb[0], self.preset), heat)).decode()  # PNG encoding: outside too
+        elif with_heatmap: res['heatmap'] = res['heatmap_png'] = None  # ONNX Runtime computes no gradients
         return res
 
 # %% ../nbs/13_deploy.ipynb #6a4aabd4

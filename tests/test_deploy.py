@@ -388,6 +388,18 @@ def test_200_requests_from_8_concurrent_clients(live_server, synth):
     assert cams and all(len(v) == 1 for v in cams.values())  # heat maps never mixed between requests
 
 
+def test_truncated_uploads_are_refused_while_others_decode_beside_them(live_server, synth):
+    "Uploads decode outside the model's lock, side by side: a cut file among whole ones is still refused, every time"
+    import httpx
+    whole = [p.read_bytes() for p in synth[1][:3]]
+    cut = whole[0][:len(whole[0]) // 2]
+    def client_run(k):
+        with httpx.Client(base_url=live_server, timeout=60) as c:
+            return [(i % 4 == 3, c.post('/predict' + ('?heatmap=true' if i % 3 == 0 else ''),
+                                         files={'file': ('x.png', cut if i % 4 == 3 else whole[i % 3])}).status_code) for i in range(12)]
+    with ThreadPoolExecutor(8) as ex: results = [r for rs in ex.map(client_run, range(8)) for r in rs]
+    assert all(code == (422 if is_cut else 200) for is_cut, code in results), results
+
 @pytest.mark.parametrize('mb', ['0', '-1', 'nan', 'inf', '1e9'])
 def test_serve_refuses_an_upload_limit_that_is_no_size(mb, tmp_path):
     "--max-upload-mb must be a positive, finite number of megabytes: refused before anything is loaded or served"

@@ -196,11 +196,8 @@ def _warn_unknown_env():
         warnings.warn(f"{name} is not a course setting and is ignored" + (f"; did you mean {near[0]}?" if near else
                       f"; the settings are {', '.join(known)}"), stacklevel=3)
 
-def get_config(profile:str|None=None, # 'quick', 'full' or 'auto' (default: FRACTURE_PROFILE, else auto)
-               settings:Path|str|None=None, # a settings.ini (default: `find_settings()`)
-               **overrides) -> CourseConfig: # any settings key, e.g. `epochs=1`
-    "The course settings for this run: file, then `FRACTURE_*` environment variables, then `overrides`"
-    _warn_unknown_env()
+def _setting_values(profile:str|None=None, settings:Path|str|None=None, overrides:dict|None=None) -> tuple[dict, str, str, Path|None]:
+    "Every setting's value (file, then `FRACTURE_*` variables, then `overrides`; nothing resolved yet), the profile, why, and the file"
     path = Path(settings) if settings else find_settings()
     full, quick = read_settings(path)
     prof, why = choose_profile(profile)
@@ -208,7 +205,15 @@ def get_config(profile:str|None=None, # 'quick', 'full' or 'auto' (default: FRAC
     for k in DEFAULTS:
         env = os.environ.get(ENV_PREFIX + k.upper())
         if env is not None and env != '': vals[k] = parse_value(k, env, ENV_PREFIX + k.upper())
-    for k, v in overrides.items(): vals[k] = parse_value(k, v, f'argument {k}=')
+    for k, v in (overrides or {}).items(): vals[k] = parse_value(k, v, f'argument {k}=')
+    return vals, prof, why, path
+
+def get_config(profile:str|None=None, # 'quick', 'full' or 'auto' (default: FRACTURE_PROFILE, else auto)
+               settings:Path|str|None=None, # a settings.ini (default: `find_settings()`)
+               **overrides) -> CourseConfig: # any settings key, e.g. `epochs=1`
+    "The course settings for this run: file, then `FRACTURE_*` environment variables, then `overrides`"
+    _warn_unknown_env()
+    vals, prof, why, path = _setting_values(profile, settings, overrides)
     device = pick_device(vals['device'])
     vals.update(device=str(device), num_workers=_resolve_workers(vals['num_workers'], device),
                 cache_dir=Path(vals['cache_dir']).expanduser())
@@ -219,10 +224,7 @@ def settings_value(key:str, # a settings key, e.g. 'seed'
                    profile:str|None=None # as `get_config`
                   ):
     "One setting as `get_config` resolves it (the file's profile section, then its FRACTURE_* variable), resolving nothing else (no device)"
-    full, quick = read_settings(find_settings())
-    env = os.environ.get(ENV_PREFIX + key.upper())
-    if env not in (None, ''): return parse_value(key, env, ENV_PREFIX + key.upper())
-    return (quick if choose_profile(profile)[0] == 'quick' else full)[key]
+    return _setting_values(profile)[0][key]
 
 # %% ../nbs/00_setup.ipynb #3b3abbd2
 def setup_chapter(profile:str|None=None, # 'quick', 'full' or 'auto'

@@ -698,6 +698,8 @@ def read_fracatlas(root:Path|str, fracs:tuple=(0.7, 0.1, 0.2), seed:int=42) -> F
     return FractureData('FracAtlas', root, items, skipped, notes)
 
 # %% ../nbs/02_data.ipynb #a1018a06
+_PATH_COLUMNS = ('path', 'file', 'filename', 'image')  # a manifest's column of image paths, by any of these names
+
 def _manifest_rows(csv_path:Path) -> tuple[list, set]:
     "The rows of a CSV manifest (header names trimmed and lower-cased; a byte-order mark is fine) and its columns"
     try:
@@ -730,7 +732,7 @@ def read_manifest(csv_path:Path|str, seed:int=42, fracs:tuple=(0.7, 0.1, 0.2), n
     "A CSV manifest with `path`/`file`, `label` and optional `split` columns (other columns become metadata)"
     csv_path = Path(csv_path); root = csv_path.parent
     rows, cols = _manifest_rows(csv_path)
-    pcol = next((c for c in ('path', 'file', 'filename', 'image') if c in cols), None)
+    pcol = next((c for c in _PATH_COLUMNS if c in cols), None)
     if pcol is None or 'label' not in cols:
         raise ValueError(f"{csv_path} needs a 'path' (or 'file') column and a 'label' column; it has {sorted(cols)}")
     if not rows: raise ValueError(f"{csv_path} lists no images: it has a header and no rows.")
@@ -783,7 +785,7 @@ def _is_manifest(csv_path:Path) -> bool:
     "A CSV with a path column and a label column, and without FracAtlas's image_id and fractured columns"
     try: cols = _manifest_rows(csv_path)[1]
     except (OSError, ValueError): return False
-    return not {'image_id', 'fractured'} <= cols and 'label' in cols and bool(cols & {'path', 'file', 'filename', 'image'})
+    return not {'image_id', 'fractured'} <= cols and 'label' in cols and bool(cols & set(_PATH_COLUMNS))
 
 def _layout(p:Path) -> tuple[str, Path]|None:
     "The layout of folder `p` itself, as (kind, folder or manifest), or None"
@@ -1127,8 +1129,7 @@ def plot_image_stats(stats:dict):
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, 3, figsize=(13, 3.2))
     axs[0].scatter(stats['width'], stats['height'], s=4, alpha=.5); axs[0].set_xlabel('width'); axs[0].set_ylabel('height'); axs[0].set_title('sizes (px)')
-    axs[1].hist(stats['width'] / stats['height'], 30); axs[1].set_title('aspect ratio (w/h)')
+    axs[1].hist(stats['width'] / stats['height'], 30); axs[1].set(title='aspect ratio', xlabel='width / height')
     for k, v in stats['hist'].items(): axs[2].plot(np.linspace(0, 255, 64), v, label=k)
     axs[2].set(title='intensity histogram', xlabel='pixel value (0-255)', ylabel='share of pixels'); axs[2].legend()
-    axs[1].set_xlabel('width / height')
     return fig

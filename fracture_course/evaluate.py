@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/evaluation.html.md"""
 
 # %% ../nbs/09_evaluation.ipynb #425602e8
 from __future__ import annotations
-import argparse, json, math, warnings
+import argparse, json, math, sys, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,7 +33,8 @@ __all__ = ['METRIC_NAMES', 'MIN_BOOT', 'FEW_FRACTURES', 'fracture_probs', 'evalu
            'plot_confusion', 'plot_roc', 'plot_pr', 'threshold_for_sensitivity', 'operating_point', 'reliability_table',
            'expected_calibration_error', 'nll', 'fit_temperature', 'plot_reliability', 'item_losses', 'top_losses',
            'borderline', 'show_cases', 'group_metrics', 'load_inputs', 'predict_inputs', 'saved_operating_point',
-           'tta_for', 'evaluation_report', 'add_evaluate_args', 'training_data_check', 'evaluate_command']
+           'tta_for', 'evaluation_report', 'few_fractures_warning', 'add_evaluate_args', 'training_data_check',
+           'evaluate_command']
 
 # %% ../nbs/09_evaluation.ipynb #3cb3db88
 def fracture_probs(logits:torch.Tensor, # [N, 2]
@@ -439,6 +440,14 @@ def evaluation_report(probs:torch.Tensor, # probability of `fractured` per image
 MIN_BOOT = 100  # fewest bootstrap resamples `evaluate` takes: each 2.5% tail then rests on at least 2-3 of them
 FEW_FRACTURES = 30  # a threshold chosen on fewer fractured validation images is flagged: one image moves sensitivity by over 3%
 
+def few_fractures_warning(n:int, # fractured validation images the threshold was chosen on
+                          target:float # the sensitivity it was chosen for
+                         ) -> str|None:
+    "Why a threshold chosen on `n` fractures is not worth keeping, or None when there are enough (`FEW_FRACTURES`)"
+    if n >= FEW_FRACTURES: return None
+    return (f"the threshold was chosen on {n} fractured validation image(s): one of them moves the sensitivity by {1 / max(n, 1):.0%}, so on "
+            f"new images it can land far from the target {target}; a validation split with {FEW_FRACTURES} or more fractures gives one worth keeping")
+
 def add_evaluate_args(p):
     "Arguments of `fracture-course evaluate`"
     p.add_argument('checkpoint', help='a model checkpoint written by fracture-course train (best.pt) or save_checkpoint')
@@ -521,10 +530,7 @@ def _pick_threshold(args, op:dict, data, score:Callable) -> tuple[float, str, li
     vitems = data.split('valid')
     if not vitems: raise ValueError(f"{data.name} has no validation split to choose a threshold on; pass --threshold instead.")
     vp, vy, vfail = score(vitems)
-    if (n := int(vy.sum())) < FEW_FRACTURES:
-        import sys
-        print(f"warning: the threshold is chosen on {n} fractured validation image(s): one of them moves the sensitivity by {1 / max(n, 1):.0%}, so on "
-              f"new images it can land far from the target {args.target_sensitivity}.", file=sys.stderr)
+    if (w := few_fractures_warning(int(vy.sum()), args.target_sensitivity)): print(f"warning: {w}", file=sys.stderr)
     return threshold_for_sensitivity(vp, vy, args.target_sensitivity), f'validation split, sensitivity >= {args.target_sensitivity}', vfail
 
 def _threshold_seen(source:str, data, split:str) -> bool:
@@ -557,7 +563,6 @@ def _ready_out(out:Path|str, option:str='--out') -> Path:
 
 def evaluate_command(args) -> int:
     "Run `fracture-course evaluate`: metrics with intervals beside the trivial classifier, metrics.json and plots"
-    import sys
     from fracture_course.config import pick_device
     _check_evaluate_args(args)
     device = pick_device(args.device)

@@ -113,9 +113,10 @@ class FractureModule(L.LightningModule):
         values = {f'{split}_loss': mean_loss.compute(), **metrics.compute(), **extra}
         if called.compute() == 0: values[f'{split}_precision'] = float('nan')  # no image called fractured: undefined, as the Learner says (torchmetrics: 0)
         called.reset()
-        self.log_dict({k: float(v) for k, v in values.items()}, sync_dist=True)  # a mean of equal values, except each device's `time`
+        values = {k: float(v) for k, v in values.items()}
+        self.log_dict(values, sync_dist=True)  # a mean of equal values, except each device's `time`
         mean_loss.reset(); metrics.reset()
-        return {k: float(v) for k, v in values.items()}
+        return values
 
     def on_train_epoch_start(self): self.epoch_start = time.perf_counter()
     def on_validation_epoch_end(self):

@@ -20,7 +20,7 @@ from .models import MODELS, create_model, model_names
 from .learner import Learner, Callback, SaveBestCB, plot_history, binary_metrics, update_checkpoint
 from .finetune import imbalance_setup, discriminative_lrs, EMACB, BoxLossCB
 from .tta import tta_probs, hflip
-from .evaluate import FEW_FRACTURES, threshold_for_sensitivity, _json_ready, _ready_out
+from .evaluate import few_fractures_warning, threshold_for_sensitivity, _json_ready, _ready_out
 
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
@@ -194,10 +194,7 @@ def evaluate_run(learn:Learner, data:FractureData,
     thr = threshold_for_sensitivity(*preds['valid'], target_sensitivity)
     n_fx = int(preds['valid'][1].sum())  # the fractures the threshold was chosen on
     res = {'threshold': thr, 'target_sensitivity': target_sensitivity, 'tta': tta,  # the threshold holds for probabilities made as here
-           'threshold_fractures': n_fx, 'threshold_warning': None if n_fx >= FEW_FRACTURES else
-               (f"the threshold was chosen on {n_fx} fractured validation image(s): one of them moves the sensitivity by {1 / max(n_fx, 1):.0%}, "
-                f"so on new images it can land far from the target {target_sensitivity}; a validation split with {FEW_FRACTURES} or more fractures "
-                "gives a threshold worth keeping")}
+           'threshold_fractures': n_fx, 'threshold_warning': few_fractures_warning(n_fx, target_sensitivity)}
     for split, (probs, targets) in preds.items():
         res[split] = binary_metrics(probs, targets, 0.5)
         res[f'{split}_at_threshold'] = binary_metrics(probs, targets, thr)

@@ -1132,4 +1132,5 @@ def plot_image_stats(stats:dict):
     axs[1].hist(stats['width'] / stats['height'], 30); axs[1].set(title='aspect ratio', xlabel='width / height')
     for k, v in stats['hist'].items(): axs[2].plot(np.linspace(0, 255, 64), v, label=k)
     axs[2].set(title='intensity histogram', xlabel='pixel value (0-255)', ylabel='share of pixels'); axs[2].legend()
+    fig.tight_layout()
     return fig

@@ -192,9 +192,8 @@ def test_audit_cli_writes_json(tmp_path):
 
 def test_audit_describes_the_split_train_draws_with_the_settings_seed(tmp_path, monkeypatch):
     "An unsplit dataset: the audit's split is the one `train` draws, FRACTURE_SEED included (it was always seed 42)"
-    import os
-    from fracture_course.data import audit_command, add_audit_args, split_digest
     import argparse
+    from fracture_course.data import audit_command, add_audit_args, split_digest
     root = tree(tmp_path/'unsplit', [''], n=20)
     monkeypatch.setenv('FRACTURE_SEED', '7')
     p = argparse.ArgumentParser(); add_audit_args(p)

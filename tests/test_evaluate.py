@@ -431,18 +431,22 @@ def _unsplit(root, n=30):
             Image.fromarray(a).save(root/c/f'{c[:3]}{i}.png')
     return root
 
+def _record_training(ck, data, seed:int):
+    "Write into checkpoint `ck` what `train` records of the data it trained on (`trained_on` of a run summary)"
+    from fracture_course.data import split_digest
+    from fracture_course.learner import update_checkpoint
+    from fracture_course.train import trained_on
+    update_checkpoint(ck, trained_on=trained_on({'dataset': data.name, 'data_root': str(data.root), 'data_source': data.source, 'settings': {'seed': seed},
+                                                 'counts': data.counts(), 'split_digest': split_digest(data), 'files_digest': split_digest(data, with_splits=False)}))
+
 def test_evaluate_scores_the_test_split_the_model_was_trained_with(tiny, tmp_path, capsys):
     "A model trained with seed 7 on an unsplit dataset: evaluate uses that dataset and seed by default, and warns when told otherwise"
     from fracture_course.data import load_dataset, split_digest
-    from fracture_course.learner import update_checkpoint
-    from fracture_course.train import trained_on
     root = _unsplit(tmp_path/'unsplit')
     data7 = load_dataset(root, seed=7)
     assert split_digest(data7) != split_digest(load_dataset(root, seed=42))  # another seed, another split
     ck = tmp_path/'seed7.pt'; ck.write_bytes((tiny/'model.pt').read_bytes())
-    update_checkpoint(ck, trained_on=trained_on({'dataset': data7.name, 'data_root': str(root), 'data_source': data7.source, 'settings': {'seed': 7},
-                                                 'counts': data7.counts(), 'split_digest': split_digest(data7),
-                                                 'files_digest': split_digest(data7, with_splits=False)}))
+    _record_training(ck, data7, 7)
     # no --data, no --seed (and the settings point elsewhere: the built-in data, seed 42): the model's own test split
     assert run_eval([ck, '--out', tmp_path/'own', '--n-boot', '0', '--device', 'cpu']) == 0
     m = json.loads((tmp_path/'own'/'metrics.json').read_text())
@@ -468,9 +472,7 @@ def test_evaluate_scores_the_test_split_the_model_was_trained_with(tiny, tmp_pat
 
 def test_a_model_trained_from_a_manifest_is_evaluated_on_that_manifest(tiny, tmp_path, monkeypatch):
     "trained_on keeps the path train was given (the CSV itself, made absolute), so evaluate reads the same rows and split"
-    from fracture_course.data import load_dataset, split_digest
-    from fracture_course.learner import update_checkpoint
-    from fracture_course.train import trained_on
+    from fracture_course.data import load_dataset
     root = _unsplit(tmp_path/'ds')
     rows = [f'{c}/{p.name},{c}' for c in ('fractured', 'not fractured') for p in sorted((root/c).iterdir())]
     (root/'labels.csv').write_text('path,label\n' + '\n'.join(rows) + '\n')
@@ -478,9 +480,7 @@ def test_a_model_trained_from_a_manifest_is_evaluated_on_that_manifest(tiny, tmp
     data = load_dataset('ds/labels.csv', seed=3)  # a relative path, as typed
     assert data.source == str(root/'labels.csv')
     ck = tmp_path/'m.pt'; ck.write_bytes((tiny/'model.pt').read_bytes())
-    update_checkpoint(ck, trained_on=trained_on({'dataset': data.name, 'data_root': str(data.root), 'data_source': data.source, 'settings': {'seed': 3},
-                                                 'counts': data.counts(), 'split_digest': split_digest(data),
-                                                 'files_digest': split_digest(data, with_splits=False)}))
+    _record_training(ck, data, 3)
     monkeypatch.chdir(tiny)  # run from elsewhere
     assert run_eval([ck, '--out', tmp_path/'e', '--n-boot', '0', '--device', 'cpu']) == 0
     m = json.loads((tmp_path/'e'/'metrics.json').read_text())

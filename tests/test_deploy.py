@@ -169,7 +169,7 @@ def test_predict_runs_onnx_and_checkpoint_alike(ckpt, onnx_file, synth, tmp_path
     broken = tmp_path/'broken.png'; broken.write_bytes(b'\x89PNG\r\n\x1a\n not really')
     assert deploy.predict_command(predict_args([str(onnx_file), *files, str(broken)])) == 1
     r = capsys.readouterr()
-    assert 'ONNX Runtime' in r.out and 'threshold 0.300 (saved in the model: test fixture)' in r.out
+    assert 'ONNX Runtime' in r.out and 'threshold 0.3000 (saved in the model: test fixture)' in r.out
     assert 'broken.png' in r.err and 'broken.png' not in table(r.out)
     onnx_rows = table(r.out)
     assert deploy.predict_command(predict_args([str(ckpt), *files])) == 0
@@ -182,7 +182,7 @@ def test_predict_runs_onnx_and_checkpoint_alike(ckpt, onnx_file, synth, tmp_path
         assert onnx_rows[f][1] == ('fractured' if onnx_rows[f][0] > 0.3 else 'not fractured')
     assert deploy.predict_command(predict_args([str(onnx_file), files[0], '--threshold', '0.99'])) == 0
     out = capsys.readouterr().out
-    assert 'threshold 0.990 (--threshold)' in out and table(out)[files[0]][1] == 'not fractured'
+    assert 'threshold 0.9900 (--threshold)' in out and table(out)[files[0]][1] == 'not fractured'
 
 def test_predict_names_images_too_small_to_score_and_scores_the_rest(ckpt, onnx_file, synth, tmp_path, capsys):
     from PIL import Image
@@ -303,15 +303,33 @@ def test_a_dicom_claiming_more_pixels_than_the_server_takes_is_refused_before_de
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
 
 def test_requests_without_a_file_or_too_large_by_header(client, xray):
-    r = client.post('/predict', data={'other': 'x'})
+    r = client.post('/predict', files={'other': ('x.png', xray[0])})
     assert r.status_code == 400 and "field 'file'" in r.json()['error']
+    r = client.post('/predict', data={'other': 'x'})  # a form, but not one that can carry a file
+    assert r.status_code == 415 and 'application/x-www-form-urlencoded' in r.json()['error'] and 'curl -F file=@' in r.json()['error']
+    r = client.post('/predict', content=xray[0], headers={'content-type': 'image/png'})  # the image's bytes as the body
+    assert r.status_code == 415 and "a body of type image/png; send the X-ray as the multipart form field 'file'" in r.json()['error']
     r = client.post('/predict', data={'file': 'text, not a file'})
     assert r.status_code == 422 and "field 'file'" in r.json()['error']
     r = client.post('/predict?gradcam=maybe', files={'file': ('ok.png', xray[0])})
-    assert r.status_code == 422 and 'gradcam' in r.json()['error']
+    assert r.status_code == 422 and 'gradcam' in r.json()['error'] and 'heatmap takes true or false' in r.json()['error'] and "field 'file'" not in r.json()['error']
     r = client.post('/predict', content=b'\0' * 400_000, headers={'content-type': 'application/octet-stream'})
     assert r.status_code == 413 and 'bytes' in r.json()['error']
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
+
+def test_a_chunked_upload_is_refused_once_it_passes_the_limit(client, xray):
+    "No Content-Length to judge by: the body is counted as it arrives (a real server's case: test_a_real_server_stops_reading_a_chunked_upload)"
+    boundary = 'fracture-course-test'
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
+            'Content-Type: image/png\r\n\r\n').encode()
+    def body():
+        yield head
+        for _ in range(40): yield b'\0' * 2**16  # 2.6 MB, against the fixture's limit of a few hundred kB
+        yield f'\r\n--{boundary}--\r\n'.encode()
+    r = client.post('/predict', content=body(), headers={'content-type': f'multipart/form-data; boundary={boundary}'})
+    assert r.status_code == 413 and r.json()['error'].startswith('upload of more than ') and 'this server accepts up to' in r.json()['error'], r.text
+    assert 'content-length' not in r.request.headers  # nothing declared: the middleware counted (TestClient hands the body over whole)
+    assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200  # and the server goes on
 
 def test_dicom_upload(client, xray, tmp_path):
     "A DICOM upload goes through load_image like a PNG (once the data chapter reads DICOM)"
@@ -399,6 +417,34 @@ def test_truncated_uploads_are_refused_while_others_decode_beside_them(live_serv
                                          files={'file': ('x.png', cut if i % 4 == 3 else whole[i % 3])}).status_code) for i in range(12)]
     with ThreadPoolExecutor(8) as ex: results = [r for rs in ex.map(client_run, range(8)) for r in rs]
     assert all(code == (422 if is_cut else 200) for is_cut, code in results), results
+
+def test_a_real_server_stops_reading_a_chunked_upload(live_server):
+    "A chunked upload of 512 MB to a server that takes 32 MB: 413 once the limit is passed, long before the client is done"
+    host, port = live_server.removeprefix('http://').split(':')
+    boundary, MB = 'fracture-course-test', 2**20
+    sock = socket.create_connection((host, int(port)), timeout=60)
+    chunk = lambda b: f'{len(b):x}\r\n'.encode() + b + b'\r\n'
+    sock.sendall(f'POST /predict HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n'
+                 f'Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n'.encode()
+                 + chunk(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'.encode()))
+    sent, answered = [0], threading.Event()
+    def send_until_answered():
+        try:
+            while sent[0] < 512 * MB and not answered.is_set(): sock.sendall(chunk(b'\0' * MB)); sent[0] += MB
+        except OSError: pass  # the server closed the connection
+    sender = threading.Thread(target=send_until_answered, daemon=True); sender.start()
+    answer = b''
+    try:
+        while b'\r\n\r\n' not in answer or not answer.rstrip().endswith(b'}'):
+            part = sock.recv(65536)
+            if not part: break
+            answer += part
+    finally: answered.set(); sender.join(30); sock.close()
+    assert answer.startswith(b'HTTP/1.1 413'), answer[:200]
+    assert b'upload of more than' in answer and b'this server accepts up to 32 MB' in answer, answer
+    assert sent[0] < 128 * MB, f'{sent[0] // MB} MB sent before the refusal'
+    import httpx
+    assert httpx.get(live_server + '/health').status_code == 200  # still up
 
 @pytest.mark.parametrize('mb', ['0', '-1', 'nan', 'inf', '1e9'])
 def test_serve_refuses_an_upload_limit_that_is_no_size(mb, tmp_path):
@@ -519,3 +565,23 @@ def test_an_operating_point_with_a_tta_that_is_no_boolean_is_refused(tmp_path):
     ck = tiny_checkpoint(tmp_path/'model.pt')
     update_checkpoint(ck, operating_point={**OP, 'tta': 'yes'})
     with pytest.raises(ValueError, match="model.pt: the saved tta is 'yes'; it must be true or false"): deploy.predict_command(predict_args([str(ck), 'x.png']))
+
+@pytest.mark.parametrize('preset_name', ['grey', 'imagenet'])
+def test_the_onnx_input_note_is_enough_to_make_the_courses_pixels(preset_name, tmp_path):
+    "Followed with Pillow alone, the note stored in an exported model gives the pixels load_inputs gives, squashed or cropped"
+    from fracture_course.transforms import grey_preset, imagenet_preset
+    from fracture_course.deploy import onnx_input_note
+    preset = grey_preset(64) if preset_name == 'grey' else imagenet_preset(64)
+    a = (np.random.default_rng(1).random((200, 300)) * 255).astype(np.uint8)
+    Image.fromarray(a).save(tmp_path/'x.png')
+    note, r = onnx_input_note(preset), preset.resize
+    img = Image.open(tmp_path/'x.png').convert('L'); w, h = img.size
+    if 'squashed' in note:
+        assert f"img.resize(({r}, {r}), Image.Resampling.BILINEAR, reducing_gap=2.0)" in note and preset.squash
+        mine = img.resize((r, r), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    else:
+        assert 'the shorter side scaled to' in note and f'then the centre {r} x {r} crop' in note and not preset.squash
+        s = r / min(w, h); mine = img.resize((max(r, int(w*s)), max(r, int(h*s))), Image.Resampling.BILINEAR)
+        l, t = int(round((mine.width - r) / 2)), int(round((mine.height - r) / 2)); mine = mine.crop((l, t, l + r, t + r))
+    course = load_inputs([tmp_path/'x.png'], preset)[0][0, 0].numpy()
+    assert np.array_equal(np.asarray(mine), course)

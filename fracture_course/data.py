@@ -156,7 +156,12 @@ def load_image(path:Path|str, # image file
     data = _file_bytes(path)
     if is_dicom(path, data[:132]): return _dicom_bytes(data, path, max_side, min_side)  # see "DICOM radiographs" below
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings(record=True) as caught:  # Pillow's warning about a very large image does not name the file
+            warnings.simplefilter('always', Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        for w in caught:
+            if issubclass(w.category, Image.DecompressionBombWarning): warnings.warn(f"{path}: {w.message}", w.category, stacklevel=2)
+            else: warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if max_side and img.format == 'JPEG': img.draft('L', (max_side, max_side))  # decode JPEGs at reduced size
     except UnidentifiedImageError as e:
         if data[:2] in _HEADER_FIRST:  # perhaps a DICOM without preamble nor suffix
@@ -165,7 +170,7 @@ def load_image(path:Path|str, # image file
                 if not d.reason.startswith('not a DICOM file'): raise  # a DICOM after all: what is wrong with it
         raise UnreadableImage(path, f"not an image Pillow can read ({type(e).__name__})") from None
     except Image.DecompressionBombError as e:  # a small file claiming an enormous image
-        raise UnreadableImage(path, f"{e} If the file is a genuine X-ray, downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS before loading.") from None
+        raise UnreadableImage(path, f"{e} If the file is a genuine X-ray, downscale it (any image editor will), or, from Python, raise PIL.Image.MAX_IMAGE_PIXELS before loading it.") from None
     except OSError as e:  # e.g. 'Truncated File Read': cut inside its header, so no pixel at all
         why = 'the file ends inside its header' if 'truncated' in str(e).lower() else f'damaged image header ({e})'
         raise UnreadableImage(path, f"{why}; copy or download it again") from None
@@ -256,7 +261,7 @@ def _dcmread(src, # a path or a binary file object
     limit = 4 * Image.MAX_IMAGE_PIXELS + 2**20 if Image.MAX_IMAGE_PIXELS else None  # bytes: Pillow's bomb limit in 16-bit pixels, and a header
     if limit and (n := deflated_size(src, limit)) is not None and n > limit:
         raise UnreadableImage(path, f"deflate-compressed DICOM whose data inflate to more than {limit:,} bytes: probably a decompression bomb. "
-                                    "If the file is a genuine X-ray, downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS before loading.")
+                                    "If the file is a genuine X-ray, downscale it (any image editor will), or, from Python, raise PIL.Image.MAX_IMAGE_PIXELS before loading it.")
     try: ds = pydicom.dcmread(src, **kw)
     except InvalidDicomError:  # no 'DICM' marker: perhaps an older file that starts with its header
         if hasattr(src, 'seek'): src.seek(0)
@@ -367,7 +372,7 @@ def _check_supported(ds, path:Path):
     rows, cols = int(ds.get('Rows') or 0), int(ds.get('Columns') or 0)
     if limit and rows * cols * frames > 2 * limit:  # as Pillow refuses a decompression bomb: the pixels are never decoded
         raise UnreadableImage(path, f"DICOM image of {cols} x {rows} pixels{f' x {frames} frames' if frames > 1 else ''}, more than {2 * limit:,}: "
-                                    "probably a decompression bomb. If the file is a genuine X-ray, downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS before loading.")
+                                    "probably a decompression bomb. If the file is a genuine X-ray, downscale it (any image editor will), or, from Python, raise PIL.Image.MAX_IMAGE_PIXELS before loading it.")
     if frames > 1:
         raise UnreadableImage(path, f"multi-frame DICOM ({frames} frames): the course reads single radiographs; save the frame you need as its own file")
     pi, spp = str(ds.get('PhotometricInterpretation', '')).strip(), int(ds.get('SamplesPerPixel') or 1)
@@ -438,7 +443,7 @@ def _dicom_pixels(ds, path:Path, window=None) -> Image.Image:
         w, exact = float(_first(ds.WindowWidth)), str(ds.get('VOILUTFunction', '')).strip() == 'LINEAR_EXACT'
         if w <= 0 or (w < 1 and not exact):  # DICOM: at least 1 for LINEAR windows, above 0 for LINEAR_EXACT ones
             raise UnreadableImage(path, f"its display window has a width (WindowWidth) of {w:g}; DICOM requires {'more than 0' if exact else 'at least 1'}. "
-                                        "Export the file again, or read it with read_dicom(path, window=(centre, width))")
+                                        "Export the file again with a valid window, or, from Python, read it with read_dicom(path, window=(centre, width))")
     vals, lo, hi = _voi(apply_modality_lut(arr, ds), ds, window)
     v = np.clip((np.asarray(vals, np.float64) - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros(arr.shape)
     if str(ds.PhotometricInterpretation).strip() == 'MONOCHROME1': v = 1 - v  # low values are white

@@ -24,8 +24,8 @@ from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operat
 __all__ = ['CAMS', 'GradCAM', 'stage_sides', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input',
            'item_input_boxes', 'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split', 'pointing_baselines',
            'LayerCAM', 'pointing_by_layer', 'CamMethod', 'explain_layer', 'heatmap', 'add_predict_args',
-           'report_predictions', 'overlays_would_be_read', 'heatmap_request', 'check_predict_args', 'write_overlays',
-           'predict_command']
+           'report_predictions', 'overlays_would_be_read', 'heatmap_request', 'image_arguments', 'check_predict_args',
+           'write_overlays', 'predict_command']
 
 # %% ../nbs/10_interpretation.ipynb #6d298345
 class GradCAM:
@@ -269,7 +269,7 @@ def heatmap(model:nn.Module, x:torch.Tensor, # a batch of model inputs [B, C, H,
 def add_predict_args(p:argparse.ArgumentParser):
     "Arguments of `fracture-course predict`"
     p.add_argument('checkpoint', help='a model checkpoint written by fracture-course train (best.pt) or save_checkpoint')
-    p.add_argument('images', nargs='+', metavar='IMAGE', help='image files (PNG, JPEG, DICOM, ...)')
+    p.add_argument('images', nargs='+', metavar='IMAGE', help='image files (PNG, JPEG, DICOM, ...) or folders of them (searched below)')
     p.add_argument('--heatmaps', metavar='DIR', help='write a heat-map overlay PNG per image into DIR (LayerCAM unless --cam says otherwise)')
     p.add_argument('--cam', choices=list(CAMS), help='the heat-map method: layercam (the default of --heatmaps) or gradcam')
     p.add_argument('--gradcam', metavar='DIR', help='as before --heatmaps existed: Grad-CAM overlays, *_gradcam.png, into DIR')
@@ -328,6 +328,21 @@ def heatmap_request(args) -> tuple[Path|None, str]:
     if out and (why := overlays_would_be_read(Path(out), args.images)): raise ValueError(f"{option} {out}: {why}; choose a folder outside it")
     return (Path(out) if out else None), args.cam or ('gradcam' if args.gradcam else 'layercam')
 
+def image_arguments(paths:Sequence, # the IMAGE arguments: files, or folders of images
+                   ) -> list[str]:
+    "`paths` with each folder replaced by the image files below it, sorted (by name: PNG, JPEG, ..., DICOM, or no suffix as DICOM files often have); its other files noted on stderr"
+    out = []
+    for p in map(str, paths):
+        folder = Path(p)
+        if not folder.is_dir(): out.append(p); continue
+        files = sorted(f for f in folder.rglob('*') if f.is_file() and not any(s.startswith('.') for s in f.relative_to(folder).parts))
+        images = [f for f in files if f.suffix.lower() in IMAGE_EXTS or not f.suffix]
+        others = [f.name for f in files if not (f.suffix.lower() in IMAGE_EXTS or not f.suffix)]
+        if others: print(f"note: {p}: {len(others)} file(s) not taken for images by their names ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})", file=sys.stderr)
+        if not images: raise ValueError(f"{p} is a folder with no image file below it (PNG, JPEG, DICOM, ...); pass image files, or a folder of them")
+        out += map(str, images)
+    return out
+
 def check_predict_args(args):
     "Refuse a `--threshold` outside 0..1 or a `--batch-size` below 1, before anything is loaded"
     if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
@@ -355,6 +370,7 @@ def predict_command(args) -> int:
     "Run `fracture-course predict`: probability of fracture per image, optional heat-map overlays; 1 if any image failed"
     from fracture_course.config import pick_device
     check_predict_args(args)
+    args.images = image_arguments(args.images)
     out, cam = heatmap_request(args)
     device = pick_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
@@ -367,7 +383,7 @@ def predict_command(args) -> int:
     x, ok, failed = load_inputs(args.images, preset)
     probs = predict_inputs(model, x, preset, args.batch_size, args.tta, op['temperature'], device=device)
     names = info.get('class_names') or list(CLASSES)
-    rc = report_predictions(f"# {info.get('arch')} from {args.checkpoint}; threshold {thr:.3f} ({source}){'; flip TTA' if args.tta else ''}",
+    rc = report_predictions(f"# {info.get('arch')} from {args.checkpoint}; threshold {thr:.4f} ({source}){'; scored with flip TTA' if args.tta else ''}",
                             args.images, probs, ok, failed, thr, names)
     if out is not None and ok:
         layer_name = write_overlays(model, x, args.images, ok, probs, preset, cam, out, args.batch_size, device)

@@ -360,8 +360,11 @@ def test_a_decompression_bomb_is_refused_with_advice(tmp_path, monkeypatch):
     from fracture_course.data import UnreadableImage, load_image
     Image.new('L', (64, 64)).save(tmp_path/'huge.png')
     monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)  # 4,096 pixels > 2 x 1,000: Pillow's error rather than its warning
-    with pytest.raises(UnreadableImage, match=r'huge.png: Image size \(4096 pixels\) exceeds .* downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS'):
+    with pytest.raises(UnreadableImage, match=r'huge.png: Image size \(4096 pixels\) exceeds .* downscale it \(any image editor will\), or, from Python, raise PIL.Image.MAX_IMAGE_PIXELS'):
         load_image(tmp_path/'huge.png')
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 3000)  # between 1 and 2 x the limit: Pillow only warns, and its warning names no file
+    with pytest.warns(Image.DecompressionBombWarning, match=r'huge.png: Image size \(4096 pixels\) exceeds limit of 3000 pixels'):
+        assert load_image(tmp_path/'huge.png').size == (64, 64)
 
 
 def test_partial_false_refuses_a_cut_file_while_other_threads_flip_pillows_switch(tmp_path):

@@ -208,7 +208,7 @@ def test_predict_prints_probabilities_and_calls(tiny, capsys):
     files = [tiny/'img0.png', tiny/'img1.png', tiny/'colour.jpg']
     assert run_predict([tiny/'model.pt', *files, '--device', 'cpu']) == 0
     out = capsys.readouterr().out
-    assert 'threshold 0.370 (saved in the checkpoint)' in out
+    assert 'threshold 0.3700 (saved in the checkpoint)' in out
     rows = [l.split('\t') for l in out.splitlines() if l.endswith(('.png', '.jpg'))]
     assert [r[2] for r in rows] == [str(f) for f in files]
     from fracture_course.learner import load_checkpoint
@@ -221,6 +221,27 @@ def test_predict_prints_probabilities_and_calls(tiny, capsys):
     assert run_predict([tiny/'model.pt', files[0], '--threshold', '0']) == 0
     assert '\tfractured\t' in capsys.readouterr().out
 
+
+def test_predict_a_folder_scores_the_images_below_it_and_names_the_rest(tiny, tmp_path, capsys):
+    "A folder stands for its image files (sub-folders included, sorted); other files are named on stderr, never scored nor dropped silently"
+    import shutil
+    (tmp_path/'b'/'sub').mkdir(parents=True)
+    shutil.copy(tiny/'img0.png', tmp_path/'b'/'z.png'); shutil.copy(tiny/'img1.png', tmp_path/'b'/'sub'/'a.png')
+    shutil.copy(tiny/'img2.png', tmp_path/'b'/'IM0001')  # a DICOM-style name without a suffix is taken (and read as what it is)
+    (tmp_path/'b'/'manifest.csv').write_text('path,label\n'); (tmp_path/'b'/'.hidden.png').write_bytes(b'x')
+    assert run_predict([tiny/'model.pt', tmp_path/'b', tiny/'colour.jpg', '--device', 'cpu']) == 0
+    out, err = capsys.readouterr()
+    rows = [l.split('\t') for l in out.splitlines()[2:]]
+    assert [r[2] for r in rows] == [str(tmp_path/'b'/'IM0001'), str(tmp_path/'b'/'sub'/'a.png'), str(tmp_path/'b'/'z.png'), str(tiny/'colour.jpg')]
+    assert f"note: {tmp_path/'b'}: 1 file(s) not taken for images by their names (manifest.csv)" in err and '.hidden' not in out + err
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(ValueError, match='is a folder with no image file below it'): run_predict([tiny/'model.pt', tmp_path/'empty'])
+
+def test_the_printed_threshold_has_the_probabilities_decimals(tiny, capsys):
+    "With 0.4455 printed for both, a call can never read as the opposite of what the two printed numbers say"
+    assert run_predict([tiny/'model.pt', tiny/'img0.png', '--threshold', '0.44552', '--device', 'cpu']) == 0
+    out = capsys.readouterr().out
+    assert 'threshold 0.4455 (--threshold)' in out and 'flip TTA' not in out.splitlines()[0]
 
 def test_predict_heatmap_overlays_and_bad_images(tiny, tmp_path, capsys):
     rc = run_predict([tiny/'model.pt', tiny/'img0.png', tiny/'bad.png', tmp_path/'missing.png', tiny/'img1.png', '--heatmaps', tmp_path/'cams'])

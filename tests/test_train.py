@@ -51,9 +51,9 @@ def test_cli_train_and_its_errors(tiny, tmp_path):
     assert op['threshold'] == json.loads((tmp_path/'o'/'metrics.json').read_text())['threshold'] and 'validation split of tiny' in op['source']
     img = str(next((tiny/'test'/'fractured').glob('*.png')))
     r = subprocess.run([CLI, 'predict', str(tmp_path/'o'/'best.pt'), img], capture_output=True, text=True, env=env)
-    assert r.returncode == 0 and f"threshold {op['threshold']:.3f} (saved in the checkpoint: validation split of tiny" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and f"threshold {op['threshold']:.4f} (saved in the checkpoint: validation split of tiny" in r.stdout, r.stdout + r.stderr
     r = subprocess.run([CLI, 'predict', str(tmp_path/'o'/'best.pt'), img, '--threshold', '0.7'], capture_output=True, text=True, env=env)
-    assert 'threshold 0.700 (--threshold)' in r.stdout
+    assert 'threshold 0.7000 (--threshold)' in r.stdout
     for args, msg in [(['--epochs', '0'], '--epochs must be a positive, finite number'), (['--lr', 'inf'], '--lr must be a positive, finite number, got inf'),
                       (['--lr', 'nan'], '--lr must be'), (['--model', 'nope'], 'simple_cnn'),
                       (['--data', str(tmp_path/'missing')], 'missing')]:

@@ -23,11 +23,11 @@ def _need_jupyter():
         raise RuntimeError(f'grading needs nbformat, nbclient and ipykernel ({e}): pip install nbformat nbclient ipykernel') from None
 
 # %% auto #0
-__all__ = ['BEGIN', 'END', 'STUB', 'UNMARKED', 'CSV_FIELDS', 'InvalidNotebook', 'read_notebook', 'parse_points', 'is_check_cell',
-           'has_solution', 'Exercise', 'find_exercises', 'strip_solutions', 'student_notebook', 'student_edition',
-           'restore_checks', 'error_line', 'run_notebook', 'grade_submission', 'grade_notebook', 'GradingWarning',
-           'grade', 'grades_table', 'write_grades', 'add_student_args', 'student_command', 'add_grade_args',
-           'grade_command']
+__all__ = ['BEGIN', 'END', 'STUB', 'SKIP_FLAGS', 'MAX_OUTPUT_MB', 'UNMARKED', 'CSV_FIELDS', 'InvalidNotebook', 'read_notebook',
+           'parse_points', 'is_check_cell', 'has_solution', 'Exercise', 'find_exercises', 'strip_solutions',
+           'student_notebook', 'student_edition', 'restore_checks', 'error_line', 'skipped', 'run_notebook',
+           'grade_submission', 'grade_notebook', 'GradingWarning', 'missing_records', 'grade', 'grades_table',
+           'write_grades', 'add_student_args', 'student_command', 'add_grade_args', 'grade_command']
 
 # %% ../nbs/11_grading.ipynb #5847d0bd
 class InvalidNotebook(ValueError):
@@ -217,13 +217,27 @@ def _kernel_tools():
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from nbclient.util import ensure_async
+    class CappedClient(NotebookClient):
+        "nbclient's client, keeping at most `max_output` bytes of output a cell: past that it drops the rest and interrupts the kernel"
+        def __init__(self, *args, max_output:int, **kwargs):
+            super().__init__(*args, **kwargs); self.max_output, self.sizes, self.flooded = max_output, {}, None
+        def output(self, outs, msg, display_id, cell_index):
+            c = msg['content']
+            n = len(c.get('text', '')) + sum(len(str(v)) for v in (c.get('data') or {}).values()) + len(str(c.get('traceback', '')))
+            self.sizes[cell_index] = self.sizes.get(cell_index, 0) + n
+            if self.sizes[cell_index] <= self.max_output: return super().output(outs, msg, display_id, cell_index)
+            if self.flooded is None:  # once: the cell is stopped as a timeout stops it
+                self.flooded = cell_index
+                asyncio.ensure_future(ensure_async(self.km.interrupt_kernel()))
+            return None
     class ThisPythonKernel(AsyncKernelManager):
         "An ipykernel on `sys.executable`, whatever kernel the notebook names"
         @property
         def kernel_spec(self):
             return KernelSpec(argv=[sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
                               display_name='Python 3', language='python', name='python3')
-    return NotebookClient, ThisPythonKernel, CellTimeoutError, DeadKernelError
+    return CappedClient, ThisPythonKernel, CellTimeoutError, DeadKernelError
 
 _ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
 _ARROW = re.compile(r'^-+>\s*(\d+)\s(.*)$', re.M)
@@ -237,11 +251,14 @@ def error_line(reply:dict # the content of a kernel's execute reply
     return msg + (f' (line {m[1]}: {m[2].strip()})' if m else '')
 
 _NO_EVAL = re.compile(r'^#\|\s*eval\s*:\s*false\s*$', re.I)
-def _no_eval(source:str) -> bool:
-    "A `#| eval: false` directive among the cell's leading `#|` lines"
+SKIP_FLAGS = ('notest', 'slow')  # the course's `tst_flags` (pyproject.toml): cells `nbdev-test` skips unless told
+def skipped(source:str, # a code cell's source
+            flags=SKIP_FLAGS # the flags whose cells are skipped, as nbdev-test skips them
+           ) -> bool:
+    "Whether `nbdev-test` skips the cell: a `#| eval: false` directive, or a flag of `flags` (`#| slow`), among its leading `#|` lines"
     for line in source.splitlines():
         if not line.startswith('#|'): return False
-        if _NO_EVAL.match(line): return True
+        if _NO_EVAL.match(line) or line[2:].strip() in flags: return True
     return False
 
 _quiet = logging.getLogger('fracture_course.grading.kernel')  # timeouts and crashes go into the grades, not the log
@@ -257,9 +274,12 @@ def _cancel_output_pollers():
     if left: loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
 
 # %% ../nbs/11_grading.ipynb #5c6d5fe1
+MAX_OUTPUT_MB = 10  # output a cell may print or display before it is stopped
+
 def run_notebook(nb, # the notebook to run (its outputs are filled in)
                  cwd:Path|str='.', # folder to run it in
                  timeout:float=120, # seconds a cell may run before the notebook is stopped
+                 max_output_mb:float=MAX_OUTPUT_MB, # output a cell may produce before the notebook is stopped (the rest is dropped)
                 ) -> dict:
     "Run every code cell of `nb` in a fresh kernel, past errors: `errors` {cell: line}, `ran` cells, `stopped` (None or (cell, status, why))"
     errors, ran, stopped = {}, set(), None
@@ -270,23 +290,29 @@ def run_notebook(nb, # the notebook to run (its outputs are filled in)
     with tempfile.TemporaryDirectory() as d:  # the kernel talks over local sockets (IPC) in here
         km = Kernel(transport='ipc', ip=str(Path(d)/'kernel'))
         client = NotebookClient(nb, km=km, timeout=math.ceil(timeout), allow_errors=True, shutdown_kernel='immediate', log=_quiet,
-                                resources={'metadata': {'path': str(cwd)}}, on_cell_executed=_done)
+                                resources={'metadata': {'path': str(cwd)}}, on_cell_executed=_done, max_output=int(max_output_mb * 2**20))
         with client.setup_kernel(env={**os.environ, 'IN_TEST': '1'}, cleanup_kc=True):
             for i, cell in enumerate(nb.cells):
-                if cell.cell_type != 'code' or _no_eval(cell.source): continue
+                if cell.cell_type != 'code' or skipped(cell.source): continue
                 try: client.execute_cell(cell, i)
                 except CellTimeoutError: stopped = (i, 'stopped', f'cell {i} ran longer than the {timeout:g} s timeout'); break
                 except DeadKernelError: stopped = (i, 'crashed', f'the kernel died in cell {i}'); break
+                if client.flooded is not None:
+                    stopped = (i, 'stopped', f'cell {i} printed more than {max_output_mb:g} MB of output'); errors.pop(i, None); break
     if stopped: _cancel_output_pollers()
     return dict(errors=errors, ran=ran, stopped=stopped)
 
 # %% ../nbs/11_grading.ipynb #65970eb9
+def _student(sub:Path, root:Path) -> str:
+    "The student a submission belongs to: its folder below `root` ('' for a notebook in `root` itself)"
+    rel = sub.relative_to(root) if sub.is_relative_to(root) else Path(sub.name)
+    return rel.parent.as_posix() if rel.parent != Path('.') else ''
+
 def _notebook_record(sub:Path, root:Path|None, exercises:list, status:str, message:str, seconds:float=0.0, notes=()) -> dict:
     "A grade record with every exercise at 0 points, to be filled in"
-    rel = sub.relative_to(root) if root and sub.is_relative_to(root) else Path(sub.name)
     exs = [dict(number=e.number, name=e.name, points=0, max_points=e.points, passed=False, error=message)
            for e in exercises]
-    return dict(student=rel.parent.as_posix() if rel.parent != Path('.') else '', notebook=sub.name, path=str(sub),
+    return dict(student=_student(sub, root) if root else '', notebook=sub.name, path=str(sub),
                 status=status, message=message, points=0, max_points=sum(e.points for e in exercises),
                 seconds=round(seconds, 2), exercises=exs, notes=list(notes), other_errors=0)
 
@@ -350,10 +376,29 @@ def _digest(path:Path) -> str|None:
     try: return hashlib.sha1(path.read_bytes()).hexdigest()
     except OSError: return None  # deleted meanwhile: that is a change too
 
+def _visible_files(folder:Path) -> list[Path]:
+    return sorted(p for p in folder.rglob('*') if not p.is_dir() and not any(s.startswith('.') for s in p.relative_to(folder).parts))  # a dangling link too
+
 def _submissions(folder:Path) -> list[Path]:
+    "The notebooks in `folder` (any depth, `.ipynb` in any case), or `folder` itself if it is a file; a warning names the other files"
     if folder.is_file(): return [folder]
-    if not folder.is_dir(): raise FileNotFoundError(f'{folder}: no such folder of submissions')
-    return sorted(p for p in folder.rglob('*.ipynb') if not any(s.startswith('.') for s in p.relative_to(folder).parts))
+    if not folder.is_dir():
+        raise FileNotFoundError(f'{folder}: no such ' + ('notebook' if folder.suffix.lower() == '.ipynb' else 'folder of submissions'))
+    files = _visible_files(folder)
+    if other := [p for p in files if p.suffix.lower() != '.ipynb']:
+        warnings.warn(f"{len(other)} file(s) in {folder} are not notebooks and were not graded: "
+                      f"{', '.join(str(p.relative_to(folder)) for p in other[:5])}{', ...' if len(other) > 5 else ''}", GradingWarning, stacklevel=3)
+    return [p for p in files if p.suffix.lower() == '.ipynb']
+
+def missing_records(subs:list[Path], root:Path, exercises:dict) -> list[dict]:
+    "A 0-point record for each notebook of the assignment (a reference notebook anyone in the class handed in) that a student's folder lacks"
+    by_student = {}
+    for s in subs: by_student.setdefault(_student(s, root), set()).add(s.name)
+    for d in (root.iterdir() if root.is_dir() else ()):  # a student's folder with no notebook at all
+        if d.is_dir() and not d.name.startswith('.') and not any(k == d.name or k.startswith(d.name + '/') for k in by_student): by_student[d.name] = set()
+    by_student.pop('', None)  # notebooks in the top folder: no student folder to hold the others
+    return [_notebook_record(root/student/name, root, exercises[name], 'missing', f'not handed in: no {name} in {student}/')
+            for student, names in sorted(by_student.items()) for name in sorted(set(exercises) - names)]
 
 def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth, e.g. one folder per student), or one notebook
           reference_dir:Path|str='nbs', # the reference notebooks (the course's `nbs/`)
@@ -365,6 +410,7 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
     subs_root, ref_dir = Path(submissions_dir), Path(reference_dir)
     if not ref_dir.exists(): raise FileNotFoundError(f'{ref_dir}: reference notebooks not found; pass --reference (the course nbs/ folder)')
     refs = {ref_dir.name: ref_dir} if ref_dir.is_file() else {p.name: p for p in _notebooks_in(ref_dir)}
+    if not subs_root.exists(): raise FileNotFoundError(f'{subs_root}: no such ' + ('notebook' if subs_root.suffix.lower() == '.ipynb' else 'folder of submissions'))
     subs = _submissions(subs_root)
     if not subs: raise FileNotFoundError(f'{subs_root}: no submitted notebooks (*.ipynb) found')
     root = subs_root if subs_root.is_dir() else subs_root.parent
@@ -374,8 +420,9 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
     before = {p: _digest(p) for p in [*refs.values(), *subs]}
     def _one(s):
         if s.name not in refs:
-            near = difflib.get_close_matches(s.name, list(refs), n=1, cutoff=0.6)
-            hint = f'; is it {near[0]} renamed? Rename it and grade again' if near else ''
+            lower = {r.lower(): r for r in refs}  # tiny.IPYNB is tiny.ipynb renamed
+            near = difflib.get_close_matches(s.name.lower(), list(lower), n=1, cutoff=0.6)
+            hint = f'; is it {lower[near[0]]} renamed? Rename it and grade again' if near else ''
             rec = _notebook_record(s, root, [], 'no reference', f'no reference notebook named {s.name} in {ref_dir}{hint}')
         else:
             try: rec = grade_submission(handed_in[s], s, exercises[s.name], timeout, root)
@@ -386,6 +433,10 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
     if workers <= 1: res = [_one(s) for s in subs]
     else:
         with ThreadPoolExecutor(workers) as ex: res = list(ex.map(_one, subs))
+    for rec in (missing_records(subs, root, exercises) if subs_root.is_dir() else []):  # one notebook graded: no class
+        res.append(rec)
+        if on_result: on_result(rec)
+    res.sort(key=lambda r: (r['student'], r['notebook']))
     for p in [p for p in before if _digest(p) != before[p]]:  # graded as read above; said so, as the file needs restoring
         if p in handed_in: next(r for r in res if r['path'] == str(p))['notes'].append('the file changed on disk while the class was graded; it was graded as handed in')
         warnings.warn(f'{p} changed on disk while the class was graded (a submission wrote to it); the grades used it as it was before; '
@@ -428,8 +479,11 @@ def write_grades(results:list[dict], # from `grade`
     "Write `grades.json` (everything) and `grades.csv` (one row per exercise; `grades-partial.csv` until `complete`); returns their paths"
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     js, cs = out/f'{stem}.json', out/(f'{stem}.csv' if complete else f'{stem}-partial.csv')  # a CSV import never takes part of a class for all of it
-    doc = dict(graded_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), complete=complete, **{k: str(v) for k, v in info.items()},
-               points=sum(r['points'] for r in results), max_points=sum(r['max_points'] for r in results), notebooks=results)
+    tidy = lambda x: round(x, 6)  # 0.1 + 0.2 points is 0.3 in the file, not 0.30000000000000004
+    notebooks = [{**r, 'points': tidy(r['points']), 'max_points': tidy(r['max_points'])} for r in results]
+    doc = dict(graded_at=datetime.now(timezone.utc).isoformat(timespec='seconds'), complete=complete,
+               **{k: v if isinstance(v, (int, float, bool)) else str(v) for k, v in info.items()},
+               points=tidy(sum(r['points'] for r in results)), max_points=tidy(sum(r['max_points'] for r in results)), notebooks=notebooks)
     _write_atomically(js, json.dumps(doc, indent=2))
     buf = io.StringIO(); w = csv.DictWriter(buf, CSV_FIELDS); w.writeheader()
     for r in results:
@@ -466,9 +520,12 @@ def grade_command(args) -> int:
     if not 0 < args.timeout < math.inf: raise ValueError(f'--timeout must be a positive number of seconds, not {args.timeout:g}')
     if args.workers < 1: raise ValueError(f'--workers must be at least 1, not {args.workers}')
     sub = Path(args.submissions)
+    if not sub.exists(): raise FileNotFoundError(f'{sub}: no such ' + ('notebook' if sub.suffix.lower() == '.ipynb' else 'folder of submissions'))
     out = Path(args.out) if args.out else sub if sub.is_dir() else sub.parent
     try: out.mkdir(parents=True, exist_ok=True)  # now, not after hours of grading
     except OSError as e: raise ValueError(f'--out {out}: cannot make this folder ({e.strerror or e}); choose another --out') from None
+    if (old := out/'grades.csv').exists():  # an earlier run's: never left beside this run's grades.json as if it were this run's
+        os.replace(old, out/'grades-previous.csv'); print(f'note: the earlier {old} is now {out/"grades-previous.csv"}', file=sys.stderr)
     info, done, lock, warned = dict(reference=args.reference, timeout=args.timeout), [], threading.Lock(), []
     def save_so_far(rec):  # a grader stopped half-way (a submission can kill it) keeps every grade made
         with lock:

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT
 from fracture_course.grading import (BEGIN, END, STUB, InvalidNotebook, find_exercises, grade, grade_command, add_grade_args,
                                      add_student_args, student_command, read_notebook, restore_checks, student_edition,
-                                     strip_solutions, parse_points, write_grades)
+                                     strip_solutions, parse_points, write_grades, GradingWarning, grades_table)
 
 NBS = ROOT/'nbs'
 REFERENCE_ONLY = {'index.ipynb', '90_cli.ipynb', '91_train.ipynb', '11_grading.ipynb'}
@@ -75,6 +75,37 @@ def test_real_chapter_student_fails_reference_passes_and_scores_full(tmp_path):
     assert all(e['passed'] for e in r['exercises'])
 
 # --- the student edition ---
+
+def _bound_and_read(src:str) -> tuple[set, set]:
+    "Names a cell binds (assignments, defs, imports, loop and comprehension variables, parameters) and names it reads"
+    import ast
+    tree = ast.parse('\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('%', '!'))))
+    bound, read = set(), set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name): (bound if isinstance(n.ctx, ast.Store) else read).add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): bound.add(n.name)
+        elif isinstance(n, ast.arg): bound.add(n.arg)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)): bound |= {(a.asname or a.name).split('.')[0] for a in n.names}
+    return bound, read
+
+def test_the_student_edition_reads_no_name_that_only_a_failing_check_defines():
+    "In a student edition, a check fails at its first use of the student's function: a later cell must not need what the check defines after it"
+    import ast
+    for path in sorted(NBS.glob('[01]*.ipynb')):
+        nb = nbformat.read(path, as_version=4)
+        exercise_names = {e.name for e in find_exercises(nb)}
+        lost, defined = set(), set()  # names bound only after a check's first failing line; names bound anywhere else
+        for i, c in enumerate(nb.cells):
+            if c.cell_type != 'code': continue
+            if c.source.startswith('#| points'):
+                statements = ast.parse(c.source).body
+                first = next((k for k, st in enumerate(statements) if exercise_names & _bound_and_read(ast.unparse(st))[1]), len(statements))
+                for k, st in enumerate(statements): (lost if k >= first else defined).update(_bound_and_read(ast.unparse(st))[0])
+                lost -= defined
+                continue
+            bound, read = _bound_and_read(c.source)
+            assert not (read - bound) & lost, f"{path.name} cell {i} reads {sorted((read - bound) & lost)}, defined in a check after the student's code is called"
+            defined |= bound; lost -= bound
 
 def test_strip_keeps_signature_docstring_and_indentation():
     src = '\n'.join(['class A:', '    def f(self):', '        "doc"', f'        {BEGIN}', '        return 1', f'        {END}', '    g = 2'])
@@ -330,3 +361,57 @@ def test_a_dangling_link_among_the_submissions_is_graded_invalid_and_the_class_g
     res = grade(subs, ref, timeout=60)
     assert [(r['student'], r['status'], r['points']) for r in res] == [('ann', 'completed', 6), ('bo', 'invalid', 0)]
     assert 'cannot be read' in res[1]['message'] and 'submit it again' in res[1]['message']
+
+def test_what_a_student_did_not_hand_in_counts_zero_and_other_files_are_named(tiny, tmp_path):
+    "Totals are out of the same maximum for everyone: a missing notebook is a 0-point record, a student with no notebook is reported, other files are named"
+    ref, stu, subs = tiny
+    nbformat.write(nbformat.v4.new_notebook(cells=code(solution('one', 'return 1'), '#| points: 2\nassert one(0) == 1')), ref/'second.ipynb')
+    hand_in(stu, subs/'ada'/'tiny.ipynb', SOLVED)
+    shutil.copy(ref/'second.ipynb', subs/'ada'/'second.ipynb')
+    hand_in(stu, subs/'bob'/'tiny.IPYNB', SOLVED)  # the suffix in capitals: still a notebook
+    (subs/'cy').mkdir(); (subs/'cy'/'tiny.py').write_text('def double(x): return 2 * x\n')
+    with pytest.warns(GradingWarning, match=r'1 file\(s\) in .* are not notebooks and were not graded: cy/tiny.py'):
+        res = grade(subs, ref, timeout=60)
+    got = [(r['student'], r['notebook'], r['status'], r['points'], r['max_points']) for r in res]
+    assert got == [('ada', 'second.ipynb', 'completed', 2, 2), ('ada', 'tiny.ipynb', 'completed', 6, 6),
+                   ('bob', 'second.ipynb', 'missing', 0, 2), ('bob', 'tiny.IPYNB', 'no reference', 0, 0), ('bob', 'tiny.ipynb', 'missing', 0, 6),
+                   ('cy', 'second.ipynb', 'missing', 0, 2), ('cy', 'tiny.ipynb', 'missing', 0, 6)], got
+    assert 'is it tiny.ipynb renamed?' in res[3]['message'] and res[2]['message'] == 'not handed in: no second.ipynb in bob/'
+    totals = grades_table(res).split('Totals:')[1]
+    assert totals.count('8/8') == 1 and totals.count('0/8') == 2  # bob's misnamed file is found and named, but earns nothing until renamed
+
+def test_a_flood_of_output_stops_the_notebook_and_slow_cells_are_skipped(tiny, tmp_path):
+    "A loop that prints forever is stopped by the output limit, long before the timeout; `#| slow` cells do not run under the grader, as under nbdev-test"
+    ref, stu, subs = tiny
+    edits = {**SOLVED, 1: '#| slow\nraise RuntimeError("the main job: only when asked")', 5: 'base = 10\ndef add_base(x): return base + x',
+             7: 'def square(x): return x ** 2\nimport sys\nwhile True: sys.stdout.write("x" * 100_000)'}
+    hand_in(stu, subs/'fl'/'tiny.ipynb', edits)
+    (r,) = grade(subs, ref, timeout=300)
+    assert r['status'] == 'stopped' and 'printed more than 10 MB of output' in r['message'], r
+    assert [e['points'] for e in r['exercises']] == [1, 2, 0] and r['other_errors'] == 0  # the slow cell never ran
+    assert len(json.dumps(r)) < 2**20  # none of the flood is kept
+
+def test_grades_json_keeps_numbers_as_numbers_and_an_earlier_csv_is_set_aside(tiny, tmp_path, capsys):
+    ref, stu, subs = tiny
+    nb = read_notebook(ref/'tiny.ipynb')
+    for c in nb.cells:
+        if c.source.startswith('#| points'): c.source = '#| points: 0.1' + c.source[c.source.index('\n'):]
+    nbformat.write(nb, ref/'tiny.ipynb')
+    for s in 'abc': hand_in(stu, subs/s/'tiny.ipynb', SOLVED)
+    (tmp_path/'out').mkdir(); (tmp_path/'out'/'grades.csv').write_text('student,points\nold,1\n')
+    p = argparse.ArgumentParser(); add_grade_args(p)
+    assert grade_command(p.parse_args([str(subs), '--reference', str(ref), '--out', str(tmp_path/'out'), '--timeout', '30'])) == 0
+    doc = json.loads((tmp_path/'out'/'grades.json').read_text())
+    assert doc['points'] == 0.9 and doc['notebooks'][0]['points'] == 0.3 and doc['timeout'] == 30.0  # not 0.30000000000000004, not '30.0'
+    assert (tmp_path/'out'/'grades-previous.csv').read_text() == 'student,points\nold,1\n' and 'old' not in (tmp_path/'out'/'grades.csv').read_text()
+    assert 'grades-previous.csv' in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match='typo/tiny.ipynb: no such notebook'): grade_command(p.parse_args([str(tmp_path/'typo'/'tiny.ipynb')]))
+    assert not (tmp_path/'typo').exists()  # no stray folder made for the grades
+
+def test_the_grader_skips_the_cells_nbdev_test_skips():
+    "SKIP_FLAGS is the course's tst_flags: a cell nbdev-test leaves out (the main job's training) is left out by the grader too"
+    import tomllib
+    from fracture_course.grading import SKIP_FLAGS, skipped
+    assert set(SKIP_FLAGS) == set(tomllib.loads((ROOT/'pyproject.toml').read_text())['tool']['nbdev']['tst_flags'].split())
+    assert skipped('#| slow\nx = 1') and skipped('#| eval: false\nx') and skipped('#| hide\n#| notest\nx')
+    assert not skipped('x = 1\n#| slow') and not skipped('#| export\nx = 1') and not skipped('#| points: 1\nassert True')

@@ -180,6 +180,9 @@ def restore_checks(sub, # the submitted notebook
     ids = {c.get('id'): i for i, c in enumerate(cells) if c.cell_type == 'code' and c.get('id')}
     pts = [i for i, c in enumerate(cells) if c.cell_type == 'code' and parse_points(c.source) is not None]
     used, where = set(), []  # where: ('at', i) replaces cell i, ('after', i) inserts after it, ('end',) appends
+    if ids and exercises and not any(e.check_id in ids or e.cell_id in ids for e in exercises):
+        notes.append('none of the reference\'s exercise cells is in this notebook (by cell id): is it another notebook, '
+                     'or a copy rebuilt cell by cell? The checks were put back by position')
     for e in exercises:
         j = ids.get(e.check_id) if e.check_id else None
         if j is None and len(pts) == len(exercises): j = pts[e.number - 1]

@@ -415,3 +415,9 @@ def test_the_grader_skips_the_cells_nbdev_test_skips():
     assert set(SKIP_FLAGS) == set(tomllib.loads((ROOT/'pyproject.toml').read_text())['tool']['nbdev']['tst_flags'].split())
     assert skipped('#| slow\nx = 1') and skipped('#| eval: false\nx') and skipped('#| hide\n#| notest\nx')
     assert not skipped('x = 1\n#| slow') and not skipped('#| export\nx = 1') and not skipped('#| points: 1\nassert True')
+
+def test_another_chapter_under_this_name_is_noted():
+    "02_data handed in as 00_setup: three checks each, so position would match them silently; the note says none of the cells is the reference's"
+    ref, other = read_notebook(NBS/'00_setup.ipynb'), read_notebook(NBS/'02_data.ipynb')
+    assert any('is it another notebook' in n for n in restore_checks(other, find_exercises(ref))[2])
+    assert restore_checks(ref, find_exercises(ref))[2] == []

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/interpretation.html.md"
 
 # %% ../nbs/10_interpretation.ipynb #14ae89bb
 from __future__ import annotations
-import argparse, math, sys
+import argparse, csv, math, sys
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -275,6 +275,7 @@ def add_predict_args(p:argparse.ArgumentParser):
     p.add_argument('--gradcam', metavar='DIR', help='as before --heatmaps existed: Grad-CAM overlays, *_gradcam.png, into DIR')
     p.add_argument('--threshold', type=float, metavar='T', help="call fractured above this probability (default: the checkpoint's, else 0.5)")
     p.add_argument('--tta', action=argparse.BooleanOptionalAction, help="average each image with its mirror image, or not (default: as the checkpoint's threshold was chosen)")
+    p.add_argument('--csv', metavar='FILE', help='also write the results to FILE: a row per image (image, probability, call, threshold, note), unreadable ones included')
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--device', default='auto', help='auto (default: CUDA, then MPS, then CPU), cuda, mps or cpu')
 
@@ -288,13 +289,24 @@ def _overlay_png(path:Path, x:torch.Tensor, heat:torch.Tensor, preset:Preset, ti
 def report_predictions(header:str, # the first line: model, file, threshold and its source
                        images:Sequence, probs:torch.Tensor, # the image paths asked for, the probabilities of the readable ones
                        ok:list, failed:list, # positions of the readable images in `images`; (path, reason) of the others
-                       threshold:float, class_names:Sequence[str]) -> int:
+                       threshold:float, class_names:Sequence[str],
+                       csv_path:str|Path|None=None) -> int: # also write a CSV row per image here, the unreadable ones included
     "Print a line per scored image (probability, call, file) and the unreadable ones on stderr; 1 if any failed, else 0"
     print(header); print("probability\tcall\timage")
-    for i, p in zip(ok, probs.tolist()): print(f"{p:.4f}\t{class_names[int(p > threshold)]}\t{images[i]}")
-    for i in ok:
-        if w := modality_warning(images[i]): print(f"warning: {images[i]}: {w}", file=sys.stderr)
-    for path, reason in failed: print(f"error: {path}: {reason}", file=sys.stderr)
+    rows = []
+    for i, p in zip(ok, probs.tolist()):
+        print(f"{p:.4f}\t{class_names[int(p > threshold)]}\t{images[i]}")
+        rows.append(dict(image=images[i], probability=f'{p:.6f}', call=class_names[int(p > threshold)], threshold=threshold, note=''))
+    for row in rows:
+        if w := modality_warning(row['image']): print(f"warning: {row['image']}: {w}", file=sys.stderr); row['note'] = w
+    for path, reason in failed:
+        print(f"error: {path}: {reason}", file=sys.stderr)
+        rows.append(dict(image=str(path), probability='', call='unreadable', threshold=threshold, note=reason))
+    if csv_path:
+        order = {str(im): k for k, im in enumerate(images)}  # the order the images were asked for
+        rows.sort(key=lambda r: order.get(str(r['image']), len(order)))
+        with open(csv_path, 'w', newline='') as f:
+            w = csv.DictWriter(f, ['image', 'probability', 'call', 'threshold', 'note']); w.writeheader(); w.writerows(rows)
     if not failed: return 0
     print(f"{len(failed)} of {len(images)} image(s) could not be read (listed above)" + ("; the others were scored." if len(failed) < len(images) else "; none was scored."), file=sys.stderr)
     return 1
@@ -384,7 +396,7 @@ def predict_command(args) -> int:
     probs = predict_inputs(model, x, preset, args.batch_size, args.tta, op['temperature'], device=device)
     names = info.get('class_names') or list(CLASSES)
     rc = report_predictions(f"# {info.get('arch')} from {args.checkpoint}; threshold {thr:.4f} ({source}){'; scored with flip TTA' if args.tta else ''}",
-                            args.images, probs, ok, failed, thr, names)
+                            args.images, probs, ok, failed, thr, names, args.csv)
     if out is not None and ok:
         layer_name = write_overlays(model, x, args.images, ok, probs, preset, cam, out, args.batch_size, device)
         print(f"{CAMS[cam].label} overlays ({layer_name}) written to {out}")

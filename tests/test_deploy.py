@@ -167,9 +167,11 @@ def table(out:str) -> dict:
 def test_predict_runs_onnx_and_checkpoint_alike(ckpt, onnx_file, synth, tmp_path, capsys):
     files = [str(p) for p in synth[1][:5]]
     broken = tmp_path/'broken.png'; broken.write_bytes(b'\x89PNG\r\n\x1a\n not really')
-    assert deploy.predict_command(predict_args([str(onnx_file), *files, str(broken)])) == 1
+    assert deploy.predict_command(predict_args([str(onnx_file), *files, str(broken), '--csv', str(tmp_path/'onnx.csv')])) == 1
     r = capsys.readouterr()
     assert 'ONNX Runtime' in r.out and 'threshold 0.3000 (saved in the model: test fixture)' in r.out
+    import csv
+    assert [(row['image'], row['call'] == 'unreadable') for row in csv.DictReader(open(tmp_path/'onnx.csv'))] == [(f, False) for f in files] + [(str(broken), True)]
     assert 'broken.png' in r.err and 'broken.png' not in table(r.out)
     onnx_rows = table(r.out)
     assert deploy.predict_command(predict_args([str(ckpt), *files])) == 0

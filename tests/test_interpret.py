@@ -329,3 +329,16 @@ def test_predict_says_when_no_image_was_scored(tiny, tmp_path, capsys):
     assert run_predict([tiny/'model.pt', tmp_path/'missing.png', tiny/'bad.png']) == 1
     err = capsys.readouterr().err
     assert '2 of 2 image(s) could not be read (listed above); none was scored.' in err and 'the others' not in err
+
+
+def test_predict_writes_a_csv_row_per_image_unreadable_ones_included(tiny, tmp_path, capsys):
+    "For a pipeline: every image asked for has a row, in the order asked, and the probabilities are the printed ones"
+    import csv
+    files = [tiny/'img0.png', tiny/'bad.png', tiny/'img1.png']
+    assert run_predict([tiny/'model.pt', *files, '--device', 'cpu', '--csv', tmp_path/'p.csv']) == 1
+    out = capsys.readouterr().out
+    rows = list(csv.DictReader(open(tmp_path/'p.csv')))
+    assert [r['image'] for r in rows] == [str(f) for f in files] and [r['call'] for r in rows][1] == 'unreadable'
+    assert rows[1]['probability'] == '' and rows[1]['note'] and float(rows[0]['threshold']) == 0.37
+    printed = {l.split('\t')[2]: float(l.split('\t')[0]) for l in out.splitlines()[2:]}
+    assert all(abs(float(r['probability']) - printed[r['image']]) < 1e-4 for r in rows if r['probability'])

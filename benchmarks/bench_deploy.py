@@ -4,6 +4,8 @@
     python benchmarks/bench_deploy.py --export-all    # also: export time and parity of every registered model
     python benchmarks/bench_deploy.py --checkpoint runs/lite0/best.pt
     python benchmarks/bench_deploy.py --server-only --uploads ../shared/data/FracAtlas/images/Fractured   # real X-rays as uploads
+    python benchmarks/bench_deploy.py --checkpoint ~/.cache/fracture_course/deploy/best.pt --resampling ../shared/data/FracAtlas/images/Fractured
+                                                      # how far other resizers move a deployed model's probabilities and calls
 
 Models are untrained unless --checkpoint is given (speed does not depend on the weights). Each figure is the median
 of --repeats timed runs after a warm-up; the thread count of both runtimes is printed with it. The server figures
@@ -92,6 +94,34 @@ def server_rows(ckpt:Path, n_requests:int=200, clients:int=8, uploads:Path|None=
               f"{p50 * 1e3:.0f} | {p95 * 1e3:.0f} | {n_requests / wall:.1f} |", flush=True)
     server.should_exit = True; t.join(10)
 
+def resampling_rows(ckpt:Path, folder:Path, n:int=200):
+    "Probabilities of the deployed model on images resized the course's way (the ONNX input note) and other common ways"
+    from PIL import Image
+    import torchvision.transforms.v2.functional as TF
+    from fracture_course.data import load_image
+    from fracture_course.evaluate import load_inputs
+    model, info = load_checkpoint(ckpt)
+    preset, op = Preset.from_dict(info['preprocessing']), saved_operating_point(info, ckpt)
+    if not preset.squash: raise SystemExit(f"{ckpt}: --resampling compares squashing resizers; this preset crops")
+    deployed, r = DeployedModel(model, preset, op['temperature'], op['tta']).eval(), preset.resize
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in ('.png', '.jpg', '.jpeg'))[:n]
+    course, ok, _ = load_inputs(files, preset)
+    files = [files[i] for i in ok]
+    imgs = [load_image(f) for f in files]
+    others = {"Pillow bilinear without reducing_gap": lambda im: np.array(im.resize((r, r), Image.Resampling.BILINEAR)),
+              "Pillow bicubic": lambda im: np.array(im.resize((r, r), Image.Resampling.BICUBIC)),
+              "Pillow Lanczos": lambda im: np.array(im.resize((r, r), Image.Resampling.LANCZOS)),
+              "torchvision bilinear, antialias": lambda im: TF.resize(torch.from_numpy(np.array(im))[None], [r, r], antialias=True)[0].numpy()}
+    with torch.no_grad(): p0 = deployed(course)
+    calls0 = p0 > op['threshold']
+    print(f"\n{ckpt.name} ({info.get('arch')}, {r} px, threshold {op['threshold']:.3f}) on {len(files)} images of {folder}")
+    print('| resized with | pixels that differ | max abs diff of P(fracture) | mean abs diff | calls that change |\n|---|---|---|---|---|')
+    for name, f in others.items():
+        x = torch.from_numpy(np.stack([f(im) for im in imgs]))[:, None].to(torch.uint8)
+        with torch.no_grad(): p = deployed(x)
+        d = (p - p0).abs()
+        print(f"| {name} | {(x != course).float().mean():.1%} | {d.max():.3f} | {d.mean():.4f} | {int(((p > op['threshold']) != calls0).sum())} of {len(files)} |")
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--checkpoint', help='benchmark this checkpoint instead of the two default models')
@@ -99,7 +129,11 @@ def main():
     ap.add_argument('--export-all', action='store_true', help='export every registered model (untrained, 64 px) and report time and parity')
     ap.add_argument('--uploads', metavar='DIR', help='send the images of DIR (up to 16, in turn) to the server instead of random 128-px PNGs')
     ap.add_argument('--server-only', action='store_true', help='skip the runtime rows: only the web API under load')
+    ap.add_argument('--resampling', metavar='DIR', help="with --checkpoint: only compare the course's resize with other resizers on DIR's images")
     args = ap.parse_args()
+    if args.resampling:
+        if not args.checkpoint: raise SystemExit('--resampling needs --checkpoint (a trained model)')
+        return resampling_rows(Path(args.checkpoint).expanduser(), Path(args.resampling))
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores; {torch.get_num_threads()} torch threads by default")
     tmp = Path(tempfile.mkdtemp())
     ckpts = [Path(args.checkpoint)] if args.checkpoint else [

@@ -23,11 +23,12 @@ def _need_jupyter():
         raise RuntimeError(f'grading needs nbformat, nbclient and ipykernel ({e}): pip install nbformat nbclient ipykernel') from None
 
 # %% auto #0
-__all__ = ['BEGIN', 'END', 'STUB', 'SKIP_FLAGS', 'MAX_OUTPUT_MB', 'UNMARKED', 'CSV_FIELDS', 'InvalidNotebook', 'read_notebook',
-           'parse_points', 'is_check_cell', 'has_solution', 'Exercise', 'find_exercises', 'strip_solutions',
-           'student_notebook', 'student_edition', 'restore_checks', 'error_line', 'skipped', 'run_notebook',
-           'grade_submission', 'grade_notebook', 'GradingWarning', 'missing_records', 'grade', 'grades_table',
-           'write_grades', 'add_student_args', 'student_command', 'add_grade_args', 'grade_command']
+__all__ = ['BEGIN', 'END', 'STUB', 'SKIP_FLAGS', 'MAX_OUTPUT_MB', 'UNMARKED', 'NOT_SUBMITTED', 'CSV_FIELDS', 'InvalidNotebook',
+           'read_notebook', 'parse_points', 'is_check_cell', 'has_solution', 'Exercise', 'find_exercises',
+           'strip_solutions', 'student_notebook', 'student_edition', 'restore_checks', 'error_line', 'skipped',
+           'run_notebook', 'grade_submission', 'grade_notebook', 'GradingWarning', 'missing_records', 'grade',
+           'grades_table', 'write_grades', 'add_student_args', 'student_command', 'add_grade_args',
+           'keep_earlier_grades', 'grade_command']
 
 # %% ../nbs/11_grading.ipynb #5847d0bd
 class InvalidNotebook(ValueError):
@@ -222,9 +223,9 @@ def _kernel_tools():
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbclient.util import ensure_async
     class CappedClient(NotebookClient):
-        "nbclient's client, keeping at most `max_output` bytes of output a cell: past that it drops the rest and interrupts the kernel"
+        "nbclient's client, keeping at most `max_output` bytes of output a cell: past that it drops the rest and stops the kernel"
         def __init__(self, *args, max_output:int, **kwargs):
-            super().__init__(*args, **kwargs); self.max_output, self.sizes, self.flooded = max_output, {}, None
+            super().__init__(*args, **kwargs); self.max_output, self.sizes, self.flooded, self.interrupting = max_output, {}, None, None
         def output(self, outs, msg, display_id, cell_index):
             c = msg['content']
             n = len(c.get('text', '')) + sum(len(str(v)) for v in (c.get('data') or {}).values()) + len(str(c.get('traceback', '')))
@@ -232,8 +233,12 @@ def _kernel_tools():
             if self.sizes[cell_index] <= self.max_output: return super().output(outs, msg, display_id, cell_index)
             if self.flooded is None:  # once: the cell is stopped as a timeout stops it
                 self.flooded = cell_index
-                asyncio.ensure_future(ensure_async(self.km.interrupt_kernel()))
+                # stopped, not interrupted: an interrupt that lands after the cell's last print, outside its code, can leave no reply to wait for
+                self.interrupting = asyncio.ensure_future(ensure_async(self.km.shutdown_kernel(now=True)))  # held: asyncio keeps tasks weakly
             return None
+        def clear_output(self, outs, msg, cell_index):  # a progress display that redraws itself keeps only its last frame
+            self.sizes[cell_index] = 0
+            return super().clear_output(outs, msg, cell_index)
     class ThisPythonKernel(AsyncKernelManager):
         "An ipykernel on `sys.executable`, whatever kernel the notebook names"
         @property
@@ -299,9 +304,10 @@ def run_notebook(nb, # the notebook to run (its outputs are filled in)
                 if cell.cell_type != 'code' or skipped(cell.source): continue
                 try: client.execute_cell(cell, i)
                 except CellTimeoutError: stopped = (i, 'stopped', f'cell {i} ran longer than the {timeout:g} s timeout'); break
-                except DeadKernelError: stopped = (i, 'crashed', f'the kernel died in cell {i}'); break
+                except DeadKernelError:
+                    if client.flooded is None: stopped = (i, 'crashed', f'the kernel died in cell {i}'); break
                 if client.flooded is not None:
-                    stopped = (i, 'stopped', f'cell {i} printed more than {max_output_mb:g} MB of output'); errors.pop(i, None); break
+                    stopped = (i, 'stopped', f'cell {i} printed more than {max_output_mb:g} MB of output'); errors.pop(i, None); ran.discard(i); break
     if stopped: _cancel_output_pollers()
     return dict(errors=errors, ran=ran, stopped=stopped)
 
@@ -379,27 +385,37 @@ def _digest(path:Path) -> str|None:
     try: return hashlib.sha1(path.read_bytes()).hexdigest()
     except OSError: return None  # deleted meanwhile: that is a change too
 
-def _visible_files(folder:Path) -> list[Path]:
-    return sorted(p for p in folder.rglob('*') if not p.is_dir() and not any(s.startswith('.') for s in p.relative_to(folder).parts))  # a dangling link too
+NOT_SUBMITTED = re.compile(r'^grades(-.*)?\.(json|csv)$')  # the grader's own files, when --out is the submissions folder
 
-def _submissions(folder:Path) -> list[Path]:
+def _not_submitted(part:str) -> bool: return part.startswith('.') or part == '__MACOSX'  # hidden; a Mac's zip metadata
+
+def _visible_files(folder:Path, out:Path|None=None) -> list[Path]:
+    "The files below `folder` (a dangling link too), without hidden ones, a Mac's zip metadata, and the grader's output in `out`"
+    out = out.resolve() if out else None
+    def keep(p:Path) -> bool:
+        if p.is_dir() or any(_not_submitted(s) for s in p.relative_to(folder).parts): return False
+        return not (out and (out in p.resolve().parents and (out != folder.resolve() or NOT_SUBMITTED.match(p.name))))
+    return sorted(p for p in folder.rglob('*') if keep(p))
+
+def _submissions(folder:Path, out:Path|None=None) -> list[Path]:
     "The notebooks in `folder` (any depth, `.ipynb` in any case), or `folder` itself if it is a file; a warning names the other files"
     if folder.is_file(): return [folder]
     if not folder.is_dir():
         raise FileNotFoundError(f'{folder}: no such ' + ('notebook' if folder.suffix.lower() == '.ipynb' else 'folder of submissions'))
-    files = _visible_files(folder)
+    files = _visible_files(folder, out)
     if other := [p for p in files if p.suffix.lower() != '.ipynb']:
         warnings.warn(f"{len(other)} file(s) in {folder} are not notebooks and were not graded: "
                       f"{', '.join(str(p.relative_to(folder)) for p in other[:5])}{', ...' if len(other) > 5 else ''}", GradingWarning, stacklevel=3)
     return [p for p in files if p.suffix.lower() == '.ipynb']
 
-def missing_records(subs:list[Path], root:Path, exercises:dict) -> list[dict]:
+def missing_records(subs:list[Path], root:Path, exercises:dict, out:Path|None=None) -> list[dict]:
     "A 0-point record for each notebook of the assignment (a reference notebook anyone in the class handed in) that a student's folder lacks"
-    by_student = {}
-    for s in subs: by_student.setdefault(_student(s, root), set()).add(s.name)
+    by_student = {}  # a student is a folder right below `root`; their notebooks may lie deeper (alice/week1/...)
+    for s in subs:
+        if (first := _student(s, root).split('/')[0]): by_student.setdefault(first, set()).add(s.name)
+    out = out.resolve() if out else None
     for d in (root.iterdir() if root.is_dir() else ()):  # a student's folder with no notebook at all
-        if d.is_dir() and not d.name.startswith('.') and not any(k == d.name or k.startswith(d.name + '/') for k in by_student): by_student[d.name] = set()
-    by_student.pop('', None)  # notebooks in the top folder: no student folder to hold the others
+        if d.is_dir() and not _not_submitted(d.name) and d.resolve() != out: by_student.setdefault(d.name, set())
     return [_notebook_record(root/student/name, root, exercises[name], 'missing', f'not handed in: no {name} in {student}/')
             for student, names in sorted(by_student.items()) for name in sorted(set(exercises) - names)]
 
@@ -408,13 +424,15 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
           timeout:float=120, # seconds a cell may run before its notebook is stopped
           workers:int=1, # notebooks graded at once (each runs in its own kernel)
           on_result:Callable|None=None, # called with each record as soon as it is made (from worker threads when workers > 1)
+          out_dir:Path|str|None=None, # where the grades go: its `grades*` files (and the folder, if inside the submissions) are not submissions
          ) -> list[dict]:
     "Grade every submitted notebook against the reference of the same name; one record per notebook"
     subs_root, ref_dir = Path(submissions_dir), Path(reference_dir)
     if not ref_dir.exists(): raise FileNotFoundError(f'{ref_dir}: reference notebooks not found; pass --reference (the course nbs/ folder)')
     refs = {ref_dir.name: ref_dir} if ref_dir.is_file() else {p.name: p for p in _notebooks_in(ref_dir)}
     if not subs_root.exists(): raise FileNotFoundError(f'{subs_root}: no such ' + ('notebook' if subs_root.suffix.lower() == '.ipynb' else 'folder of submissions'))
-    subs = _submissions(subs_root)
+    out_dir = Path(out_dir) if out_dir else None
+    subs = _submissions(subs_root, out_dir)
     if not subs: raise FileNotFoundError(f'{subs_root}: no submitted notebooks (*.ipynb) found')
     root = subs_root if subs_root.is_dir() else subs_root.parent
     # Everything is read before any student's code runs: a notebook can write to files, but not to what is graded
@@ -436,7 +454,7 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
     if workers <= 1: res = [_one(s) for s in subs]
     else:
         with ThreadPoolExecutor(workers) as ex: res = list(ex.map(_one, subs))
-    for rec in (missing_records(subs, root, exercises) if subs_root.is_dir() else []):  # one notebook graded: no class
+    for rec in (missing_records(subs, root, exercises, out_dir) if subs_root.is_dir() else []):  # one notebook graded: no class
         res.append(rec)
         if on_result: on_result(rec)
     res.sort(key=lambda r: (r['student'], r['notebook']))
@@ -518,6 +536,16 @@ def add_grade_args(p:argparse.ArgumentParser):
     p.add_argument('--timeout', type=float, default=120, metavar='S', help='seconds a cell may run before its notebook is stopped (default 120)')
     p.add_argument('--workers', type=int, default=1, metavar='N', help='notebooks graded at once, each in its own kernel (default 1)')
 
+def keep_earlier_grades(out:Path):
+    "Rename an earlier run's grades.csv and grades.json to grades-<when they were written>.*, so that none is left beside this run's as if it were this run's"
+    for old in [out/'grades.csv', out/'grades.json']:
+        if not old.exists(): continue
+        stamp, n = f"{datetime.fromtimestamp(old.stat().st_mtime):%Y%m%d-%H%M%S}", 1
+        kept = out/f"grades-{stamp}{old.suffix}"
+        while kept.exists(): n += 1; kept = out/f"grades-{stamp}-{n}{old.suffix}"
+        try: os.replace(old, kept); print(f'note: the earlier {old.name} is now {kept}', file=sys.stderr)
+        except OSError as e: print(f'warning: could not set the earlier {old} aside ({e.strerror or e}); this run replaces it at the end', file=sys.stderr)
+
 def grade_command(args) -> int:
     "Run `fracture-course grade`"
     if not 0 < args.timeout < math.inf: raise ValueError(f'--timeout must be a positive number of seconds, not {args.timeout:g}')
@@ -527,16 +555,15 @@ def grade_command(args) -> int:
     out = Path(args.out) if args.out else sub if sub.is_dir() else sub.parent
     try: out.mkdir(parents=True, exist_ok=True)  # now, not after hours of grading
     except OSError as e: raise ValueError(f'--out {out}: cannot make this folder ({e.strerror or e}); choose another --out') from None
-    if (old := out/'grades.csv').exists():  # an earlier run's: never left beside this run's grades.json as if it were this run's
-        os.replace(old, out/'grades-previous.csv'); print(f'note: the earlier {old} is now {out/"grades-previous.csv"}', file=sys.stderr)
     info, done, lock, warned = dict(reference=args.reference, timeout=args.timeout), [], threading.Lock(), []
     def save_so_far(rec):  # a grader stopped half-way (a submission can kill it) keeps every grade made
         with lock:
+            if not done: keep_earlier_grades(out)
             done.append(rec)
             try: write_grades(done, out, complete=False, **info)
             except OSError as e:  # e.g. grades.csv open in a spreadsheet on Windows: warn once, grade on, write at the end
                 if not warned: warned.append(e); print(f'warning: cannot update the grades in {out} yet ({e}); grading goes on', file=sys.stderr)
-    res = grade(args.submissions, args.reference, args.timeout, args.workers, on_result=save_so_far)
+    res = grade(args.submissions, args.reference, args.timeout, args.workers, on_result=save_so_far, out_dir=out)
     print(grades_table(res))
     try: js, cs = write_grades(res, out, **info)
     except OSError as e:  # grades.csv held open, say: the grades go under another name rather than being lost

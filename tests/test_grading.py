@@ -403,10 +403,37 @@ def test_grades_json_keeps_numbers_as_numbers_and_an_earlier_csv_is_set_aside(ti
     assert grade_command(p.parse_args([str(subs), '--reference', str(ref), '--out', str(tmp_path/'out'), '--timeout', '30'])) == 0
     doc = json.loads((tmp_path/'out'/'grades.json').read_text())
     assert doc['points'] == 0.9 and doc['notebooks'][0]['points'] == 0.3 and doc['timeout'] == 30.0  # not 0.30000000000000004, not '30.0'
-    assert (tmp_path/'out'/'grades-previous.csv').read_text() == 'student,points\nold,1\n' and 'old' not in (tmp_path/'out'/'grades.csv').read_text()
-    assert 'grades-previous.csv' in capsys.readouterr().err
+    (kept,) = (tmp_path/'out').glob('grades-2*.csv')  # named after when it was written
+    assert kept.read_text() == 'student,points\nold,1\n' and 'old' not in (tmp_path/'out'/'grades.csv').read_text()
+    assert f'is now {kept}' in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match='typo/tiny.ipynb: no such notebook'): grade_command(p.parse_args([str(tmp_path/'typo'/'tiny.ipynb')]))
     assert not (tmp_path/'typo').exists()  # no stray folder made for the grades
+    with pytest.raises(FileNotFoundError, match='reference notebooks not found'):  # a run that grades nothing sets nothing aside
+        grade_command(p.parse_args([str(subs), '--reference', str(tmp_path/'nope'), '--out', str(tmp_path/'out')]))
+    assert (tmp_path/'out'/'grades.csv').exists() and len(list((tmp_path/'out').glob('grades-2*'))) == 1
+    assert grade_command(p.parse_args([str(subs), '--reference', str(ref), '--timeout', '30'])) == 0  # --out: the submissions folder itself
+    assert grade_command(p.parse_args([str(subs), '--reference', str(ref), '--timeout', '30'])) == 0  # twice: the grades are not submissions
+    err = capsys.readouterr().err
+    assert 'not notebooks' not in err and len(list(subs.glob('grades-2*.json'))) == 1
+
+def test_students_are_the_folders_below_the_submissions(tiny, tmp_path):
+    "alice/week1 and alice/week2 are one student; a Mac's __MACOSX folder and the grades folder are nobody; bob handed in nothing"
+    ref, stu, subs = tiny
+    nbformat.write(nbformat.v4.new_notebook(cells=code(solution('one', 'return 1'), '#| points: 2\nassert one(0) == 1')), ref/'second.ipynb')
+    hand_in(stu, subs/'alice'/'week1'/'tiny.ipynb', SOLVED); shutil.copy(ref/'second.ipynb', subs/'alice'/'week2'/'second.ipynb') if (subs/'alice'/'week2').mkdir() is None else None
+    (subs/'bob').mkdir(); (subs/'__MACOSX'/'alice').mkdir(parents=True); (subs/'__MACOSX'/'alice'/'notes').write_text('x')
+    (subs/'grades').mkdir(); (subs/'grades'/'grades.csv').write_text('x')
+    res = grade(subs, ref, timeout=60, out_dir=subs/'grades')
+    assert [(r['student'], r['notebook'], r['status']) for r in res] == [
+        ('alice/week1', 'tiny.ipynb', 'completed'), ('alice/week2', 'second.ipynb', 'completed'), ('bob', 'second.ipynb', 'missing'), ('bob', 'tiny.ipynb', 'missing')]
+
+def test_a_flood_in_a_check_and_a_progress_display_that_redraws(tmp_path):
+    "A flood is blamed on the flood, not on an input transformer; output cleared as it is redrawn does not count against the limit"
+    from fracture_course.grading import run_notebook
+    nb = nbformat.v4.new_notebook(cells=code('from IPython.display import clear_output',
+        'for i in range(30): clear_output(wait=True); print("z" * 20_000)', 'print("x" * 200_000)', 'y = 1'))
+    r = run_notebook(nb, tmp_path, timeout=60, max_output_mb=0.1)
+    assert r['stopped'] == (2, 'stopped', 'cell 2 printed more than 0.1 MB of output') and r['ran'] == {0, 1} and not r['errors'], r
 
 def test_the_grader_skips_the_cells_nbdev_test_skips():
     "SKIP_FLAGS is the course's tst_flags: a cell nbdev-test leaves out (the main job's training) is left out by the grader too"

@@ -20,10 +20,10 @@ __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SID
            'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'label_from_name', 'Item', 'FractureData', 'UnreadableImage',
            'DamagedImageWarning', 'TruncatedImage', 'is_dicom', 'load_image', 'deflated_size', 'write_dicom',
            'dicom_summary', 'read_dicom', 'modality_warning', 'file_digest', 'fingerprints', 'split_items',
-           'split_digest', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes',
-           'load_dataset', 'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport',
-           'audit', 'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples',
-           'image_stats', 'plot_image_stats']
+           'split_digest', 'split_of', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest',
+           'item_boxes', 'header_problem', 'drop_unopenable', 'load_dataset', 'resolve_source', 'describe_source',
+           'load_course_data', 'ImageDataset', 'AuditReport', 'audit', 'add_audit_args', 'audit_command',
+           'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats', 'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -156,12 +156,10 @@ def load_image(path:Path|str, # image file
     data = _file_bytes(path)
     if is_dicom(path, data[:132]): return _dicom_bytes(data, path, max_side, min_side)  # see "DICOM radiographs" below
     try:
-        with warnings.catch_warnings(record=True) as caught:  # Pillow's warning about a very large image does not name the file
-            warnings.simplefilter('always', Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-        for w in caught:
-            if issubclass(w.category, Image.DecompressionBombWarning): warnings.warn(f"{path}: {w.message}", w.category, stacklevel=2)
-            else: warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        img = Image.open(io.BytesIO(data))
+        if (most := Image.MAX_IMAGE_PIXELS) and img.width * img.height > most:  # Pillow has warned, without naming the file
+            warnings.warn(f"{path}: {img.width * img.height:,} pixels, more than Pillow's decompression-bomb limit of {most:,}; "
+                          "read anyway, shrunk while decoding", Image.DecompressionBombWarning, stacklevel=2)
         if max_side and img.format == 'JPEG': img.draft('L', (max_side, max_side))  # decode JPEGs at reduced size
     except UnidentifiedImageError as e:
         if data[:2] in _HEADER_FIRST:  # perhaps a DICOM without preamble nor suffix
@@ -568,6 +566,10 @@ def split_digest(data:FractureData, # a dataset with its splits assigned
 _SPLIT_NAMES = {'train': 'train', 'training': 'train', 'val': 'valid', 'valid': 'valid', 'validation': 'valid',
                 'test': 'test', 'testing': 'test'}
 
+def split_of(name:str) -> str|None:
+    "The split a folder (or manifest value) names: `train`, `valid` or `test`, in the usual spellings (`Training_data`, `test set`, `VAL`), or None"
+    return _SPLIT_NAMES.get(re.sub(r'[\s_-]*(data|set|images|split)$', '', name.strip().lower()))
+
 def _class_dirs(d:Path) -> dict:
     "Subfolders of `d` that name a class, as {label: [folders]}"
     out = defaultdict(list)
@@ -621,7 +623,7 @@ def read_split_folders(root:Path|str, # folder holding train/, val/ (or valid/),
     root = Path(root); skipped, items = [], []
     by_split = defaultdict(list)
     for p in sorted(root.iterdir()):
-        if p.is_dir() and p.name.lower() in _SPLIT_NAMES: by_split[_SPLIT_NAMES[p.name.lower()]].append(p)
+        if p.is_dir() and split_of(p.name): by_split[split_of(p.name)].append(p)
     twice = {s: [p.name for p in ps] for s, ps in by_split.items() if len(ps) > 1}
     if twice: raise ValueError(f"{root}: several folders hold the same split ({'; '.join(f'{s}: {names}' for s, names in twice.items())}); "
                                "merge them into one, or move one away, so that no image is left out.")
@@ -636,7 +638,7 @@ def read_split_folders(root:Path|str, # folder holding train/, val/ (or valid/),
             raise ValueError(f"{d} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in d.iterdir() if p.is_dir()]}")
         items += _scan_class_dirs(dirs, split, skipped)
         _unread_here(d, skipped, f"the {d.name}/ split")
-    _unread_here(root, skipped, root.name, lambda name: name.lower() in _SPLIT_NAMES, 'split folder (train, val or test)')
+    _unread_here(root, skipped, root.name, lambda name: split_of(name) is not None, 'split folder (train, val or test)')
     if 'valid' not in found and 'train' in found:
         tr = [o for o in items if o.split == 'train']
         split_items(tr, (1 - valid_frac, valid_frac), seed, splits=('train', 'valid'), strata_key=None)
@@ -719,7 +721,7 @@ def _row_split(csv_path:Path, i:int, r:dict, splits_given:bool):
     "The split a manifest row names (None when the manifest names none); an unknown or missing one is an error"
     raw = str(r.get('split') or '').strip()
     if not splits_given: return None
-    split = _SPLIT_NAMES.get(raw.lower())
+    split = split_of(raw)
     if split is None: raise ValueError(f"{csv_path} line {i}: split {raw!r} is not one of {', '.join(sorted(_SPLIT_NAMES))}; "
                                        "give every row a split, or none (then the course makes a stratified split).")
     return split
@@ -797,7 +799,7 @@ def _layout(p:Path) -> tuple[str, Path]|None:
     if (p/'dataset.csv').is_file() and (p/'images').is_dir():  # FracAtlas's table, or a manifest that happens to share its name
         return ('manifest', p/'dataset.csv') if _is_manifest(p/'dataset.csv') else ('fracatlas', p)
     if (p/'manifest.csv').is_file(): return 'manifest', p/'manifest.csv'
-    if any(s.is_dir() and s.name.lower() in _SPLIT_NAMES and _class_dirs(s) for s in p.iterdir()): return 'split', p
+    if any(s.is_dir() and split_of(s.name) and _class_dirs(s) for s in p.iterdir()): return 'split', p
     if set(_class_dirs(p)) == {0, 1}: return 'classes', p
     return None
 
@@ -806,11 +808,32 @@ def _find_root(d:Path, depth:int=4, others:list|None=None) -> tuple[str, Path]|N
     level = [d]
     for _ in range(depth):
         found = [(p, f) for p in level if (f := _layout(p))]
+        found.sort(key=lambda pf: 'augment' in pf[0].name.lower())  # an original set before its augmented copies, which a random split would leak
         if found:
             if others is not None: others += [p for p, _ in found[1:]]
             return found[0][1]
         level = [s for p in level for s in sorted(p.iterdir()) if s.is_dir() and not s.name.startswith(('.', '__'))]
     return None
+
+def header_problem(path:Path|str) -> str|None:
+    "Why an image file cannot even be opened (empty, cut inside its header, not an image), or None; reads the header only, no pixel"
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0: return 'empty file (0 bytes)'
+        if is_dicom(path): return None  # pydicom names its own problems when the file is read
+        with Image.open(path) as im: im.size
+    except UnidentifiedImageError: return 'not an image Pillow can read'
+    except Exception as e: return f"unreadable image header ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+    return None
+
+def drop_unopenable(data:FractureData) -> FractureData:
+    "Move the items whose file cannot be opened (`header_problem`) to `data.skipped`, with the reason: they are named, and cannot stop a training run half-way"
+    keep = []
+    for o in data.items:
+        if (why := header_problem(o.path)): data.skipped.append({'path': str(o.path), 'reason': why, 'unreadable': True})
+        else: keep.append(o)
+    data.items = keep
+    return data
 
 def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV manifest
                  seed:int=42, # seed for splits the dataset does not provide
@@ -820,7 +843,7 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
     if not path.exists(): raise FileNotFoundError(f"Dataset path {path} does not exist. Point FRACTURE_DATASET (or --data) at a dataset folder.")
     if path.is_file():
         if path.suffix.lower() != '.csv': raise ValueError(f"{path} is a file but not a CSV manifest.\n{LAYOUTS}")
-        data = read_manifest(path, seed); data.source = str(path.absolute())
+        data = drop_unopenable(read_manifest(path, seed)); data.source = str(path.absolute())
         return data
     others = []
     found = _find_root(path, others=others)
@@ -832,9 +855,11 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
     elif kind == 'manifest': data = read_manifest(root, seed, name=root.parent.name)
     elif kind == 'split': data = read_split_folders(root, seed, name=root.name)
     else: data = read_class_folders(root, seed=seed, name=root.name)
-    data.skipped += [{'path': str(p), 'reason': f"another dataset beside {data.root}: not read (point at it to use it)"} for p in others]
+    data.skipped += [{'path': str(p), 'reason': f"augmented copies beside {data.root}: not read (copies of one picture in several splits would leak; "
+                      "augment the training split with the course's transforms instead)" if 'augment' in p.name.lower() else
+                      f"another dataset beside {data.root}: not read (point at it to use it)"} for p in others]
     data.source = str(path.absolute())
-    return data
+    return drop_unopenable(data)
 
 # %% ../nbs/02_data.ipynb #e1238179
 KNOWN_KAGGLE = {
@@ -1041,8 +1066,9 @@ def audit(data:FractureData|Path|str, # a loaded dataset, or a path for `load_da
     conflicts = [{'path': str(o.path), 'folder_label': o.label_name, 'other_label': CLASSES[o.meta['csv_label']]}
                  for o in data.items if 'csv_label' in o.meta and o.meta['csv_label'] != o.label]
     return AuditReport(data.name, str(data.root), data.counts(), sizes, dict(Counter(f.get('mode', '?') for f in ok)),
-                       [{'path': f['path'], 'reason': f['error']} for f in facts if 'error' in f],
-                       [f['path'] for f in facts if f.get('damaged')], data.skipped, dups, near, conflicts,
+                       [{'path': s['path'], 'reason': s['reason']} for s in data.skipped if s.get('unreadable')]  # left out by load_dataset
+                       + [{'path': f['path'], 'reason': f['error']} for f in facts if 'error' in f],
+                       [f['path'] for f in facts if f.get('damaged')], [s for s in data.skipped if not s.get('unreadable')], dups, near, conflicts,
                        round(time.perf_counter() - t0, 2), dicom,
                        [{k: f[k] for k in ('path', 'width', 'height')} for f in facts if f.get('small')], split_digest(data), list(data.notes))
 

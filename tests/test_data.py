@@ -363,8 +363,13 @@ def test_a_decompression_bomb_is_refused_with_advice(tmp_path, monkeypatch):
     with pytest.raises(UnreadableImage, match=r'huge.png: Image size \(4096 pixels\) exceeds .* downscale it \(any image editor will\), or, from Python, raise PIL.Image.MAX_IMAGE_PIXELS'):
         load_image(tmp_path/'huge.png')
     monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 3000)  # between 1 and 2 x the limit: Pillow only warns, and its warning names no file
-    with pytest.warns(Image.DecompressionBombWarning, match=r'huge.png: Image size \(4096 pixels\) exceeds limit of 3000 pixels'):
+    with pytest.warns(Image.DecompressionBombWarning, match=r"huge.png: 4,096 pixels, more than Pillow's decompression-bomb limit of 3,000"):
         assert load_image(tmp_path/'huge.png').size == (64, 64)
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True), ThreadPoolExecutor(8) as ex: list(ex.map(lambda _: load_image(tmp_path/'huge.png'), range(64)))
+    assert warnings.filters == filters  # loading in threads leaves the process's warning filters as they were
 
 
 def test_partial_false_refuses_a_cut_file_while_other_threads_flip_pillows_switch(tmp_path):
@@ -464,3 +469,29 @@ def test_images_with_several_frames_or_pixels_that_are_no_numbers_are_refused(tm
         b = a.copy(); b[3, 3] = bad; Image.fromarray(b).save(tmp_path/'hole.tif')
         with pytest.raises(UnreadableImage, match=r'hole\.tif: 1 of 1600 pixels are not numbers \(NaN or infinite\); export the image again'):
             load_image(tmp_path/'hole.tif')
+
+def test_files_that_cannot_be_opened_are_left_out_by_name_not_met_in_training(tmp_path):
+    "A 0-byte file or one cut inside its header would stop a training run half-way (Kaggle's input cannot be edited): load_dataset names and skips them"
+    from fracture_course.data import load_dataset
+    from fracture_course.transforms import ImageCache, grey_preset
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=4)
+    (root/'train'/'fractured'/'zero.png').write_bytes(b'')
+    (root/'train'/'not fractured'/'head.jpg').write_bytes((root/'train'/'fractured'/'0_0.jpg').read_bytes()[:300])
+    data = load_dataset(root)
+    reasons = {Path(s['path']).name: s['reason'] for s in data.skipped}
+    assert reasons['zero.png'] == 'empty file (0 bytes)' and 'head.jpg' in reasons and len(data.split('train')) == 8
+    assert not {'zero.png', 'head.jpg'} & {o.path.name for o in data.items}
+    assert len(ImageCache(data.split('train'), grey_preset(32)).arr) == 8  # decodes every item left
+
+def test_split_folders_in_other_spellings_and_an_original_set_before_its_augmented_copies(tmp_path):
+    "training_data/testing_data are splits, not two datasets; 'Original Dataset' is read, not 'Augmented Dataset' beside it (its copies would leak across a random split)"
+    from fracture_course.data import load_dataset, split_of
+    assert [split_of(n) for n in ('Training_data', 'test set', 'VAL', 'validation-images', 'trainer')] == ['train', 'test', 'valid', 'valid', None]
+    data = load_dataset(tree(tmp_path/'e', ['training_data', 'testing_data'], classes=('fractured', 'not_fractured'), n=3))
+    n = {s: sum(v.values()) for s, v in data.counts().items()}
+    assert n['test'] == 6 and n['train'] + n.get('valid', 0) == 6 and data.root.name == 'e', data.counts()
+    root = tmp_path/'X-ray Imaging Dataset'
+    tree(root/'Augmented Dataset', [''], classes=('Fractured', 'Non-Fractured'), n=4); tree(root/'Original Dataset', [''], classes=('Fractured', 'Non-Fractured'), n=2)
+    data = load_dataset(root)
+    assert data.root.name == 'Original Dataset' and len(data) == 4
+    assert any(s['path'].endswith('Augmented Dataset') and 'augmented copies' in s['reason'] for s in data.skipped), data.skipped

@@ -71,8 +71,10 @@ def onnx_input_note(preset:Preset) -> str:
     resize = (f"squashed to {r} x {r} with Pillow's img.resize(({r}, {r}), Image.Resampling.BILINEAR, reducing_gap=2.0)" if preset.squash else
               f"the shorter side scaled to {r} with Pillow's img.resize((max({r}, int(w*s)), max({r}, int(h*s))), Image.Resampling.BILINEAR), "
               f"s = {r}/min(w, h), then the centre {r} x {r} crop")
-    return (f"images: uint8 [N, 1, {r}, {r}]: each file read as fracture_course.data.load_image reads it (EXIF orientation applied, "
-            "greyscale, 16-bit and DICOM pixels scaled to 0-255, a side over 2048 px shrunk), then " + resize +
+    return (f"images: uint8 [N, 1, {r}, {r}]: each file read as fracture_course.data.load_image reads it: EXIF orientation applied "
+            "(ImageOps.exif_transpose); JPEGs decoded with img.draft('L', (2048, 2048)), other 8-bit images with img.convert('L'); "
+            "16-bit images stretched from their own minimum and maximum to 0-255; DICOM through its VOI window (fracture_course.data.read_dicom); "
+            "a side over 2048 px shrunk with img.thumbnail((2048, 2048), Image.Resampling.BILINEAR); then " + resize +
             "; other resamplers give other pixels, and so other probabilities")
 
 def export_onnx(checkpoint:str|Path, # a checkpoint written by `fracture-course train` or `save_checkpoint`
@@ -398,7 +400,9 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
     def error(status:int, message:str): return JSONResponse({'error': message, 'notice': NOTICE}, status_code=status)
 
     def too_large(n:int, declared:bool):  # the body's limit leaves room for the multipart form around the file
-        return error(413, f"upload of {'' if declared else 'more than '}{n:,} bytes; this server accepts up to {max_upload_mb:g} MB")
+        r = error(413, f"upload of {'' if declared else 'more than '}{n:,} bytes; this server accepts up to {max_upload_mb:g} MB")
+        r.headers['connection'] = 'close'  # the rest of the body is never read: the connection cannot carry another request
+        return r
     app.add_middleware(UploadLimit, limit=limit + 2**16, refusal=too_large)
 
     @app.exception_handler(RequestValidationError)

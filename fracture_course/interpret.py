@@ -15,7 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .data import CLASSES, IMAGE_EXTS, label_from_name, modality_warning
+from .data import CLASSES, IMAGE_EXTS, is_dicom, label_from_name, modality_warning
 from .transforms import Preset, eval_tfms, resize_boxes, decoded_boxes
 from .learner import load_checkpoint
 from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point, tta_for, _ready_out
@@ -293,18 +293,18 @@ def report_predictions(header:str, # the first line: model, file, threshold and 
                        csv_path:str|Path|None=None) -> int: # also write a CSV row per image here, the unreadable ones included
     "Print a line per scored image (probability, call, file) and the unreadable ones on stderr; 1 if any failed, else 0"
     print(header); print("probability\tcall\timage")
-    rows = []
+    rows = [None] * len(images)  # in the order asked for, one per image, duplicates included
     for i, p in zip(ok, probs.tolist()):
         print(f"{p:.4f}\t{class_names[int(p > threshold)]}\t{images[i]}")
-        rows.append(dict(image=images[i], probability=f'{p:.6f}', call=class_names[int(p > threshold)], threshold=threshold, note=''))
+        rows[i] = dict(image=str(images[i]), probability=f'{p:.6f}', call=class_names[int(p > threshold)], threshold=threshold, note='')
     for row in rows:
-        if w := modality_warning(row['image']): print(f"warning: {row['image']}: {w}", file=sys.stderr); row['note'] = w
+        if row and (w := modality_warning(row['image'])): print(f"warning: {row['image']}: {w}", file=sys.stderr); row['note'] = w
+    reasons = {}
     for path, reason in failed:
-        print(f"error: {path}: {reason}", file=sys.stderr)
-        rows.append(dict(image=str(path), probability='', call='unreadable', threshold=threshold, note=reason))
+        print(f"error: {path}: {reason}", file=sys.stderr); reasons.setdefault(str(Path(path)), []).append(reason)
+    for k, im in enumerate(images):  # the unreadable ones, matched by path as load_inputs names them
+        if rows[k] is None: rows[k] = dict(image=str(im), probability='', call='unreadable', threshold=threshold, note=(reasons.get(str(Path(im))) or ['not scored']).pop(0))
     if csv_path:
-        order = {str(im): k for k, im in enumerate(images)}  # the order the images were asked for
-        rows.sort(key=lambda r: order.get(str(r['image']), len(order)))
         with open(csv_path, 'w', newline='') as f:
             w = csv.DictWriter(f, ['image', 'probability', 'call', 'threshold', 'note']); w.writeheader(); w.writerows(rows)
     if not failed: return 0
@@ -330,6 +330,8 @@ def overlays_would_be_read(out:Path, # the folder asked for the overlays
     "Why overlay PNGs written into `out` would later be read as radiographs, or None: they are safe there"
     out = Path(out).resolve()
     if any(Path(i).resolve().parent == out for i in images): return "it holds the images being scored: a later run over that folder would score the overlays too"
+    if (d := next((Path(i) for i in images if Path(i).is_dir() and (out == Path(i).resolve() or Path(i).resolve() in out.parents)), None)):
+        return f"it is inside the folder {d} given to be scored: a later run over that folder would score the overlays too"
     if (p := _class_folder_above(out)): return f"it is inside the dataset class folder {p}: the next audit or training would take the overlays for radiographs"
     return None
 
@@ -342,23 +344,29 @@ def heatmap_request(args) -> tuple[Path|None, str]:
 
 def image_arguments(paths:Sequence, # the IMAGE arguments: files, or folders of images
                    ) -> list[str]:
-    "`paths` with each folder replaced by the image files below it, sorted (by name: PNG, JPEG, ..., DICOM, or no suffix as DICOM files often have); its other files noted on stderr"
+    "`paths` with each folder replaced by the image files below it, sorted (PNG, JPEG, ... by name; DICOM by name or marker), each image once; a folder's other files noted on stderr"
     out = []
     for p in map(str, paths):
         folder = Path(p)
         if not folder.is_dir(): out.append(p); continue
         files = sorted(f for f in folder.rglob('*') if f.is_file() and not any(s.startswith('.') for s in f.relative_to(folder).parts))
-        images = [f for f in files if f.suffix.lower() in IMAGE_EXTS or not f.suffix]
-        others = [f.name for f in files if not (f.suffix.lower() in IMAGE_EXTS or not f.suffix)]
+        def image_like(f:Path) -> bool:  # by its name, or for a name without one (IM0001, 1.2.840.113619.2.55.1), by DICOM's marker
+            if f.name.upper() == 'DICOMDIR': return False  # a DICOM CD's index, not an image
+            return f.suffix.lower() in IMAGE_EXTS or ((not f.suffix or f.suffix[1:].isdigit()) and is_dicom(f))
+        images = [f for f in files if image_like(f)]
+        others = [f.name for f in files if not image_like(f)]
         if others: print(f"note: {p}: {len(others)} file(s) not taken for images by their names ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})", file=sys.stderr)
         if not images: raise ValueError(f"{p} is a folder with no image file below it (PNG, JPEG, DICOM, ...); pass image files, or a folder of them")
         out += map(str, images)
-    return out
+    seen = set()  # a folder given twice, or a file and its folder: each image once
+    return [p for p in out if not (Path(p).resolve() in seen or seen.add(Path(p).resolve()))]
 
 def check_predict_args(args):
     "Refuse a `--threshold` outside 0..1 or a `--batch-size` below 1, before anything is loaded"
     if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.batch_size < 1: raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if getattr(args, 'csv', None) and (Path(args.csv).is_dir() or not Path(args.csv).absolute().parent.is_dir()):
+        raise ValueError(f"--csv {args.csv}: {'a folder' if Path(args.csv).is_dir() else 'its folder does not exist'}; give a file in an existing folder")
 
 def write_overlays(model:nn.Module, x:torch.Tensor, # the scored images, uint8 [N, 1, R, R] from `load_inputs`
                    images:Sequence, ok:list, probs:torch.Tensor, # the paths asked for, the positions of `x` in them, its probabilities
@@ -382,8 +390,8 @@ def predict_command(args) -> int:
     "Run `fracture-course predict`: probability of fracture per image, optional heat-map overlays; 1 if any image failed"
     from fracture_course.config import pick_device
     check_predict_args(args)
+    out, cam = heatmap_request(args)  # before folders are expanded: an overlay folder inside one given to be scored is refused
     args.images = image_arguments(args.images)
-    out, cam = heatmap_request(args)
     device = pick_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
     preset = _checked_preset(info, args.checkpoint)

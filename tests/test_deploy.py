@@ -331,6 +331,7 @@ def test_a_chunked_upload_is_refused_once_it_passes_the_limit(client, xray):
     r = client.post('/predict', content=body(), headers={'content-type': f'multipart/form-data; boundary={boundary}'})
     assert r.status_code == 413 and r.json()['error'].startswith('upload of more than ') and 'this server accepts up to' in r.json()['error'], r.text
     assert 'content-length' not in r.request.headers  # nothing declared: the middleware counted (TestClient hands the body over whole)
+    assert r.headers['connection'] == 'close'  # the rest of the body is never read: the connection is not reused
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200  # and the server goes on
 
 def test_dicom_upload(client, xray, tmp_path):

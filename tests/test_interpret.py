@@ -13,7 +13,7 @@ from fracture_course.data import Item
 from fracture_course.evaluate import load_inputs
 from fracture_course.interpret import (CAMS, GradCAM, LayerCAM, add_predict_args, explain_layer, heatmap, pointing_by_layer, stage_sides,
                                        explain_split, boxes_on_input, cam_layer, gradcam, heatmap_peak, heatmaps,
-                                       item_input_boxes, point_in_boxes, pointing_baselines, pointing_game, predict_command)
+                                       item_input_boxes, point_in_boxes, pointing_baselines, pointing_game, predict_command, image_arguments)
 from fracture_course.learner import save_checkpoint
 from fracture_course.models import create_model
 from fracture_course.transforms import decode_resize, eval_tfms, grey_preset, imagenet_preset
@@ -227,7 +227,8 @@ def test_predict_a_folder_scores_the_images_below_it_and_names_the_rest(tiny, tm
     import shutil
     (tmp_path/'b'/'sub').mkdir(parents=True)
     shutil.copy(tiny/'img0.png', tmp_path/'b'/'z.png'); shutil.copy(tiny/'img1.png', tmp_path/'b'/'sub'/'a.png')
-    shutil.copy(tiny/'img2.png', tmp_path/'b'/'IM0001')  # a DICOM-style name without a suffix is taken (and read as what it is)
+    from fracture_course.data import write_dicom
+    write_dicom(np.asarray(Image.open(tiny/'img2.png'), np.uint16) * 16, tmp_path/'b'/'IM0001')  # a DICOM named without a suffix is taken
     (tmp_path/'b'/'manifest.csv').write_text('path,label\n'); (tmp_path/'b'/'.hidden.png').write_bytes(b'x')
     assert run_predict([tiny/'model.pt', tmp_path/'b', tiny/'colour.jpg', '--device', 'cpu']) == 0
     out, err = capsys.readouterr()
@@ -342,3 +343,23 @@ def test_predict_writes_a_csv_row_per_image_unreadable_ones_included(tiny, tmp_p
     assert rows[1]['probability'] == '' and rows[1]['note'] and float(rows[0]['threshold']) == 0.37
     printed = {l.split('\t')[2]: float(l.split('\t')[0]) for l in out.splitlines()[2:]}
     assert all(abs(float(r['probability']) - printed[r['image']]) < 1e-4 for r in rows if r['probability'])
+
+
+def test_folder_arguments_dicom_names_duplicates_and_overlays_inside_them(tiny, tmp_path, capsys, monkeypatch):
+    "A DICOM named by its UID is taken and DICOMDIR is not; an image given twice is scored once; overlays may not go inside a folder given to be scored"
+    import shutil, csv
+    from fracture_course.data import write_dicom
+    d = tmp_path/'cd'; d.mkdir()
+    write_dicom(np.asarray(Image.open(tiny/'img0.png'), np.uint16) * 16, d/'1.2.840.113619.2.55.1')
+    (d/'DICOMDIR').write_bytes(b'\0' * 128 + b'DICM'); (d/'README').write_text('a CD')
+    shutil.copy(tiny/'img1.png', d/'b.png')
+    found = image_arguments([d, d/'b.png', str(d) + '/'])
+    assert [Path(p).name for p in found] == ['1.2.840.113619.2.55.1', 'b.png']
+    assert 'DICOMDIR' in capsys.readouterr().err
+    with pytest.raises(ValueError, match='inside the folder .* given to be scored'):
+        run_predict([tiny/'model.pt', d, '--heatmaps', d/'overlays'])
+    monkeypatch.chdir(tiny)  # './bad.png' is reported as 'bad.png': its row still comes first, where it was asked for
+    assert run_predict([tiny/'model.pt', './bad.png', 'img0.png', './img0.png', '--csv', tmp_path/'p.csv', '--device', 'cpu']) == 1
+    rows = list(csv.DictReader(open(tmp_path/'p.csv')))
+    assert [(r['image'], r['call'] == 'unreadable') for r in rows] == [('./bad.png', True), ('img0.png', False)]  # img0.png given twice, scored once
+    with pytest.raises(ValueError, match='--csv .*: its folder does not exist'): run_predict([tiny/'model.pt', tiny/'img0.png', '--csv', tmp_path/'no'/'p.csv'])

@@ -21,9 +21,9 @@ __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SID
            'DamagedImageWarning', 'TruncatedImage', 'is_dicom', 'load_image', 'deflated_size', 'write_dicom',
            'dicom_summary', 'read_dicom', 'modality_warning', 'file_digest', 'fingerprints', 'split_items',
            'split_digest', 'split_of', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest',
-           'item_boxes', 'header_problem', 'drop_unopenable', 'load_dataset', 'resolve_source', 'describe_source',
-           'load_course_data', 'ImageDataset', 'AuditReport', 'audit', 'add_audit_args', 'audit_command',
-           'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats', 'plot_image_stats']
+           'item_boxes', 'header_problem', 'LeftOutWarning', 'drop_unopenable', 'load_dataset', 'resolve_source',
+           'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport', 'audit', 'add_audit_args',
+           'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats', 'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -826,13 +826,18 @@ def header_problem(path:Path|str) -> str|None:
     except Exception as e: return f"unreadable image header ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
     return None
 
+class LeftOutWarning(UserWarning):
+    "Image files of a dataset that could not be opened, and were left out of it"
+
 def drop_unopenable(data:FractureData) -> FractureData:
-    "Move the items whose file cannot be opened (`header_problem`) to `data.skipped`, with the reason: they are named, and cannot stop a training run half-way"
-    keep = []
+    "Move the items whose file cannot be opened (`header_problem`) to `data.skipped`, with the reason, and warn naming them: they cannot stop a training run half-way"
+    keep, bad = [], []
     for o in data.items:
-        if (why := header_problem(o.path)): data.skipped.append({'path': str(o.path), 'reason': why, 'unreadable': True})
+        if (why := header_problem(o.path)): bad.append({'path': str(o.path), 'reason': why, 'unreadable': True})
         else: keep.append(o)
-    data.items = keep
+    data.items, data.skipped = keep, data.skipped + bad
+    if bad: warnings.warn(f"{len(bad)} image file(s) in {data.root} could not be opened and were left out: "
+                          + '; '.join(f"{b['path']} ({b['reason']})" for b in bad[:5]) + ('; ...' if len(bad) > 5 else ''), LeftOutWarning, stacklevel=3)
     return data
 
 def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV manifest
@@ -875,8 +880,11 @@ def _kaggle_attached(slug:str|None=None, base:Path|None=None) -> Path|None:
     if not base.is_dir(): return None
     name = slug.split('/')[1] if slug else None  # OWNER/NAME, or OWNER/NAME/versions/N
     # Kaggle mounts a dataset at /kaggle/input/NAME (newer images: /kaggle/input/datasets/OWNER/NAME)
-    cands = [p for pat in (name, f'*/{name}', f'*/*/{name}') for p in sorted(base.glob(pat))] if name else sorted(base.iterdir())
-    return next((d for d in cands if d.is_dir() and _find_root(d)), None)
+    cands = ([p for pat in (name, f'*/{name}', f'*/*/{name}') for p in sorted(base.glob(pat))] if name else
+             [*sorted(base.glob('datasets/*/*')), *sorted(p for p in base.iterdir() if p.name != 'datasets')])
+    cands = [d for d in cands if d.is_dir()]
+    # the one asked for is returned even in a layout the course does not know, so that reading it says what it holds
+    return next((d for d in cands if _find_root(d)), cands[0] if name and cands else None)
 
 def _kagglehub_download(slug:str) -> Path:
     try: import kagglehub
@@ -924,7 +932,9 @@ def load_course_data(cfg=None, # course settings (default: `get_config()`)
     elif kind == 'kaggle' and p is None: p = _kagglehub_download(cfg.dataset[7:])
     data = load_dataset(p, seed=cfg.seed)
     if kind == 'synthetic': data.name = 'synthetic'
-    if verbose: print(f"Data: {data!r}\n      from {p}")
+    if verbose:
+        print(f"Data: {data!r}\n      from {p}" + (f" (read: {data.root})" if Path(data.root) != Path(p) else ''))
+        for note in data.notes: print(f"      note: {note}")  # how the splits were made when the dataset gives none, or not all
     return data
 
 # %% ../nbs/02_data.ipynb #9ee42236

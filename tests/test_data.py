@@ -495,3 +495,19 @@ def test_split_folders_in_other_spellings_and_an_original_set_before_its_augment
     data = load_dataset(root)
     assert data.root.name == 'Original Dataset' and len(data) == 4
     assert any(s['path'].endswith('Augmented Dataset') and 'augmented copies' in s['reason'] for s in data.skipped), data.skipped
+
+def test_kaggle_mounts_under_datasets_owner_name_and_an_attached_folder_in_an_unknown_layout(tmp_path, monkeypatch, capsys):
+    "auto finds a doubly wrapped dataset at /kaggle/input/datasets/OWNER/NAME; kaggle:OWNER/NAME names an attached folder it cannot read instead of calling it missing"
+    import fracture_course.data as D
+    from fracture_course.data import load_course_data
+    monkeypatch.setattr(D, 'KAGGLE_INPUT', tmp_path/'input')
+    wrapped = tmp_path/'input'/'datasets'/'owner'/'multi-region'/'Bone_Fracture'/'Bone_Fracture'
+    tree(wrapped, ['train', 'val'], n=3)
+    assert resolve_source(get_config(dataset='auto')) == ('kaggle', tmp_path/'input'/'datasets'/'owner'/'multi-region')
+    data = load_course_data(get_config(dataset='auto'))
+    out = capsys.readouterr().out
+    assert f"(read: {wrapped})" in out and "note: no test folder" in out, out  # the folder read, and how the splits were made
+    (tmp_path/'input'/'bone-xrays'/'images').mkdir(parents=True); (tmp_path/'input'/'bone-xrays'/'labels.txt').write_text('x')
+    kind, found = resolve_source(get_config(dataset='kaggle:someone/bone-xrays'))
+    assert (kind, found) == ('kaggle', tmp_path/'input'/'bone-xrays')
+    with pytest.raises(ValueError, match='No fracture dataset layout found in .*bone-xrays'): load_course_data(get_config(dataset='kaggle:someone/bone-xrays'))

@@ -640,6 +640,7 @@ def read_split_folders(root:Path|str, # folder holding train/, val/ (or valid/),
         _unread_here(d, skipped, f"the {d.name}/ split")
     _unread_here(root, skipped, root.name, lambda name: split_of(name) is not None, 'split folder (train, val or test)')
     if 'valid' not in found and 'train' in found:
+        if not notes: notes.append(f"no validation folder: {valid_frac:.0%} of '{found['train'].name}/' is carved out for validation")
         tr = [o for o in items if o.split == 'train']
         split_items(tr, (1 - valid_frac, valid_frac), seed, splits=('train', 'valid'), strata_key=None)
     return FractureData(name or root.name, root, items, skipped, notes)

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/preprocessing.html.md""
 
 # %% ../nbs/03_preprocessing.ipynb #4e63a972
 from __future__ import annotations
-import hashlib, json, math, os, time
+import hashlib, json, math, os, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
@@ -20,7 +20,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .config import progress_bar
-from .data import CLASSES, FractureData, load_image
+from .data import CLASSES, DamagedImageWarning, FractureData, TruncatedImage, load_image
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'Preset', 'imagenet_preset', 'grey_preset', 'decode_resize', 'ToModelInput',
@@ -121,10 +121,15 @@ class ImageCache:
         if path is not None and path.is_file(): self.arr = np.load(path, mmap_mode='r'); self.source = f'loaded {path}'; return
         t0 = time.perf_counter()
         arr = np.empty((len(self.items), 1, preset.resize, preset.resize), np.uint8)
-        def fill(i): arr[i] = decode_resize(self.items[i].path, preset).numpy()
+        partly = []
+        def fill(i):
+            try: arr[i] = decode_resize(self.items[i].path, preset, partial=False).numpy()
+            except TruncatedImage: arr[i] = decode_resize(self.items[i].path, preset).numpy(); partly.append(str(self.items[i].path))  # what decodes
         it = range(len(self.items))
         if progress: it = progress_bar(it, desc='decoding', leave=False)
         with ThreadPoolExecutor(threads or os.cpu_count()) as ex: list(ex.map(fill, it))  # PIL decodes without the GIL
+        if partly: warnings.warn(f"{len(partly)} truncated image(s) decoded only partly, used with what could be decoded: "
+                                 + ', '.join(sorted(partly)[:5]) + (', ...' if len(partly) > 5 else ''), DamagedImageWarning, stacklevel=2)
         self.source = f'decoded {len(arr)} images in {time.perf_counter() - t0:.1f} s'
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -490,6 +490,7 @@ def test_split_folders_in_other_spellings_and_an_original_set_before_its_augment
     data = load_dataset(tree(tmp_path/'e', ['training_data', 'testing_data'], classes=('fractured', 'not_fractured'), n=3))
     n = {s: sum(v.values()) for s, v in data.counts().items()}
     assert n['test'] == 6 and n['train'] + n.get('valid', 0) == 6 and data.root.name == 'e', data.counts()
+    assert data.notes == ["no validation folder: 10% of 'training_data/' is carved out for validation"]
     root = tmp_path/'X-ray Imaging Dataset'
     tree(root/'Augmented Dataset', [''], classes=('Fractured', 'Non-Fractured'), n=4); tree(root/'Original Dataset', [''], classes=('Fractured', 'Non-Fractured'), n=2)
     data = load_dataset(root)

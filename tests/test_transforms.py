@@ -228,3 +228,14 @@ def test_whole_batches_from_a_memory_mapped_cache(tmp_path):
     torch.manual_seed(0); xa = [x for x, _ in a.train]
     torch.manual_seed(0); xb = [x for x, _ in b.train]
     assert len(xa) == len(xb) > 1 and all(torch.equal(p, q) for p, q in zip(xa, xb))
+
+def test_a_truncated_image_is_decoded_partly_and_named_in_a_warning(tmp_path):
+    "Chapter 2's promise on the training path too: a cut file loads with what decodes, and the loaders say which"
+    from PIL import Image
+    from fracture_course.data import DamagedImageWarning, Item
+    from fracture_course.transforms import ImageCache, grey_preset
+    Image.fromarray((np.random.default_rng(0).random((200, 200)) * 255).astype(np.uint8)).save(tmp_path/'whole.jpg', quality=95)
+    (tmp_path/'cut.jpg').write_bytes((tmp_path/'whole.jpg').read_bytes()[:4000])
+    with pytest.warns(DamagedImageWarning, match=r'1 truncated image\(s\) decoded only partly.*cut.jpg'):
+        cache = ImageCache([Item(tmp_path/'whole.jpg', 0), Item(tmp_path/'cut.jpg', 1)], grey_preset(32))
+    assert cache.arr.shape == (2, 1, 32, 32)

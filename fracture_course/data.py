@@ -846,7 +846,7 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
                 ) -> FractureData:
     "Read a fracture dataset in any layout the course knows"
     path = Path(path).expanduser()
-    if not path.exists(): raise FileNotFoundError(f"Dataset path {path} does not exist. Point FRACTURE_DATASET (or --data) at a dataset folder.")
+    if not path.exists(): raise FileNotFoundError(f"Dataset path {path} does not exist; give the folder (or CSV manifest) of a dataset: FRACTURE_DATASET, --data, or audit's PATH.")
     if path.is_file():
         if path.suffix.lower() != '.csv': raise ValueError(f"{path} is a file but not a CSV manifest.\n{LAYOUTS}")
         data = drop_unopenable(read_manifest(path, seed)); data.source = str(path.absolute())
@@ -1086,7 +1086,7 @@ def audit(data:FractureData|Path|str, # a loaded dataset, or a path for `load_da
 # %% ../nbs/02_data.ipynb #639ea90d
 def add_audit_args(p):
     "Arguments of `fracture-course audit`"
-    p.add_argument('path', help='dataset folder (any layout the course reads) or CSV manifest')
+    p.add_argument('path', nargs='?', help='dataset folder (any layout the course reads), CSV manifest, kaggle:OWNER/NAME or synthetic (default: the configured dataset, e.g. FRACTURE_DATASET)')
     p.add_argument('--json', metavar='FILE', help="write the full report as JSON to FILE ('-': print only JSON)")
     p.add_argument('--near-bits', type=int, default=0, metavar='N', help='perceptual-hash bits near-duplicates may differ in (default 0)')
     p.add_argument('--seed', type=int, help="seed of the split made for unsplit datasets (default: the settings' seed, FRACTURE_SEED or 42, as train uses)")
@@ -1109,10 +1109,12 @@ def _check_report_path(out:Path, data:Path):
 def audit_command(args) -> int:
     "Run `fracture-course audit`"
     if args.near_bits < 0 or args.near_bits > 64: raise ValueError(f'--near-bits must be between 0 and 64, not {args.near_bits}')
-    if args.json and args.json != '-': _check_report_path(Path(args.json), Path(args.path))  # before the audit, not after
-    from fracture_course.config import settings_value
+    from fracture_course.config import settings_value, get_config
     seed = args.seed if args.seed is not None else settings_value('seed')  # the split `train` draws, so the audit describes it
-    rep = audit(load_dataset(args.path, seed=seed), near_bits=args.near_bits)
+    if args.path and not (args.path.startswith('kaggle:') or args.path in ('synthetic', 'auto')): data = load_dataset(args.path, seed=seed)
+    else: data = load_course_data(get_config(**({'dataset': args.path} if args.path else {}), seed=seed), verbose=False)  # as train finds it
+    if args.json and args.json != '-': _check_report_path(Path(args.json), Path(data.source or data.root))  # before the audit, not after
+    rep = audit(data, near_bits=args.near_bits)
     js = json.dumps(rep.to_dict(), indent=2, default=str)
     if args.json == '-': print(js); return 0
     print(rep.summary())

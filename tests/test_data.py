@@ -512,3 +512,15 @@ def test_kaggle_mounts_under_datasets_owner_name_and_an_attached_folder_in_an_un
     kind, found = resolve_source(get_config(dataset='kaggle:someone/bone-xrays'))
     assert (kind, found) == ('kaggle', tmp_path/'input'/'bone-xrays')
     with pytest.raises(ValueError, match='No fracture dataset layout found in .*bone-xrays'): load_course_data(get_config(dataset='kaggle:someone/bone-xrays'))
+
+def test_audit_takes_what_train_takes(tmp_path, monkeypatch, capsys):
+    "No PATH: the configured dataset; 'synthetic' and kaggle:OWNER/NAME as train reads them; a missing path is named without advice that does not apply"
+    from fracture_course.cli import main
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache')); monkeypatch.setenv('FRACTURE_SYNTHETIC_N', '120')
+    monkeypatch.setenv('FRACTURE_PROFILE', 'quick'); monkeypatch.setenv('FRACTURE_DATASET', 'synthetic')
+    assert main(['audit', '--json', '-']) == 0
+    counts = json.loads(capsys.readouterr().out)['counts']
+    assert sum(sum(v.values()) for v in counts.values()) == 120
+    assert main(['audit', 'synthetic']) == 0 and 'Audit of synthetic' in capsys.readouterr().out
+    assert main(['audit', str(tmp_path/'nope')]) == 1
+    assert "does not exist; give the folder (or CSV manifest) of a dataset" in capsys.readouterr().err

@@ -489,7 +489,10 @@ def _check_evaluate_args(args):
 def _split_items(data, split:str) -> list:
     "The images of `split` ('all': every image), refused when there are none"
     items = list(data.items) if split == 'all' else data.split(split)
-    if not items: raise ValueError(f"{data.name} has no {split} split (its counts: {data.counts()}); use --split all or another split.")
+    if not items:
+        bad = [s for s in data.skipped if s.get('unreadable')]
+        why = f"; {len(bad)} file(s) could not be opened and were left out, e.g. {bad[0]['path']} ({bad[0]['reason']})" if bad else ''
+        raise ValueError(f"{data.name} has no {split} split (its counts: {data.counts()}){why}; use --split all or another split.")
     return items
 
 def _evaluation_data(args, info:dict) -> tuple[FractureData, int]:
@@ -578,10 +581,12 @@ def evaluate_command(args) -> int:
     score = lambda its: _score(model, its, preset, args, device, op['temperature'], truncated)  # the checkpoint's calibration applies whichever threshold is used
     thr, source, failed_all = _pick_threshold(args, op, data, score)
     probs, targets, failed = score(items); failed_all += failed
+    failed_all += [(s['path'], s['reason']) for s in data.skipped if s.get('unreadable')]  # could not be opened: left out when the data were read
+    skipped = [s for s in data.skipped if not s.get('unreadable')]
     for path, reason in dict(failed_all).items(): print(f"error: {path}: {reason}", file=sys.stderr)
     for path in dict(truncated): print(f"warning: {path}: the file is truncated; scored on the part that decodes, as training read it", file=sys.stderr)
-    for s in data.skipped[:5]: print(f"warning: {s['path']}: {s['reason']} (left out when {data.name} was read)", file=sys.stderr)
-    if len(data.skipped) > 5: print(f"warning: ... and {len(data.skipped) - 5} more file(s) left out when {data.name} was read (all listed in metrics.json)", file=sys.stderr)
+    for s in skipped[:5]: print(f"warning: {s['path']}: {s['reason']} (left out when {data.name} was read)", file=sys.stderr)
+    if len(skipped) > 5: print(f"warning: ... and {len(skipped) - 5} more file(s) left out when {data.name} was read (all listed in metrics.json)", file=sys.stderr)
     if len(probs) == 0: raise ValueError(f"None of the {len(items)} images of {data.name} ({args.split}) could be read.")
     res = {'checkpoint': str(args.checkpoint), 'arch': info.get('arch'), 'data': str(data.root), 'dataset': data.name, 'split': args.split,
            'threshold_source': source, 'threshold_chosen_on_these_images': _threshold_seen(source, data, args.split),
@@ -590,7 +595,7 @@ def evaluate_command(args) -> int:
            **evaluation_report(probs, targets, thr, [o.label for o in (data.split('train') or items)], args.n_boot, seed),
            'unreadable': [{'path': p, 'reason': r} for p, r in failed_all],
            'truncated': list(dict(truncated)),  # scored on the part that decodes
-           'skipped': list(data.skipped)}  # left out when the dataset was read (a listed file missing or listed twice, a file that is no image)
+           'skipped': skipped}  # left out when the dataset was read (a listed file missing or listed twice, a file that is no image)
     out.mkdir(parents=True, exist_ok=True)
     (out/'metrics.json').write_text(json.dumps(_json_ready(res), indent=2, allow_nan=False))
     _save_plots(probs, targets, thr, out)

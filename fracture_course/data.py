@@ -636,7 +636,9 @@ def read_split_folders(root:Path|str, # folder holding train/, val/ (or valid/),
         dirs = _class_dirs(d)
         if set(dirs) != {0, 1}:
             raise ValueError(f"{d} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in d.iterdir() if p.is_dir()]}")
-        items += _scan_class_dirs(dirs, split, skipped)
+        new = _scan_class_dirs(dirs, split, skipped); items += new
+        for l in (0, 1):
+            if not any(o.label == l for o in new): notes.append(f"'{d.name}/' holds no {CLASSES[l]} image: that split has one class, and AUROC, sensitivity or specificity on it are undefined")
         _unread_here(d, skipped, f"the {d.name}/ split")
     _unread_here(root, skipped, root.name, lambda name: split_of(name) is not None, 'split folder (train, val or test)')
     if 'valid' not in found and 'train' in found:
@@ -865,6 +867,9 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
                       "augment the training split with the course's transforms instead)" if 'augment' in p.name.lower() else
                       f"another dataset beside {data.root}: not read (point at it to use it)"} for p in others]
     data.source = str(path.absolute())
+    if kind != 'fracatlas' and root.name.lower() == 'images' and (root.parent/'dataset.csv').is_file():
+        data.notes.append(f"{root} looks like FracAtlas's images folder: point at {root.parent} instead, for its region-stratified split, "
+                          "its fracture boxes and the check of the folder labels against dataset.csv")
     return drop_unopenable(data)
 
 # %% ../nbs/02_data.ipynb #e1238179
@@ -918,7 +923,9 @@ def describe_source(cfg=None) -> str:
     kind, p = resolve_source(cfg)
     if kind == 'synthetic': return 'built-in synthetic radiographs (no real dataset configured or attached)'
     if kind == 'kaggle' and p is None: return f'{cfg.dataset}: not attached; would be downloaded with kagglehub'
-    return f'{kind} dataset at {p}' + ('' if p.exists() else ' (MISSING: fix FRACTURE_DATASET)')
+    if not p.exists(): return f'{kind} dataset at {p} (MISSING: fix FRACTURE_DATASET)'
+    usable = p.suffix.lower() == '.csv' if p.is_file() else _find_root(p) is not None
+    return f'{kind} dataset at {p}' + ('' if usable else f' (NO DATASET LAYOUT FOUND there: run `fracture-course audit {p}` to see why)')
 
 # %% ../nbs/02_data.ipynb #13692db8
 def load_course_data(cfg=None, # course settings (default: `get_config()`)

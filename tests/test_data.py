@@ -524,3 +524,15 @@ def test_audit_takes_what_train_takes(tmp_path, monkeypatch, capsys):
     assert main(['audit', 'synthetic']) == 0 and 'Audit of synthetic' in capsys.readouterr().out
     assert main(['audit', str(tmp_path/'nope')]) == 1
     assert "does not exist; give the folder (or CSV manifest) of a dataset" in capsys.readouterr().err
+
+def test_notes_for_a_one_class_split_a_fracatlas_images_folder_and_an_unusable_path(tmp_path):
+    "What a student would otherwise find out from an AUROC of n/a, a lost region split, or a failed run"
+    from fracture_course.data import load_dataset, describe_source
+    root = tree(tmp_path/'c', ['train', 'test'], n=3)
+    for f in (root/'test'/'fractured').iterdir(): f.unlink()
+    assert any("'test/' holds no fractured image" in n for n in load_dataset(root).notes)
+    fa = tmp_path/'FracAtlas'; tree(fa/'images', [''], classes=('Fractured', 'Non_fractured'), n=3); (fa/'dataset.csv').write_text('image_id,fractured\n')
+    assert any("looks like FracAtlas's images folder: point at" in n for n in load_dataset(fa/'images').notes)
+    (tmp_path/'empty').mkdir()
+    assert 'NO DATASET LAYOUT FOUND' in describe_source(get_config(dataset=str(tmp_path/'empty')))
+    assert 'NO DATASET LAYOUT FOUND' not in describe_source(get_config(dataset=str(root)))

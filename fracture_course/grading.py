@@ -411,8 +411,9 @@ def _submissions(folder:Path, out:Path|None=None) -> list[Path]:
 def missing_records(subs:list[Path], root:Path, exercises:dict, out:Path|None=None) -> list[dict]:
     "A 0-point record for each notebook of the assignment (a reference notebook anyone in the class handed in) that a student's folder lacks"
     by_student = {}  # a student is a folder right below `root`; their notebooks may lie deeper (alice/week1/...)
+    same = {n.lower(): n for n in exercises}  # tiny.IPYNB hands in tiny.ipynb
     for s in subs:
-        if (first := _student(s, root).split('/')[0]): by_student.setdefault(first, set()).add(s.name)
+        if (first := _student(s, root).split('/')[0]): by_student.setdefault(first, set()).add(same.get(s.name.lower(), s.name))
     out = out.resolve() if out else None
     for d in (root.iterdir() if root.is_dir() else ()):  # a student's folder with no notebook at all
         if d.is_dir() and not _not_submitted(d.name) and d.resolve() != out: by_student.setdefault(d.name, set())
@@ -436,19 +437,21 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
     if not subs: raise FileNotFoundError(f'{subs_root}: no submitted notebooks (*.ipynb) found')
     root = subs_root if subs_root.is_dir() else subs_root.parent
     # Everything is read before any student's code runs: a notebook can write to files, but not to what is graded
-    exercises = {name: find_exercises(read_notebook(refs[name]), str(refs[name])) for name in sorted({s.name for s in subs} & set(refs))}
+    same = {r.lower(): r for r in refs}
+    ref_of = {s: s.name if s.name in refs else same.get(s.name.lower()) for s in subs}  # the reference of the same name; the suffix's case aside
+    exercises = {name: find_exercises(read_notebook(refs[name]), str(refs[name])) for name in sorted(set(ref_of.values()) - {None})}
     handed_in = {s: _read_or_error(s) for s in subs}
     before = {p: _digest(p) for p in [*refs.values(), *subs]}
     def _one(s):
-        if s.name not in refs:
+        if ref_of[s] is None:
             lower = {r.lower(): r for r in refs}  # tiny.IPYNB is tiny.ipynb renamed
             near = difflib.get_close_matches(s.name.lower(), list(lower), n=1, cutoff=0.6)
             hint = f'; is it {lower[near[0]]} renamed? Rename it and grade again' if near else ''
             rec = _notebook_record(s, root, [], 'no reference', f'no reference notebook named {s.name} in {ref_dir}{hint}')
         else:
-            try: rec = grade_submission(handed_in[s], s, exercises[s.name], timeout, root)
+            try: rec = grade_submission(handed_in[s], s, exercises[ref_of[s]], timeout, root)
             except Exception as e:  # one odd submission must not stop the class's grading
-                rec = _notebook_record(s, root, exercises[s.name], 'invalid', f'could not be graded ({type(e).__name__}: {e})')
+                rec = _notebook_record(s, root, exercises[ref_of[s]], 'invalid', f'could not be graded ({type(e).__name__}: {e})')
         if on_result: on_result(rec)
         return rec
     if workers <= 1: res = [_one(s) for s in subs]

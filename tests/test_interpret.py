@@ -353,9 +353,12 @@ def test_folder_arguments_dicom_names_duplicates_and_overlays_inside_them(tiny, 
     write_dicom(np.asarray(Image.open(tiny/'img0.png'), np.uint16) * 16, d/'1.2.840.113619.2.55.1')
     (d/'DICOMDIR').write_bytes(b'\0' * 128 + b'DICM'); (d/'README').write_text('a CD')
     shutil.copy(tiny/'img1.png', d/'b.png')
+    (tmp_path/'elsewhere').mkdir(); shutil.copy(tiny/'img2.png', tmp_path/'elsewhere'/'c.png')
+    (d/'linked').symlink_to(tmp_path/'elsewhere'); (d/'gone.png').symlink_to(tmp_path/'nothing.png')
     found = image_arguments([d, d/'b.png', str(d) + '/'])
-    assert [Path(p).name for p in found] == ['1.2.840.113619.2.55.1', 'b.png']
-    assert 'DICOMDIR' in capsys.readouterr().err
+    assert [Path(p).name for p in found] == ['1.2.840.113619.2.55.1', 'b.png', 'c.png']  # a linked folder is followed
+    err = capsys.readouterr().err
+    assert 'DICOMDIR' in err and 'gone.png: a link to a file that does not exist' in err
     with pytest.raises(ValueError, match='inside the folder .* given to be scored'):
         run_predict([tiny/'model.pt', d, '--heatmaps', d/'overlays'])
     monkeypatch.chdir(tiny)  # './bad.png' is reported as 'bad.png': its row still comes first, where it was asked for

@@ -635,7 +635,8 @@ def read_split_folders(root:Path|str, # folder holding train/, val/ (or valid/),
     for split, d in found.items():
         dirs = _class_dirs(d)
         if set(dirs) != {0, 1}:
-            raise ValueError(f"{d} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in d.iterdir() if p.is_dir()]}")
+            raise ValueError(f"{d} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in d.iterdir() if p.is_dir()]}. "
+                             "Images without labels cannot be trained or tested on: move them out, or list the labelled ones in a CSV manifest (path,label[,split]).")
         new = _scan_class_dirs(dirs, split, skipped); items += new
         for l in (0, 1):
             if not any(o.label == l for o in new): notes.append(f"'{d.name}/' holds no {CLASSES[l]} image: that split has one class, and AUROC, sensitivity or specificity on it are undefined")
@@ -653,7 +654,8 @@ def read_class_folders(root:Path|str, # folder with one subfolder per class and 
     root = Path(root); skipped = []
     dirs = _class_dirs(root)
     if set(dirs) != {0, 1}:
-        raise ValueError(f"{root} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in root.iterdir() if p.is_dir()]}")
+        raise ValueError(f"{root} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in root.iterdir() if p.is_dir()]}. "
+                             "Images without labels cannot be trained or tested on: move them out, or list the labelled ones in a CSV manifest (path,label[,split]).")
     items = split_items(_scan_class_dirs(dirs, None, skipped), fracs, seed, strata_key=None)
     _unread_here(root, skipped, root.name)
     return FractureData(name or root.name, root, items, skipped, [f'no split given: made a stratified {"/".join(f"{f:.0%}" for f in fracs)} split (seed {seed})'])

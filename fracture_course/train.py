@@ -359,7 +359,8 @@ def _print_run(r:dict # what `train_run` or `fit_on_devices` returned
     if 'counts' not in r or sum(r['counts'].get('test', {}).values()): _print_test(r)
     else:  # a manifest that lists no test rows
         print(f"No test split in {r['dataset']} (images per split: {r['counts']}), so no test figures. The validation split chose "
-              f"the best epoch and the threshold ({r['threshold']:.3f}), so its figures flatter the model: add rows with split 'test' to measure it.")
+              f"the best epoch and the threshold ({r['threshold']:.3f}), so its figures flatter the model: add a test split to measure it "
+              "(a test/ folder beside train/, or rows with split 'test' in a manifest).")
     if r.get('paths'): print(f"Wrote {', '.join(r['paths'].values())}")
     if r.get('skipped'):
         first = r['skipped'][0]

@@ -98,7 +98,7 @@ def test_print_run_shows_undefined_metrics_as_na(capsys):
     _print_run({'model': 'simple_cnn', 'dataset': 'd', 'weights': 'random initialisation', 'best_epoch': 1, 'seconds': 2.0,
                 'threshold': 0.3, 'target_sensitivity': 0.9, 'counts': counts, 'test_at_threshold': {}, 'test': {}, 'test_trivial': {}})
     out = capsys.readouterr().out
-    assert 'No test split in d' in out and "add rows with split 'test'" in out and 'n/a' not in out and 'AUROC' not in out
+    assert 'No test split in d' in out and "rows with split 'test' in a manifest" in out and 'n/a' not in out and 'AUROC' not in out
 
 
 def test_cli_train_takes_epochs_and_lr_from_the_environment_over_the_recipe(tiny, tmp_path):

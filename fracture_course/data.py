@@ -827,7 +827,9 @@ def header_problem(path:Path|str) -> str|None:
         if path.stat().st_size == 0: return 'empty file (0 bytes)'
         if is_dicom(path): return None  # pydicom names its own problems when the file is read
         with Image.open(path) as im: im.size
-    except UnidentifiedImageError: return 'not an image Pillow can read'
+    except UnidentifiedImageError:
+        with open(path, 'rb') as f: first = f.read(2)
+        return None if first in _HEADER_FIRST else 'not an image Pillow can read'  # perhaps a DICOM without preamble: load_image tells
     except Exception as e: return f"unreadable image header ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
     return None
 

@@ -351,12 +351,13 @@ def test_folder_arguments_dicom_names_duplicates_and_overlays_inside_them(tiny, 
     from fracture_course.data import write_dicom
     d = tmp_path/'cd'; d.mkdir()
     write_dicom(np.asarray(Image.open(tiny/'img0.png'), np.uint16) * 16, d/'1.2.840.113619.2.55.1')
+    (d/'IM0009').write_bytes((d/'1.2.840.113619.2.55.1').read_bytes()[132:])  # the same without its preamble, as archives write them
     (d/'DICOMDIR').write_bytes(b'\0' * 128 + b'DICM'); (d/'README').write_text('a CD')
     shutil.copy(tiny/'img1.png', d/'b.png')
     (tmp_path/'elsewhere').mkdir(); shutil.copy(tiny/'img2.png', tmp_path/'elsewhere'/'c.png')
     (d/'linked').symlink_to(tmp_path/'elsewhere'); (d/'gone.png').symlink_to(tmp_path/'nothing.png')
     found = image_arguments([d, d/'b.png', str(d) + '/'])
-    assert [Path(p).name for p in found] == ['1.2.840.113619.2.55.1', 'b.png', 'c.png']  # a linked folder is followed
+    assert [Path(p).name for p in found] == ['1.2.840.113619.2.55.1', 'IM0009', 'b.png', 'c.png']  # a linked folder is followed
     err = capsys.readouterr().err
     assert 'DICOMDIR' in err and 'gone.png: a link to a file that does not exist' in err
     with pytest.raises(ValueError, match='inside the folder .* given to be scored'):

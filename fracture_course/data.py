@@ -628,8 +628,9 @@ def read_split_folders(root:Path|str, # folder holding train/, val/ (or valid/),
     if twice: raise ValueError(f"{root}: several folders hold the same split ({'; '.join(f'{s}: {names}' for s, names in twice.items())}); "
                                "merge them into one, or move one away, so that no image is left out.")
     found = {s: ps[0] for s, ps in by_split.items()}
-    notes = []
+    notes, val_is_test = [], False
     if 'train' in found and 'test' not in found and 'valid' in found:
+        val_is_test = True
         found = {'train': found['train'], 'test': found['valid']}
         notes.append(f"no test folder: '{found['test'].name}/' is used as the test set and {valid_frac:.0%} of train is carved out for validation")
     for split, d in found.items():
@@ -643,7 +644,7 @@ def read_split_folders(root:Path|str, # folder holding train/, val/ (or valid/),
         _unread_here(d, skipped, f"the {d.name}/ split")
     _unread_here(root, skipped, root.name, lambda name: split_of(name) is not None, 'split folder (train, val or test)')
     if 'valid' not in found and 'train' in found:
-        if not notes: notes.append(f"no validation folder: {valid_frac:.0%} of '{found['train'].name}/' is carved out for validation")
+        if not val_is_test: notes.append(f"no validation folder: {valid_frac:.0%} of '{found['train'].name}/' is carved out for validation")
         tr = [o for o in items if o.split == 'train']
         split_items(tr, (1 - valid_frac, valid_frac), seed, splits=('train', 'valid'), strata_key=None)
     return FractureData(name or root.name, root, items, skipped, notes)

@@ -530,7 +530,8 @@ def test_notes_for_a_one_class_split_a_fracatlas_images_folder_and_an_unusable_p
     from fracture_course.data import load_dataset, describe_source
     root = tree(tmp_path/'c', ['train', 'test'], n=3)
     for f in (root/'test'/'fractured').iterdir(): f.unlink()
-    assert any("'test/' holds no fractured image" in n for n in load_dataset(root).notes)
+    notes = load_dataset(root).notes  # train/ and test/: validation carved from train, and test has one class; both said
+    assert any("'test/' holds no fractured image" in n for n in notes) and any(n.startswith('no validation folder') for n in notes), notes
     fa = tmp_path/'FracAtlas'; tree(fa/'images', [''], classes=('Fractured', 'Non_fractured'), n=3); (fa/'dataset.csv').write_text('image_id,fractured\n')
     assert any("looks like FracAtlas's images folder: point at" in n for n in load_dataset(fa/'images').notes)
     (tmp_path/'empty').mkdir()

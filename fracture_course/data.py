@@ -21,9 +21,10 @@ __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SID
            'DamagedImageWarning', 'TruncatedImage', 'is_dicom', 'load_image', 'deflated_size', 'write_dicom',
            'dicom_summary', 'read_dicom', 'modality_warning', 'file_digest', 'fingerprints', 'split_items',
            'split_digest', 'split_of', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest',
-           'item_boxes', 'header_problem', 'LeftOutWarning', 'drop_unopenable', 'load_dataset', 'resolve_source',
-           'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport', 'audit', 'add_audit_args',
-           'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats', 'plot_image_stats']
+           'item_boxes', 'looks_like_dicom', 'header_problem', 'LeftOutWarning', 'drop_unopenable', 'load_dataset',
+           'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport', 'audit',
+           'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats',
+           'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -593,6 +594,11 @@ def _files_under(d:Path, skipped:list) -> list:
             else: skipped.append({'path': str(f), 'reason': 'a link to a file that does not exist'})
     return sorted(files)  # in path order, as before links were followed: the same items, in the same order, give the same splits
 
+def _no_class_folders(d:Path) -> ValueError:
+    "The error for a folder that should hold one folder per class, with what it holds and what to do"
+    return ValueError(f"{d} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in d.iterdir() if p.is_dir()]}. "
+                      "Images without labels cannot be trained or tested on: move them out, or list the labelled ones in a CSV manifest (path,label[,split]).")
+
 def _is_image(f:Path) -> bool: return f.suffix.lower() in IMAGE_EXTS or is_dicom(f)
 
 def _unread_here(d:Path, skipped:list, what:str, # the folder, the list to record in, and how to name the folder
@@ -636,8 +642,7 @@ def read_split_folders(root:Path|str, # folder holding train/, val/ (or valid/),
     for split, d in found.items():
         dirs = _class_dirs(d)
         if set(dirs) != {0, 1}:
-            raise ValueError(f"{d} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in d.iterdir() if p.is_dir()]}. "
-                             "Images without labels cannot be trained or tested on: move them out, or list the labelled ones in a CSV manifest (path,label[,split]).")
+            raise _no_class_folders(d)
         new = _scan_class_dirs(dirs, split, skipped); items += new
         for l in (0, 1):
             if not any(o.label == l for o in new): notes.append(f"'{d.name}/' holds no {CLASSES[l]} image: that split has one class, and AUROC, sensitivity or specificity on it are undefined")
@@ -655,8 +660,7 @@ def read_class_folders(root:Path|str, # folder with one subfolder per class and 
     root = Path(root); skipped = []
     dirs = _class_dirs(root)
     if set(dirs) != {0, 1}:
-        raise ValueError(f"{root} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in root.iterdir() if p.is_dir()]}. "
-                             "Images without labels cannot be trained or tested on: move them out, or list the labelled ones in a CSV manifest (path,label[,split]).")
+        raise _no_class_folders(root)
     items = split_items(_scan_class_dirs(dirs, None, skipped), fracs, seed, strata_key=None)
     _unread_here(root, skipped, root.name)
     return FractureData(name or root.name, root, items, skipped, [f'no split given: made a stratified {"/".join(f"{f:.0%}" for f in fracs)} split (seed {seed})'])
@@ -821,16 +825,21 @@ def _find_root(d:Path, depth:int=4, others:list|None=None) -> tuple[str, Path]|N
         level = [s for p in level for s in sorted(p.iterdir()) if s.is_dir() and not s.name.startswith(('.', '__'))]
     return None
 
+def looks_like_dicom(path:Path|str) -> bool:
+    "A DICOM by its marker or name (`is_dicom`), or one without preamble, as archives write IM0001: it starts with a group 0002 or 0008 tag"
+    if is_dicom(path): return True
+    try:
+        with open(path, 'rb') as f: return f.read(2) in _HEADER_FIRST
+    except OSError: return False
+
 def header_problem(path:Path|str) -> str|None:
     "Why an image file cannot even be opened (empty, cut inside its header, not an image), or None; reads the header only, no pixel"
     path = Path(path)
     try:
         if path.stat().st_size == 0: return 'empty file (0 bytes)'
-        if is_dicom(path): return None  # pydicom names its own problems when the file is read
+        if looks_like_dicom(path): return None  # pydicom names its own problems when the file is read
         with Image.open(path) as im: im.size
-    except UnidentifiedImageError:
-        with open(path, 'rb') as f: first = f.read(2)
-        return None if first in _HEADER_FIRST else 'not an image Pillow can read'  # perhaps a DICOM without preamble: load_image tells
+    except UnidentifiedImageError: return 'not an image Pillow can read'
     except Exception as e: return f"unreadable image header ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
     return None
 

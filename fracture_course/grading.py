@@ -225,7 +225,7 @@ def _kernel_tools():
     class CappedClient(NotebookClient):
         "nbclient's client, keeping at most `max_output` bytes of output a cell: past that it drops the rest and stops the kernel"
         def __init__(self, *args, max_output:int, **kwargs):
-            super().__init__(*args, **kwargs); self.max_output, self.sizes, self.flooded, self.interrupting = max_output, {}, None, None
+            super().__init__(*args, **kwargs); self.max_output, self.sizes, self.flooded, self.stopping = max_output, {}, None, None
         def output(self, outs, msg, display_id, cell_index):
             c = msg['content']
             n = len(c.get('text', '')) + sum(len(str(v)) for v in (c.get('data') or {}).values()) + len(str(c.get('traceback', '')))
@@ -234,7 +234,7 @@ def _kernel_tools():
             if self.flooded is None:  # once: the cell is stopped as a timeout stops it
                 self.flooded = cell_index
                 # stopped, not interrupted: an interrupt that lands after the cell's last print, outside its code, can leave no reply to wait for
-                self.interrupting = asyncio.ensure_future(ensure_async(self.km.shutdown_kernel(now=True)))  # held: asyncio keeps tasks weakly
+                self.stopping = asyncio.ensure_future(ensure_async(self.km.shutdown_kernel(now=True)))  # held: asyncio keeps tasks weakly
             return None
         def clear_output(self, outs, msg, cell_index):  # a progress display that redraws itself keeps only its last frame
             self.sizes[cell_index] = 0
@@ -397,11 +397,13 @@ def _visible_files(folder:Path, out:Path|None=None) -> list[Path]:
         return not (out and (out in p.resolve().parents and (out != folder.resolve() or NOT_SUBMITTED.match(p.name))))
     return sorted(p for p in folder.rglob('*') if keep(p))
 
+def _no_submissions(path:Path) -> FileNotFoundError:
+    return FileNotFoundError(f'{path}: no such ' + ('notebook' if path.suffix.lower() == '.ipynb' else 'folder of submissions'))
+
 def _submissions(folder:Path, out:Path|None=None) -> list[Path]:
     "The notebooks in `folder` (any depth, `.ipynb` in any case), or `folder` itself if it is a file; a warning names the other files"
     if folder.is_file(): return [folder]
-    if not folder.is_dir():
-        raise FileNotFoundError(f'{folder}: no such ' + ('notebook' if folder.suffix.lower() == '.ipynb' else 'folder of submissions'))
+    if not folder.is_dir(): raise _no_submissions(folder)
     files = _visible_files(folder, out)
     if other := [p for p in files if p.suffix.lower() != '.ipynb']:
         warnings.warn(f"{len(other)} file(s) in {folder} are not notebooks and were not graded: "
@@ -431,7 +433,6 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
     subs_root, ref_dir = Path(submissions_dir), Path(reference_dir)
     if not ref_dir.exists(): raise FileNotFoundError(f'{ref_dir}: reference notebooks not found; pass --reference (the course nbs/ folder)')
     refs = {ref_dir.name: ref_dir} if ref_dir.is_file() else {p.name: p for p in _notebooks_in(ref_dir)}
-    if not subs_root.exists(): raise FileNotFoundError(f'{subs_root}: no such ' + ('notebook' if subs_root.suffix.lower() == '.ipynb' else 'folder of submissions'))
     out_dir = Path(out_dir) if out_dir else None
     subs = _submissions(subs_root, out_dir)
     if not subs: raise FileNotFoundError(f'{subs_root}: no submitted notebooks (*.ipynb) found')
@@ -444,9 +445,8 @@ def grade(submissions_dir:Path|str, # a folder of submitted notebooks (any depth
     before = {p: _digest(p) for p in [*refs.values(), *subs]}
     def _one(s):
         if ref_of[s] is None:
-            lower = {r.lower(): r for r in refs}  # tiny.IPYNB is tiny.ipynb renamed
-            near = difflib.get_close_matches(s.name.lower(), list(lower), n=1, cutoff=0.6)
-            hint = f'; is it {lower[near[0]]} renamed? Rename it and grade again' if near else ''
+            near = difflib.get_close_matches(s.name.lower(), list(same), n=1, cutoff=0.6)
+            hint = f'; is it {same[near[0]]} renamed? Rename it and grade again' if near else ''
             rec = _notebook_record(s, root, [], 'no reference', f'no reference notebook named {s.name} in {ref_dir}{hint}')
         else:
             try: rec = grade_submission(handed_in[s], s, exercises[ref_of[s]], timeout, root)
@@ -554,7 +554,7 @@ def grade_command(args) -> int:
     if not 0 < args.timeout < math.inf: raise ValueError(f'--timeout must be a positive number of seconds, not {args.timeout:g}')
     if args.workers < 1: raise ValueError(f'--workers must be at least 1, not {args.workers}')
     sub = Path(args.submissions)
-    if not sub.exists(): raise FileNotFoundError(f'{sub}: no such ' + ('notebook' if sub.suffix.lower() == '.ipynb' else 'folder of submissions'))
+    if not sub.exists(): raise _no_submissions(sub)
     out = Path(args.out) if args.out else sub if sub.is_dir() else sub.parent
     try: out.mkdir(parents=True, exist_ok=True)  # now, not after hours of grading
     except OSError as e: raise ValueError(f'--out {out}: cannot make this folder ({e.strerror or e}); choose another --out') from None

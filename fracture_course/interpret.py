@@ -15,7 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .data import CLASSES, IMAGE_EXTS, _HEADER_FIRST, _files_under, is_dicom, label_from_name, modality_warning
+from .data import CLASSES, IMAGE_EXTS, _files_under, label_from_name, looks_like_dicom, modality_warning
 from .transforms import Preset, eval_tfms, resize_boxes, decoded_boxes
 from .learner import load_checkpoint
 from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point, tta_for, _ready_out
@@ -351,16 +351,11 @@ def image_arguments(paths:Sequence, # the IMAGE arguments: files, or folders of 
         if not folder.is_dir(): out.append(p); continue
         dangling = []  # linked folders are followed (each real folder once); links to nothing are named below
         files = [f for f in _files_under(folder, dangling) if not any(s.startswith('.') for s in f.relative_to(folder).parts)]
-        def image_like(f:Path) -> bool:  # by its name, or for a name without one (IM0001, 1.2.840.113619.2.55.1), by DICOM's marker
+        def image_like(f:Path) -> bool:  # by its name, or for a name without one (IM0001, 1.2.840.113619.2.55.1), as a DICOM
             if f.name.upper() == 'DICOMDIR': return False  # a DICOM CD's index, not an image
-            if f.suffix.lower() in IMAGE_EXTS: return True
-            if f.suffix and not f.suffix[1:].isdigit(): return False
-            if is_dicom(f): return True
-            try:
-                with open(f, 'rb') as h: return h.read(2) in _HEADER_FIRST  # a DICOM without preamble, as archives write IM0001
-            except OSError: return False
-        images = [f for f in files if image_like(f)]
-        others = [f.name for f in files if not image_like(f)]
+            return f.suffix.lower() in IMAGE_EXTS or ((not f.suffix or f.suffix[1:].isdigit()) and looks_like_dicom(f))
+        taken = {f: image_like(f) for f in files}
+        images, others = [f for f in files if taken[f]], [f.name for f in files if not taken[f]]
         if others: print(f"note: {p}: {len(others)} file(s) not taken for images by their names ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})", file=sys.stderr)
         for d in dangling: print(f"note: {d['path']}: {d['reason']}", file=sys.stderr)
         if not images: raise ValueError(f"{p} is a folder with no image file below it (PNG, JPEG, DICOM, ...); pass image files, or a folder of them")

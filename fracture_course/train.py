@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/train.html.md"""
 
 # %% ../nbs/91_train.ipynb #618a5256
 from __future__ import annotations
-import inspect, json, math, os, sys, time
+import hashlib, inspect, json, math, os, shutil, sys, tempfile, time, warnings
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from .config import ENV_PREFIX, get_config, seed_everything, CourseConfig
 from .data import FractureData, load_dataset, load_course_data, trivial_baseline, describe_source, split_digest
 from .transforms import Preset, get_dls, grey_preset, imagenet_preset, stats_preset
 from .models import MODELS, create_model, model_names
-from .learner import Learner, Callback, SaveBestCB, plot_history, binary_metrics, update_checkpoint
+from .learner import Learner, Callback, SaveBestCB, plot_history, binary_metrics, load_checkpoint, update_checkpoint
 from .finetune import imbalance_setup, discriminative_lrs, EMACB, BoxLossCB
 from .tta import tta_probs, hflip
 from .evaluate import few_fractures_warning, threshold_for_sensitivity, _json_ready, _ready_out
@@ -25,8 +25,8 @@ from .evaluate import few_fractures_warning, threshold_for_sensitivity, _json_re
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
            'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
-           'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'run_plan', 'train_run', 'add_train_args',
-           'starting_weights', 'asked_for', 'train_command']
+           'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'run_plan', 'train_run', 'run_key',
+           'cached_run', 'run_note', 'add_train_args', 'starting_weights', 'asked_for', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -302,6 +302,83 @@ def train_run(model:str='simple_cnn', # a registered model name
     if out is not None: res['paths'] = write_run(res, learn, out, saved=best.best is not None)
     res['learner'] = learn
     return res
+
+# %% ../nbs/91_train.ipynb #94ab1e17
+_SHAPING = ('image_size', 'batch_size', 'epochs', 'lr', 'seed', 'device', 'num_workers', 'profile')  # settings that reach training
+
+def _library_digest() -> str:
+    "A digest of the course library's source files: a run trained by other code is another run"
+    import fracture_course
+    h = hashlib.sha1()
+    for f in sorted(Path(fracture_course.__file__).parent.glob('*.py')): h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+def _data_digest(data:FractureData) -> str:
+    "A digest of the dataset: each file's path, split, label, size and modification time (and the manifest's, when there is one)"
+    h = hashlib.sha1()
+    files = sorted((os.path.abspath(o.path), o.split, o.label) for o in data.items)
+    if Path(data.root).is_file(): files.append((os.path.abspath(data.root), 'manifest', None))
+    for path, split, label in files:
+        st = os.stat(path)
+        h.update(f'{path}\t{split}\t{label}\t{st.st_size}\t{st.st_mtime_ns}\n'.encode())
+    return h.hexdigest()
+
+def run_key(model:str, # a registered model name
+            data:FractureData, # the dataset to train on
+            cfg:CourseConfig, # the settings
+            recipe_overrides:dict|None=None, # as for `train_run`
+            **model_kwargs) -> str:
+    "16 hex digits naming a training run by all that shapes its weights: code, torch, data files, settings, recipe and model arguments"
+    what = dict(model=model, recipe=asdict(run_plan(model, cfg, recipe_overrides)[0]), model_kwargs=model_kwargs,
+                settings={k: getattr(cfg, k) for k in _SHAPING}, torch=torch.__version__, code=_library_digest(), data=_data_digest(data))
+    return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+# %% ../nbs/91_train.ipynb #01830925
+def _load_run(folder:Path, model:str, data:FractureData, cfg:CourseConfig, recipe_overrides:dict|None, progress:bool) -> dict:
+    "What `train_run` returned for the run kept in `folder`, its learner rebuilt from `best.pt` and the loaders of `data`"
+    res = json.loads((folder/'metrics.json').read_text())
+    if res.get('model') != model or res.get('files_digest') != split_digest(data, with_splits=False):
+        raise ValueError(f"{folder/'metrics.json'} records another run ({res.get('model')} on {res.get('dataset')})")
+    rc, epochs, lr, sizes = run_plan(model, cfg, recipe_overrides)
+    loss_func, balance = imbalance_setup(rc.imbalance, [o.label for o in data.split('train')])
+    dls = run_loaders(rc, data, cfg, sizes[-1:], res['box_loss'] != 'off', balance, progress)[sizes[-1]]
+    net, _ = load_checkpoint(folder/'best.pt', device=cfg.device)
+    if rc.channels_last: net = net.to(memory_format=torch.channels_last)
+    learn = Learner(net, dls, loss_func=loss_func, lr=lr, device=cfg.device, progress=progress,
+                    cbs=[BoxLossCB(rc.box_weight)] if res['box_loss'] != 'off' else [])
+    learn.recorder.history = res['history']
+    paths = {k: str(folder/n) for k, n in (('checkpoint', 'best.pt'), ('metrics', 'metrics.json'), ('curves', 'curves.png'))}
+    return {**res, 'paths': paths, 'learner': learn, 'cached': True}
+
+def cached_run(model:str='simple_cnn', # a registered model name
+               data:FractureData|Path|str|None=None, # a dataset, a path for `load_dataset`, or None for the configured one
+               cfg:CourseConfig|None=None, # settings (default: `get_config()`); the runs are kept under `cfg.cache_dir/'runs'`
+               progress:bool=True, # progress bars and a line per epoch, when it trains
+               recipe_overrides:dict|None=None, # change fields of the model's recipe, e.g. {'epochs': 3}
+               **model_kwargs) -> dict:
+    "`train_run`, keeping the run's folder: a later call with the same `run_key` loads it instead of training; `res['cached']` says which"
+    cfg = cfg or get_config()
+    data = _as_data(data, cfg, progress)
+    folder = cfg.cache_dir/'runs'/f'{model}-{run_key(model, data, cfg, recipe_overrides, **model_kwargs)}'
+    if (folder/'metrics.json').is_file() and (folder/'best.pt').is_file():
+        try: return _load_run(folder, model, data, cfg, recipe_overrides, progress)
+        except (ValueError, KeyError, TypeError, OSError, RuntimeError) as e:
+            warnings.warn(f"The run kept in {folder} could not be loaded ({e}); training it again.")
+            shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{folder.name}-', dir=folder.parent))  # renamed when complete: never half a run under the key
+    try: res = train_run(model, data, tmp, cfg, progress, recipe_overrides, **model_kwargs)
+    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
+    try: tmp.rename(folder)
+    except OSError: shutil.rmtree(tmp, ignore_errors=True)  # another process kept the same run first
+    res['paths'] = {k: str(folder/Path(v).name) for k, v in res['paths'].items()}
+    return {**res, 'cached': False}
+
+def run_note(res:dict # what `cached_run` (or `train_run`) returned
+            ) -> str:
+    "How a run's model came to be, in words: trained now, or loaded from the run kept in the cache"
+    if res.get('cached'): return f"loaded from the cache (runs/{Path(res['paths']['checkpoint']).parent.name}; it trained in {res['seconds']:.0f} s)"
+    return f"trained in {res['seconds']:.0f} s"
 
 # %% ../nbs/91_train.ipynb #f93e1835
 def add_train_args(p):

@@ -1,5 +1,6 @@
 "`fracture-course train` and `train_run`: a full run on a tiny dataset, its outputs, and bad options."
-import json, subprocess, sys
+import json, os, shutil, subprocess, sys
+from dataclasses import replace
 from pathlib import Path
 import numpy as np
 import pytest
@@ -8,7 +9,9 @@ import torch
 from PIL import Image
 from fracture_course.config import get_config
 from fracture_course.learner import load_checkpoint
-from fracture_course.train import recipe_for, run_plan, train_run
+from fracture_course import train
+from fracture_course.data import FractureData, load_dataset
+from fracture_course.train import cached_run, recipe_for, run_key, run_note, run_plan, train_run
 
 CLI = str(Path(sys.executable).parent/'fracture-course')
 
@@ -151,3 +154,59 @@ def test_cli_train_takes_local_imagenet_weights_or_none_for_a_pretrained_model(t
                        (['--model', 'simple_cnn', '--no-pretrained'], 'simple_cnn has no pretrained weights')]:
         r = run(*args, '--out', str(tmp_path/'x'))
         assert r.returncode in (1, 2) and says in r.stderr, (args, r.stderr[-800:])
+
+def _cached(data, cfg, **kwargs):
+    return cached_run('simple_cnn', data, cfg, progress=False, recipe_overrides={'epochs': 1}, **kwargs)
+
+@pytest.fixture
+def small_cfg(tmp_path, monkeypatch):
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    return get_config('quick', image_size=32, batch_size=16)
+
+def test_cached_run_trains_once_then_loads_the_same_model(tiny, small_cfg, monkeypatch):
+    first = _cached(tiny, small_cfg)
+    monkeypatch.setattr(train, 'train_run', lambda *a, **k: pytest.fail('trained again'))
+    again = _cached(tiny, small_cfg)
+    assert not first['cached'] and again['cached'] and 'loaded from the cache (runs/simple_cnn-' in run_note(again)
+    assert again['threshold'] == first['threshold'] and again['test'] == first['test'] and len(again['learner'].history) == 1
+    assert again['paths'] == first['paths'] and Path(again['paths']['checkpoint']).parent.parent == small_cfg.cache_dir/'runs'
+    for a, b in zip(first['learner'].dls.test, again['learner'].dls.test): assert torch.equal(a[0], b[0])  # the same loaders
+    assert torch.equal(first['learner'].get_preds(first['learner'].dls.test)[0], again['learner'].get_preds(again['learner'].dls.test)[0])
+
+def test_run_key_changes_with_what_shapes_the_weights_and_only_that(tiny, small_cfg, monkeypatch):
+    data = load_dataset(tiny, seed=small_cfg.seed)
+    key = run_key('simple_cnn', data, small_cfg)
+    assert key == run_key('simple_cnn', load_dataset(tiny, seed=small_cfg.seed), replace(small_cfg, n_trials=7, cache_dir=Path('/elsewhere')))
+    relabelled = FractureData(data.name, data.root, [replace(o, label=1 - o.label) if i == 0 else o for i, o in enumerate(data.items)])
+    changed = {'recipe': run_key('simple_cnn', data, small_cfg, {'epochs': 3}), 'model': run_key('inception', data, small_cfg),
+               'model argument': run_key('simple_cnn', data, small_cfg, hidden=32), 'seed': run_key('simple_cnn', data, replace(small_cfg, seed=1)),
+               'batch size': run_key('simple_cnn', data, replace(small_cfg, batch_size=8)), 'a label': run_key('simple_cnn', relabelled, small_cfg)}
+    f = data.items[0].path; st = f.stat(); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed['a file'] = run_key('simple_cnn', data, small_cfg)
+    monkeypatch.setattr(train, '_library_digest', lambda: 'other code')
+    changed['the code'] = run_key('simple_cnn', data, small_cfg)
+    assert key not in changed.values() and len(set(changed.values())) == len(changed), changed
+
+def test_cached_run_trains_again_over_an_unreadable_run_and_leaves_no_half_run(tiny, small_cfg, monkeypatch):
+    folder = Path(_cached(tiny, small_cfg)['paths']['checkpoint']).parent
+    (folder/'metrics.json').write_text('{"model": "simple_cnn", cut')
+    with pytest.warns(UserWarning, match=f'{folder.name} could not be loaded .*training it again'): again = _cached(tiny, small_cfg)
+    assert not again['cached'] and json.loads((folder/'metrics.json').read_text())['model'] == 'simple_cnn'
+    def fails(*a, **k): raise RuntimeError('out of memory')
+    monkeypatch.setattr(train, 'train_run', fails)
+    with pytest.raises(RuntimeError, match='out of memory'): _cached(tiny, small_cfg, hidden=32)
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # nothing kept of the failed run, not even its scratch folder
+
+def test_cached_run_keeps_the_run_of_another_process_that_finished_first(tiny, small_cfg, monkeypatch):
+    data = load_dataset(tiny, seed=small_cfg.seed)
+    final = small_cfg.cache_dir/'runs'/f"simple_cnn-{run_key('simple_cnn', data, small_cfg, {'epochs': 1})}"
+    real = train.train_run
+    def racing(model, data, out, *a, **k):
+        res = real(model, data, out, *a, **k)
+        shutil.copytree(out, final)  # another process, same run, done a moment earlier
+        (final/'theirs').touch()
+        return res
+    monkeypatch.setattr(train, 'train_run', racing)
+    r = _cached(data, small_cfg)
+    assert not r['cached'] and Path(r['paths']['checkpoint']) == final/'best.pt' and (final/'theirs').is_file()
+    assert [p.name for p in final.parent.iterdir()] == [final.name]

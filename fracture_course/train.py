@@ -26,7 +26,7 @@ from .evaluate import few_fractures_warning, threshold_for_sensitivity, _json_re
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
            'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
            'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'run_plan', 'train_run', 'run_key',
-           'cached_run', 'run_note', 'add_train_args', 'starting_weights', 'asked_for', 'train_command']
+           'cached_run', 'prune_runs', 'run_note', 'add_train_args', 'starting_weights', 'asked_for', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -361,7 +361,10 @@ def cached_run(model:str='simple_cnn', # a registered model name
     data = _as_data(data, cfg, progress)
     folder = cfg.cache_dir/'runs'/f'{model}-{run_key(model, data, cfg, recipe_overrides, **model_kwargs)}'
     if (folder/'metrics.json').is_file() and (folder/'best.pt').is_file():
-        try: return _load_run(folder, model, data, cfg, recipe_overrides, progress)
+        try:
+            res = _load_run(folder, model, data, cfg, recipe_overrides, progress)
+            os.utime(folder)  # used now: kept by `prune_runs` for another month
+            return res
         except (ValueError, KeyError, TypeError, OSError, RuntimeError) as e:
             warnings.warn(f"The run kept in {folder} could not be loaded ({e}); training it again.")
             shutil.rmtree(folder, ignore_errors=True)
@@ -371,8 +374,21 @@ def cached_run(model:str='simple_cnn', # a registered model name
     except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
     try: tmp.rename(folder)
     except OSError: shutil.rmtree(tmp, ignore_errors=True)  # another process kept the same run first
+    prune_runs(folder.parent)
     res['paths'] = {k: str(folder/Path(v).name) for k, v in res['paths'].items()}
     return {**res, 'cached': False}
+
+def prune_runs(runs:Path|str, # the folder of kept runs, `cfg.cache_dir/'runs'`
+               days:float=30, # remove runs neither trained nor loaded for this long
+               scratch_hours:float=24 # remove scratch folders of runs that never finished (a killed process) after this long
+              ) -> list[str]:
+    "Remove kept runs unused for `days` and abandoned scratch folders; return their names"
+    now, gone = time.time(), []
+    for p in Path(runs).iterdir():
+        age = now - p.stat().st_mtime
+        if p.is_dir() and age > (scratch_hours * 3600 if p.name.startswith('.') else days * 86400):
+            shutil.rmtree(p, ignore_errors=True); gone.append(p.name)
+    return gone
 
 def run_note(res:dict # what `cached_run` (or `train_run`) returned
             ) -> str:

@@ -11,7 +11,7 @@ from fracture_course.config import get_config
 from fracture_course.learner import load_checkpoint
 from fracture_course import train
 from fracture_course.data import FractureData, load_dataset
-from fracture_course.train import cached_run, recipe_for, run_key, run_note, run_plan, train_run
+from fracture_course.train import cached_run, prune_runs, recipe_for, run_key, run_note, run_plan, train_run
 
 CLI = str(Path(sys.executable).parent/'fracture-course')
 
@@ -165,8 +165,11 @@ def small_cfg(tmp_path, monkeypatch):
 
 def test_cached_run_trains_once_then_loads_the_same_model(tiny, small_cfg, monkeypatch):
     first = _cached(tiny, small_cfg)
+    folder = Path(first['paths']['checkpoint']).parent
+    os.utime(folder, (1e9, 1e9))  # unused since 2001: `prune_runs` would take it, but a load marks it as used
     monkeypatch.setattr(train, 'train_run', lambda *a, **k: pytest.fail('trained again'))
     again = _cached(tiny, small_cfg)
+    assert folder.stat().st_mtime > 1e9 and prune_runs(folder.parent) == []
     assert not first['cached'] and again['cached'] and 'loaded from the cache (runs/simple_cnn-' in run_note(again)
     assert again['threshold'] == first['threshold'] and again['test'] == first['test'] and len(again['learner'].history) == 1
     assert again['paths'] == first['paths'] and Path(again['paths']['checkpoint']).parent.parent == small_cfg.cache_dir/'runs'

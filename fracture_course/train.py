@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/train.html.md"""
 
 # %% ../nbs/91_train.ipynb #618a5256
 from __future__ import annotations
-import hashlib, inspect, json, math, os, shutil, sys, tempfile, time, warnings
+import contextlib, hashlib, inspect, json, math, os, shutil, sys, time, uuid, warnings
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -314,41 +314,76 @@ def _library_digest() -> str:
     return h.hexdigest()
 
 def _data_digest(data:FractureData) -> str:
-    "A digest of the dataset: each file's path, split, label, size and modification time (and the manifest's, when there is one)"
+    "A digest of the dataset as training meets it: each item in order, its file's path, size and date, its split, label and metadata (boxes included)"
     h = hashlib.sha1()
-    files = sorted((os.path.abspath(o.path), o.split, o.label) for o in data.items)
-    if Path(data.root).is_file(): files.append((os.path.abspath(data.root), 'manifest', None))
-    for path, split, label in files:
-        st = os.stat(path)
-        h.update(f'{path}\t{split}\t{label}\t{st.st_size}\t{st.st_mtime_ns}\n'.encode())
+    for o in data.items:
+        st = os.stat(o.path)
+        h.update(f'{os.path.abspath(o.path)}\t{st.st_size}\t{st.st_mtime_ns}\t{o.split}\t{o.label}\t{json.dumps(o.meta, sort_keys=True, default=str)}\n'.encode())
+    if Path(data.root).is_file():  # a CSV manifest
+        st = os.stat(data.root); h.update(f'manifest\t{os.path.abspath(data.root)}\t{st.st_size}\t{st.st_mtime_ns}'.encode())
     return h.hexdigest()
+
+def _versions() -> dict:
+    "The versions of the libraries whose code trains the model, and torch's CPU threads (they change the rounding)"
+    import numpy, PIL, timm, torchvision
+    return {'torch': torch.__version__, 'torchvision': torchvision.__version__, 'timm': timm.__version__, 'numpy': numpy.__version__,
+            'Pillow': PIL.__version__, 'threads': torch.get_num_threads()}
 
 def run_key(model:str, # a registered model name
             data:FractureData, # the dataset to train on
             cfg:CourseConfig, # the settings
             recipe_overrides:dict|None=None, # as for `train_run`
             **model_kwargs) -> str:
-    "16 hex digits naming a training run by all that shapes its weights: code, torch, data files, settings, recipe and model arguments"
+    "16 hex digits naming a training run by all that shapes its weights: code and libraries, data, settings, recipe and model arguments"
     what = dict(model=model, recipe=asdict(run_plan(model, cfg, recipe_overrides)[0]), model_kwargs=model_kwargs,
-                settings={k: getattr(cfg, k) for k in _SHAPING}, torch=torch.__version__, code=_library_digest(), data=_data_digest(data))
+                settings={k: getattr(cfg, k) for k in _SHAPING}, versions=_versions(), code=_library_digest(), data=_data_digest(data))
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 # %% ../nbs/91_train.ipynb #01830925
-def _load_run(folder:Path, model:str, data:FractureData, cfg:CourseConfig, recipe_overrides:dict|None, progress:bool) -> dict:
-    "What `train_run` returned for the run kept in `folder`, its learner rebuilt from `best.pt` and the loaders of `data`"
-    res = json.loads((folder/'metrics.json').read_text())
-    if res.get('model') != model or res.get('files_digest') != split_digest(data, with_splits=False):
-        raise ValueError(f"{folder/'metrics.json'} records another run ({res.get('model')} on {res.get('dataset')})")
+def _read_run(folder:Path, model:str, data:FractureData) -> tuple[dict, torch.nn.Module]:
+    "What the run kept in `folder` measured (`metrics.json`) and its model (`best.pt`, on the CPU); ValueError if they are not that run's"
+    try: res = json.loads((folder/'metrics.json').read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"metrics.json: {e}") from None
+    if not isinstance(res, dict) or res.get('model') != model or res.get('files_digest') != split_digest(data, with_splits=False):
+        raise ValueError(f"{folder/'metrics.json'} records another run")
+    try: net, _ = load_checkpoint(folder/'best.pt')
+    except (OSError, ValueError, KeyError, RuntimeError) as e: raise ValueError(f"best.pt: {e}") from None
+    return res, net
+
+def _kept_run(folder:Path, model:str, data:FractureData) -> tuple[dict, torch.nn.Module]|None:
+    "The run kept in `folder` and its model; None when there is none, after removing (with a warning) one that cannot be read"
+    try:
+        if not folder.exists(): return None
+        return _read_run(folder, model, data)
+    except (ValueError, OSError) as e:
+        warnings.warn(f"The run kept in {folder} could not be loaded ({e}); training it again.")
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+def _as_loaded(res:dict, net:torch.nn.Module, folder:Path, model:str, data:FractureData, cfg:CourseConfig,
+               recipe_overrides:dict|None, progress:bool) -> dict:
+    "What `train_run` returned for the kept run: its measurements, and a learner with its model and the loaders of `data`"
     rc, epochs, lr, sizes = run_plan(model, cfg, recipe_overrides)
     loss_func, balance = imbalance_setup(rc.imbalance, [o.label for o in data.split('train')])
     dls = run_loaders(rc, data, cfg, sizes[-1:], res['box_loss'] != 'off', balance, progress)[sizes[-1]]
-    net, _ = load_checkpoint(folder/'best.pt', device=cfg.device)
     if rc.channels_last: net = net.to(memory_format=torch.channels_last)
     learn = Learner(net, dls, loss_func=loss_func, lr=lr, device=cfg.device, progress=progress,
                     cbs=[BoxLossCB(rc.box_weight)] if res['box_loss'] != 'off' else [])
-    learn.recorder.history = res['history']
+    learn.model.to(learn.device).eval()
+    if rc.frozen: learn.freeze(rc.frozen)  # as the run ended: its frozen stages stay frozen
+    learn.recorder.history = list(res['history'])
+    with contextlib.suppress(OSError): os.utime(folder)  # used now: `prune_runs` keeps it for another month
     paths = {k: str(folder/n) for k, n in (('checkpoint', 'best.pt'), ('metrics', 'metrics.json'), ('curves', 'curves.png'))}
     return {**res, 'paths': paths, 'learner': learn, 'cached': True}
+
+def _keep(tmp:Path, folder:Path, model:str, data:FractureData) -> Path:
+    "Move the finished run `tmp` to `folder`; where another process kept the same run first, keep theirs. Returns where the run is"
+    for _ in range(2):
+        try: tmp.rename(folder); return folder
+        except OSError:
+            if _kept_run(folder, model, data) is not None:  # a complete run: another process's, the same run
+                shutil.rmtree(tmp, ignore_errors=True); return folder
+    return tmp  # the folder could not be replaced (a file held open elsewhere?): the run stays in its scratch folder
 
 def cached_run(model:str='simple_cnn', # a registered model name
                data:FractureData|Path|str|None=None, # a dataset, a path for `load_dataset`, or None for the configured one
@@ -360,34 +395,29 @@ def cached_run(model:str='simple_cnn', # a registered model name
     cfg = cfg or get_config()
     data = _as_data(data, cfg, progress)
     folder = cfg.cache_dir/'runs'/f'{model}-{run_key(model, data, cfg, recipe_overrides, **model_kwargs)}'
-    if (folder/'metrics.json').is_file() and (folder/'best.pt').is_file():
-        try:
-            res = _load_run(folder, model, data, cfg, recipe_overrides, progress)
-            os.utime(folder)  # used now: kept by `prune_runs` for another month
-            return res
-        except (ValueError, KeyError, TypeError, OSError, RuntimeError) as e:
-            warnings.warn(f"The run kept in {folder} could not be loaded ({e}); training it again.")
-            shutil.rmtree(folder, ignore_errors=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{folder.name}-', dir=folder.parent))  # renamed when complete: never half a run under the key
+    kept = _kept_run(folder, model, data)
+    if kept is not None: return _as_loaded(*kept, folder, model, data, cfg, recipe_overrides, progress)
+    tmp = folder.parent/f'.{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}'  # a scratch folder: never half a run under the key
+    tmp.mkdir(parents=True)  # (made with the user's umask, so that others sharing the cache can read the run)
     try: res = train_run(model, data, tmp, cfg, progress, recipe_overrides, **model_kwargs)
     except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
-    try: tmp.rename(folder)
-    except OSError: shutil.rmtree(tmp, ignore_errors=True)  # another process kept the same run first
+    where = _keep(tmp, folder, model, data)
     prune_runs(folder.parent)
-    res['paths'] = {k: str(folder/Path(v).name) for k, v in res['paths'].items()}
+    res['paths'] = {k: str(where/Path(v).name) for k, v in res['paths'].items()}
     return {**res, 'cached': False}
 
 def prune_runs(runs:Path|str, # the folder of kept runs, `cfg.cache_dir/'runs'`
                days:float=30, # remove runs neither trained nor loaded for this long
                scratch_hours:float=24 # remove scratch folders of runs that never finished (a killed process) after this long
               ) -> list[str]:
-    "Remove kept runs unused for `days` and abandoned scratch folders; return their names"
+    "Remove kept runs unused for `days` and abandoned scratch folders; return the names of those removed"
     now, gone = time.time(), []
     for p in Path(runs).iterdir():
-        age = now - p.stat().st_mtime
-        if p.is_dir() and age > (scratch_hours * 3600 if p.name.startswith('.') else days * 86400):
-            shutil.rmtree(p, ignore_errors=True); gone.append(p.name)
+        try: old = p.is_dir() and now - p.stat().st_mtime > (scratch_hours * 3600 if p.name.startswith('.') else days * 86400)
+        except OSError: continue  # removed meanwhile by another process
+        if old:
+            shutil.rmtree(p, ignore_errors=True)
+            if not p.exists(): gone.append(p.name)
     return gone
 
 def run_note(res:dict # what `cached_run` (or `train_run`) returned

@@ -184,6 +184,12 @@ def test_run_key_changes_with_what_shapes_the_weights_and_only_that(tiny, small_
     changed = {'recipe': run_key('simple_cnn', data, small_cfg, {'epochs': 3}), 'model': run_key('inception', data, small_cfg),
                'model argument': run_key('simple_cnn', data, small_cfg, hidden=32), 'seed': run_key('simple_cnn', data, replace(small_cfg, seed=1)),
                'batch size': run_key('simple_cnn', data, replace(small_cfg, batch_size=8)), 'a label': run_key('simple_cnn', relabelled, small_cfg)}
+    changed['the order'] = run_key('simple_cnn', FractureData(data.name, data.root, data.items[::-1]), small_cfg)
+    boxed = FractureData(data.name, data.root, [replace(o, meta={**o.meta, 'boxes': [[1, 2, 5, 6]]}) if i == 0 else o for i, o in enumerate(data.items)])
+    changed['a box'] = run_key('simple_cnn', boxed, small_cfg)
+    torch.set_num_threads(2)
+    try: changed['threads'] = run_key('simple_cnn', data, small_cfg)
+    finally: torch.set_num_threads(1)
     f = data.items[0].path; st = f.stat(); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     changed['a file'] = run_key('simple_cnn', data, small_cfg)
     monkeypatch.setattr(train, '_library_digest', lambda: 'other code')
@@ -213,3 +219,35 @@ def test_cached_run_keeps_the_run_of_another_process_that_finished_first(tiny, s
     r = _cached(data, small_cfg)
     assert not r['cached'] and Path(r['paths']['checkpoint']) == final/'best.pt' and (final/'theirs').is_file()
     assert [p.name for p in final.parent.iterdir()] == [final.name]
+
+def test_cached_run_repairs_a_kept_run_missing_a_file_and_keeps_a_run_it_cannot_mark(tiny, small_cfg, monkeypatch):
+    folder = Path(_cached(tiny, small_cfg)['paths']['checkpoint']).parent
+    (folder/'best.pt').unlink()  # a user tidying up, or a copy cut short
+    with pytest.warns(UserWarning, match='best.pt: .*training it again'): r = _cached(tiny, small_cfg)
+    assert not r['cached'] and Path(r['paths']['checkpoint']).is_file() and Path(r['paths']['checkpoint']).parent == folder
+    assert _cached(tiny, small_cfg)['cached']  # repaired: loaded from now on
+    def no_utime(*a, **k): raise PermissionError(30, 'Read-only file system')
+    monkeypatch.setattr(train.os, 'utime', no_utime)  # a cache shared read-only: the run still loads
+    assert _cached(tiny, small_cfg)['cached'] and (folder/'best.pt').is_file()
+
+def test_an_error_that_is_not_the_kept_runs_fault_leaves_it_in_place(tiny, small_cfg, monkeypatch):
+    folder = Path(_cached(tiny, small_cfg)['paths']['checkpoint']).parent
+    def full(*a, **k): raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(train, 'run_loaders', full)
+    with pytest.raises(OSError, match='No space left'): _cached(tiny, small_cfg)
+    assert (folder/'best.pt').is_file() and (folder/'metrics.json').is_file()
+
+def test_kept_runs_follow_the_umask_so_that_a_shared_cache_is_readable(tiny, small_cfg):
+    old = os.umask(0o022)
+    try: folder = Path(_cached(tiny, small_cfg)['paths']['checkpoint']).parent
+    finally: os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o755
+
+def test_prune_runs_skips_an_entry_removed_while_it_looks(tmp_path, monkeypatch):
+    runs = tmp_path/'runs'; (runs/'.a-1').mkdir(parents=True); (runs/'b').mkdir()
+    real_stat = Path.stat
+    def vanishing(self, *a, **k):
+        if self.name == '.a-1': raise FileNotFoundError(2, 'No such file or directory', str(self))
+        return real_stat(self, *a, **k)
+    monkeypatch.setattr(Path, 'stat', vanishing)
+    assert prune_runs(runs, days=0) == ['b']

@@ -11,6 +11,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .models import create_model, model_names, register_model
+from .learner import checked_lr
 
 # %% auto #0
 __all__ = ['HOPPER_CLASSES', 'IMBALANCE', 'BACKBONE_FEATURES', 'imagenet_top5', 'check_imagenet_weights', 'discriminative_lrs',
@@ -48,6 +49,7 @@ def discriminative_lrs(model:nn.Module, # a backbone from `create_model` (has `g
     "{module prefix: learning rate}, growing geometrically from lr/div (input side) to lr (head)"
     groups = list(getattr(model, 'groups', []))
     if not groups: raise ValueError("The model has no `groups`; build a backbone with create_model(...).")
+    checked_lr(lr); checked_lr(div, ' divisor `div`')
     n = len(groups)
     lrs = {g: lr / div ** (1 - i / n) for i, g in enumerate(groups)}
     return {**lrs, model.head: lr}
@@ -60,6 +62,10 @@ def fine_tune(learn, # a `Learner` whose model is a backbone from `create_model`
               div:float=10.0, **kwargs):
     "Train the head alone for `freeze_epochs`, then everything with discriminative learning rates; one-cycle each"
     m = learn.model
+    if not isinstance(getattr(m, 'head', None), str) or not getattr(m, 'groups', None):
+        raise ValueError(f"fine_tune needs a pretrained backbone from create_model (e.g. 'efficientnet_lite0'), whose `head` names its "
+                         f"head module; this {type(m).__name__} has none. Train a network from scratch with learn.fit_one_cycle.")
+    discriminative_lrs(m, lr, div)  # checks lr and div before any training
     if freeze_epochs > 0:
         learn.freeze(except_=m.head)
         learn.fit_one_cycle(freeze_epochs, {'': lr}, **kwargs)

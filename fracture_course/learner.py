@@ -26,7 +26,7 @@ from .models import MODELS, create_model, model_names
 # %% auto #0
 __all__ = ['METRICS', 'DEFAULT_METRICS', 'EVENTS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'accuracy', 'sensitivity',
            'specificity', 'precision', 'f1', 'auroc', 'binary_metrics', 'CancelFitException', 'CancelEpochException',
-           'CancelBatchException', 'Callback', 'param_groups', 'Learner', 'DeviceCB', 'MixedPrecisionCB',
+           'CancelBatchException', 'Callback', 'checked_lr', 'param_groups', 'Learner', 'DeviceCB', 'MixedPrecisionCB',
            'TrainingDiverged', 'Recorder', 'ProgressCB', 'plot_history', 'LRFindResult', 'lr_suggestion', 'LRFinderCB',
            'BatchSchedulerCB', 'OneCycleCB', 'SaveBestCB', 'EarlyStoppingCB', 'GradClipCB', 'freeze', 'unfreeze',
            'trainable', 'count_params', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'update_checkpoint']
@@ -71,8 +71,16 @@ def binary_metrics(probs:torch.Tensor, # probability of `fractured` for each ite
                    metrics=DEFAULT_METRICS # names from `METRICS`, or a dict {name: f(probs, targets, threshold)}
                   ) -> dict:
     "Each metric of `probs` against `targets`, as plain floats"
-    probs, targets = torch.as_tensor(probs).float().flatten(), torch.as_tensor(targets).long().flatten()
+    probs, targets = torch.as_tensor(probs).float(), torch.as_tensor(targets).long().flatten()
+    if probs.ndim == 2 and probs.shape[1] == 2:
+        raise ValueError(f"binary_metrics takes one probability of `fractured` per item, shape [N]; got {list(probs.shape)}: "
+                         "take probs[:, 1] (from logits: logits.softmax(1)[:, 1]).")
+    probs = probs.flatten()
     if len(probs) != len(targets): raise ValueError(f"{len(probs)} probabilities but {len(targets)} targets.")
+    seen = probs[~probs.isnan()]  # NaN (a diverged model) gives NaN metrics, and the Recorder says why
+    if len(seen) and not (0 <= seen.min() and seen.max() <= 1):  # torchmetrics would quietly put logits through a sigmoid
+        raise ValueError(f"binary_metrics takes probabilities in [0, 1]; got values from {seen.min():.3g} to {seen.max():.3g}. "
+                         "Logits? Use logits.softmax(1)[:, 1].")
     if len(probs) == 0: return {m: float('nan') for m in _metric_fns(metrics)}
     return {name: float(f(probs, targets, threshold)) for name, f in _metric_fns(metrics).items()}
 
@@ -103,13 +111,21 @@ def _check_prefixes(model:nn.Module, prefixes):
     if bad: raise ValueError(f"No parameter of the model lies under {bad}. Use module names such as "
                              f"{[n for n, _ in model.named_children()]} (see model.named_parameters()).")
 
+def checked_lr(lr, # a learning rate, as given
+               where:str='' # what it is for, e.g. " of 'head'", for the message
+              ) -> float:
+    "`lr` as a float; a clear error unless it is a positive, finite number (0, a negative rate or NaN would train nothing, silently)"
+    try: v = float(lr)
+    except (TypeError, ValueError): v = math.nan
+    if not 0 < v < math.inf: raise ValueError(f"The learning rate{where} must be a positive, finite number, got {lr!r}.")
+    return v
+
 def param_groups(model:nn.Module, # the model whose parameters to group
                  lr:float|Mapping[str, float] # one learning rate, or {module prefix: lr}; '' is everything else
                 ) -> list[dict]:
     "Optimizer parameter groups: every parameter at `lr`, or one group per module prefix (longest prefix wins)"
-    if not isinstance(lr, Mapping):
-        if not 0 < float(lr) < math.inf: raise ValueError(f"The learning rate must be a positive, finite number, got {lr!r}.")
-        return [{'params': list(model.parameters()), 'lr': float(lr)}]
+    if not isinstance(lr, Mapping): return [{'params': list(model.parameters()), 'lr': checked_lr(lr)}]
+    for p, v in lr.items(): checked_lr(v, f" of {p!r}")
     _check_prefixes(model, [p for p in lr if p != ''])
     by_len = sorted(lr, key=len, reverse=True)
     groups = {p: [] for p in lr}
@@ -150,6 +166,11 @@ class Learner:
             lr:float|Mapping[str, float]|None=None, # learning rate(s) for this fit (default: `self.lr`)
             cbs:Sequence[Callback]=()): # callbacks for this fit only
         "Train for `n_epochs`, validating after each; returns the learner"
+        if isinstance(n_epochs, bool) or not isinstance(n_epochs, int) or n_epochs < 0:
+            raise ValueError(f"n_epochs must be a whole number, 0 or more; got {n_epochs!r}.")
+        if n_epochs:
+            _n_batches(self.dls.train, 'training')
+            if self.dls.valid is not None: _n_batches(self.dls.valid, 'validation')
         cbs = list(cbs); self.cbs += cbs
         try:
             self.n_epochs = n_epochs
@@ -207,6 +228,16 @@ class Learner:
     @property
     def history_df(self) -> pd.DataFrame: return pd.DataFrame(self.recorder.history)
 
+def _n_batches(dl, which:str) -> int:
+    "Batches in `dl`; a clear error when it yields none (an empty split, or `drop_last` with fewer items than a batch)"
+    try: n = len(dl)
+    except TypeError: return -1  # an iterable dataset: its length is unknown until it runs
+    if n == 0:
+        size = len(dl.dataset) if hasattr(dl, 'dataset') and hasattr(dl.dataset, '__len__') else '?'
+        raise ValueError(f"The {which} DataLoader yields no batches ({size} items, batch size {getattr(dl, 'batch_size', '?')}"
+                         f"{', drop_last' if getattr(dl, 'drop_last', False) else ''}): check that its split is not empty.")
+    return n
+
 def _unpack(batch, which:str):
     if isinstance(batch, (tuple, list)) and len(batch) == 2: return batch[0], batch[1]
     raise ValueError(f"The {which} DataLoader must yield (x, y) batches; got {type(batch).__name__}"
@@ -241,6 +272,7 @@ class Recorder(Callback):
     "Per-epoch losses and metrics (train and valid), learning rate and time; per-batch training loss and LR"
     order = -10
     def __init__(self, metrics=DEFAULT_METRICS, threshold:float=0.5):
+        if not 0 <= threshold <= 1: raise ValueError(f"The threshold is a probability, between 0 and 1; got {threshold!r}.")
         self.metrics, self.threshold = _metric_fns(metrics), threshold
         self.history, self.lrs, self.losses = [], [], []
 
@@ -338,6 +370,7 @@ def plot_history(history, # a Learner, a list of per-epoch dicts, or a DataFrame
 def _outputs(learn:Learner, dl):
     "Logits (float32, CPU) and targets (or None) of `learn.model` over `dl`"
     if dl is None: raise ValueError("No DataLoader: pass one (dls.valid is None).")
+    _n_batches(dl, 'prediction')
     learn.model.to(learn.device).eval()
     logits, targets = [], []
     for batch in dl:
@@ -429,7 +462,7 @@ def _lr_find(self:Learner,
     rng = torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
     finder, saved = LRFinderCB(start_lr, end_lr, num_it), self.cbs
     self.cbs = [cb for cb in self.cbs if isinstance(cb, (DeviceCB, MixedPrecisionCB))]
-    try: self.fit(math.ceil(num_it / len(self.dls.train)), lr=start_lr, cbs=[finder])
+    try: self.fit(math.ceil(num_it / _n_batches(self.dls.train, 'training')), lr=start_lr, cbs=[finder])
     finally:
         self.cbs = saved
         self.model.load_state_dict(state)

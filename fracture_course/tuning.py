@@ -70,7 +70,7 @@ def remake_dls(dls:DataLoaders, # from `get_dls`
     "`dls` with another training batch size and/or augmentation level, sharing the decoded images"
     tr = dls.train.dataset
     if aug is not None: tr = CachedDataset(tr.cache, train_tfms(dls.preset, aug))  # 'none' and 'flip': whole batches at once
-    bs = bs or dls.train.batch_size
+    bs = dls.train.batch_size if bs is None else bs
     if bs < 1: raise ValueError(f"The batch size must be at least 1, got {bs}.")
     nw = dls.train.num_workers
     train = DataLoader(tr, batch_size=bs, shuffle=True, generator=torch.Generator().manual_seed(seed),

@@ -458,3 +458,31 @@ def test_a_diverging_run_stops_and_saves_nothing(tmp_path):
     assert not (tmp_path/'best.pt').exists()
     for bad in (float('inf'), float('nan'), 0):
         with pytest.raises(ValueError, match='positive, finite number'): learner().fit(1, lr=bad)
+
+def test_bad_inputs_are_refused_before_training_with_what_to_do():
+    from types import SimpleNamespace
+    from torch.utils.data import DataLoader, TensorDataset
+    from fracture_course.finetune import discriminative_lrs, fine_tune
+    from fracture_course.learner import binary_metrics, param_groups
+    m = create_model('simple_cnn', img_size=32, widths=(4, 4, 4))
+    x, y = torch.randn(40, 1, 32, 32), torch.randint(0, 2, (40,))
+    full, empty = DataLoader(TensorDataset(x, y), batch_size=8), DataLoader(TensorDataset(x[:0], y[:0]), batch_size=8)
+    learn = Learner(m, SimpleNamespace(train=empty, valid=full), progress=False)
+    cases = [(lambda: learn.fit(1), r'The training DataLoader yields no batches \(0 items, batch size 8\)'),
+             (lambda: learn.lr_find(plot=False), 'The training DataLoader yields no batches'),
+             (lambda: Learner(m, SimpleNamespace(train=full, valid=DataLoader(TensorDataset(x[:5], y[:5]), batch_size=8, drop_last=True)),
+                              progress=False).fit(1), r'The validation DataLoader yields no batches \(5 items, batch size 8, drop_last\)'),
+             (lambda: learn.fit(-1), 'n_epochs must be a whole number, 0 or more; got -1'),
+             (lambda: learn.get_preds(empty), 'The prediction DataLoader yields no batches'),
+             (lambda: param_groups(m, {'': float('nan')}), "learning rate of '' must be a positive, finite number, got nan"),
+             (lambda: param_groups(m, {'body': -1e-2, '': 1e-3}), "learning rate of 'body' must be a positive"),
+             (lambda: binary_metrics(torch.rand(4, 2), torch.ones(4)), r'shape \[N\]; got \[4, 2\]: take probs\[:, 1\]'),
+             (lambda: binary_metrics(torch.randn(8) * 3, torch.ones(8)), r'probabilities in \[0, 1\].*Logits\?'),
+             (lambda: Learner(m, SimpleNamespace(train=full, valid=full), threshold=5), 'between 0 and 1; got 5'),
+             (lambda: fine_tune(learn, 1), 'fine_tune needs a pretrained backbone.*this SimpleCNN has none'),
+             (lambda: discriminative_lrs(create_model('efficientnet_lite0', pretrained=False), 0), 'positive, finite number, got 0')]
+    for call, msg in cases:
+        with pytest.raises(ValueError, match=msg): call()
+    before = [p.clone() for p in m.parameters()]
+    learn.fit(0)  # zero epochs: allowed, and nothing changes
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))

@@ -99,7 +99,8 @@ from .learner import Callback
 class EMACB(Callback):
     "Exponential moving average of the weights: validate and finish with it (`decay` close to 1: a long memory)"
     order = 5  # before SaveBestCB, which saves (and reloads) the averaged weights
-    def __init__(self, decay:float=0.99): self.decay, self.raw = decay, None
+    def __init__(self, decay:float=0.99 # weight of the average so far at each step: 0.99 averages over about the last 100 steps
+                ): self.decay, self.raw = decay, None
     def before_fit(self, learn): self.ema = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     def after_step(self, learn):
         with torch.no_grad():
@@ -118,7 +119,9 @@ class EMACB(Callback):
 # %% ../nbs/08_transfer_learning.ipynb #effe2895
 class FocalLoss(nn.Module):
     "Focal loss for logits [B, C]: cross-entropy scaled by (1 - p_true)^gamma, optionally class-weighted"
-    def __init__(self, gamma:float=2.0, weight:torch.Tensor|None=None):
+    def __init__(self,
+                 gamma:float=2.0, # focusing: 0 is cross-entropy; larger values down-weight the examples already right
+                 weight:torch.Tensor|None=None): # a weight per class, as for `nn.CrossEntropyLoss` (e.g. `class_weights`)
         super().__init__(); self.gamma = gamma
         self.register_buffer('weight', None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
     def forward(self, logits, targets):

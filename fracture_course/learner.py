@@ -424,7 +424,9 @@ class LRFindResult:
             ax.axvline(self.suggestion, color='red', ls='--', label=f'suggestion {self.suggestion:.1e}'); ax.legend()
         return ax
 
-def lr_suggestion(lrs:Sequence[float], smoothed:Sequence[float]) -> float:
+def lr_suggestion(lrs:Sequence[float], # the learning rates of the sweep, one per batch
+                  smoothed:Sequence[float] # the smoothed training loss at each of them (NaN or inf once it exploded)
+                 ) -> float:
     "The learning rate at the lowest smoothed loss, divided by 10 (NaN if every loss is NaN)"
     finite = [(l, lr) for lr, l in zip(lrs, smoothed) if math.isfinite(l)]
     return min(finite)[1] / 10 if finite else float('nan')
@@ -432,7 +434,10 @@ def lr_suggestion(lrs:Sequence[float], smoothed:Sequence[float]) -> float:
 class LRFinderCB(Callback):
     "Multiply the LR from `start_lr` to `end_lr` over `num_it` training batches; stop when the loss explodes"
     order = 30
-    def __init__(self, start_lr:float=1e-7, end_lr:float=10., num_it:int=100, beta:float=0.9):
+    def __init__(self,
+                 start_lr:float=1e-7, end_lr:float=10., # the range swept, multiplied by the same factor after every batch
+                 num_it:int=100, # training batches at most
+                 beta:float=0.9): # smoothing of the loss (an exponential moving average, debiased)
         self.start_lr, self.end_lr, self.num_it, self.beta = start_lr, end_lr, num_it, beta
     def before_fit(self, learn):
         self.lrs, self.losses, self.smoothed, self.avg = [], [], [], 0.
@@ -481,7 +486,11 @@ class BatchSchedulerCB(Callback):
 
 class OneCycleCB(BatchSchedulerCB):
     "One-cycle LR schedule (torch's `OneCycleLR`) peaking at each parameter group's LR, or at `max_lr`"
-    def __init__(self, max_lr:float|None=None, pct_start:float=0.25, div_factor:float=25., final_div_factor:float=1e4):
+    def __init__(self,
+                 max_lr:float|None=None, # the peak (default: each parameter group's own learning rate)
+                 pct_start:float=0.25, # share of the steps spent warming up
+                 div_factor:float=25., # the schedule starts at the peak / div_factor...
+                 final_div_factor:float=1e4): # ...and ends at that start / final_div_factor
         self.max_lr, self.kw = max_lr, dict(pct_start=pct_start, div_factor=div_factor, final_div_factor=final_div_factor)
         super().__init__(self._make)
     def _make(self, opt, total_steps):
@@ -535,7 +544,11 @@ class SaveBestCB(Callback):
 class EarlyStoppingCB(Callback):
     "Stop training when `monitor` has not improved by more than `min_delta` for `patience` epochs"
     order = 20
-    def __init__(self, monitor:str='valid_loss', patience:int=3, min_delta:float=0., mode:str='auto'):
+    def __init__(self,
+                 monitor:str='valid_loss', # a key of the history
+                 patience:int=3, # epochs without improvement before stopping
+                 min_delta:float=0., # smaller changes do not count as improvement
+                 mode:str='auto'): # 'min', 'max', or 'auto' (min for losses, max otherwise)
         self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, _mode(monitor, mode)
     def before_fit(self, learn): self.best, self.wait, self.stopped_epoch = None, 0, None
     def after_epoch(self, learn):
@@ -550,7 +563,8 @@ class EarlyStoppingCB(Callback):
 
 class GradClipCB(Callback):
     "Clip the gradient norm of all parameters to `max_norm` before each step (works with mixed precision)"
-    def __init__(self, max_norm:float=1.): self.max_norm, self.norms = max_norm, []
+    def __init__(self, max_norm:float=1. # largest allowed norm of all gradients together; `norms` records each step's before clipping
+                ): self.max_norm, self.norms = max_norm, []
     def after_backward(self, learn):
         if learn.scaler is not None: learn.scaler.unscale_(learn.opt)  # clip the true gradients, not the scaled ones
         self.norms.append(nn.utils.clip_grad_norm_(learn.model.parameters(), self.max_norm))

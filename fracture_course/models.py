@@ -337,13 +337,21 @@ def efficientnet_lite0(n_classes:int=2, # outputs of the new head
                           n_classes, in_channels, pretrained, weights)
 
 @register_model('resnet18')
-def resnet18(n_classes:int=2, in_channels:int=3, pretrained:bool=True, weights:str|None=None) -> nn.Module:
+def resnet18(n_classes:int=2, # outputs of the new head
+             in_channels:int=3, # 1 for greyscale: the first convolution's filters are summed over RGB
+             pretrained:bool=True, # start from ImageNet weights (torchvision's hub: needs internet, or `weights`)
+             weights:str|None=None # a local file of ImageNet weights, for offline machines
+            ) -> nn.Module:
     "ResNet-18 (torchvision), 11.7M parameters, with a new head; returns logits"
     import torchvision
     return _load_backbone('resnet18', lambda: torchvision.models.resnet18(), 'fc', 'conv1', n_classes, in_channels, pretrained, weights)
 
 @register_model('densenet121')
-def densenet121(n_classes:int=2, in_channels:int=3, pretrained:bool=True, weights:str|None=None) -> nn.Module:
+def densenet121(n_classes:int=2, # outputs of the new head
+                in_channels:int=3, # 1 for greyscale: the first convolution's filters are summed over RGB
+                pretrained:bool=True, # start from ImageNet weights (torchvision's hub: needs internet, or `weights`)
+                weights:str|None=None # a local file of ImageNet weights, for offline machines
+               ) -> nn.Module:
     "DenseNet-121 (torchvision), 8.0M parameters, with a new head; returns logits"
     import torchvision
     return _load_backbone('densenet121', lambda: torchvision.models.densenet121(), 'classifier', 'features.conv0',

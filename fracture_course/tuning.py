@@ -24,8 +24,9 @@ from .transforms import (CachedDataset, DataLoaders, eval_tfms, get_dls, grey_pr
                                         train_tfms)
 
 # %% auto #0
-__all__ = ['VALID_METRICS', 'MODEL_KEYS', 'subsample', 'preload', 'train_eval_loader', 'remake_dls', 'fast_layout', 'measure',
-           'run_experiment', 'search_space', 'PruningCB', 'make_objective', 'known_trial', 'run_study', 'plot_study']
+__all__ = ['VALID_METRICS', 'TRIAL_ATTRS', 'MODEL_KEYS', 'subsample', 'preload', 'train_eval_loader', 'remake_dls', 'fast_layout',
+           'measure', 'run_experiment', 'search_space', 'PruningCB', 'make_objective', 'known_trial', 'run_study',
+           'plot_study']
 
 # %% ../nbs/06_overfitting.ipynb #512612b7
 def subsample(data:FractureData, # a dataset with a train split
@@ -79,6 +80,7 @@ def remake_dls(dls:DataLoaders, # from `get_dls`
 
 # %% ../nbs/06_overfitting.ipynb #723ac52b
 VALID_METRICS = ('accuracy', 'sensitivity', 'specificity', 'auroc')
+TRIAL_ATTRS = ('train_loss', 'valid_loss', *(f'valid_{m}' for m in VALID_METRICS))  # what a study's trial keeps of its last epoch
 
 def fast_layout(learn:Learner) -> Learner:
     "On a CPU, store the model's weights channels-last: its convolutions run faster so (the arithmetic is the same)"
@@ -141,7 +143,10 @@ MODEL_KEYS = ('widths', 'hidden', 'dropout')
 class PruningCB(Callback):
     "Report `monitor` to an Optuna trial after each epoch; raise `optuna.TrialPruned` when the pruner says so"
     order = 30  # after the Recorder and the early-stopping callbacks
-    def __init__(self, trial:optuna.Trial, monitor:str='valid_loss'): self.trial, self.monitor = trial, monitor
+    def __init__(self,
+                 trial:optuna.Trial, # the trial being trained
+                 monitor:str='valid_loss' # the history key reported each epoch (the study's score)
+                ): self.trial, self.monitor = trial, monitor
     def after_epoch(self, learn):
         row = learn.history[-1]
         if self.monitor not in row: raise ValueError(f"Cannot report {self.monitor!r}: the history has {list(row)}.")
@@ -179,7 +184,7 @@ def make_objective(data:FractureData|DataLoaders, # a dataset, or loaders from `
         objective.learners[trial.number] = learn
         learn.fit(n_epochs)
         last = learn.history[-1]
-        for k in ('train_loss', 'valid_loss', *(f'valid_{m}' for m in VALID_METRICS)): trial.set_user_attr(k, last[k])
+        for k in TRIAL_ATTRS: trial.set_user_attr(k, last[k])
         return last[monitor]
     objective.direction = 'minimize' if 'loss' in monitor else 'maximize'
     objective.dls, objective.learners = dls, {}  # trial number -> its trained Learner: the best one needs no retraining
@@ -197,7 +202,7 @@ def known_trial(space:Callable[[optuna.Trial], dict], # the study's search space
     last = learn.history[-1]
     t = optuna.trial.create_trial(params=fixed.params, distributions=fixed.distributions, value=last[monitor],
                                   intermediate_values={row['epoch']: row[monitor] for row in learn.history},
-                                  user_attrs={k: v for k, v in last.items() if k in ('train_loss', 'valid_loss') or k.startswith('valid_')})
+                                  user_attrs={k: last[k] for k in TRIAL_ATTRS})
     t.datetime_start = t.datetime_complete - datetime.timedelta(seconds=sum(row.get('time', 0.) for row in learn.history))
     return t  # the table of trials shows its metrics and duration as it does every other trial's
 

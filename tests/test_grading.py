@@ -1,5 +1,5 @@
 "Student editions and grading: every chapter's exercises, tiny synthetic notebooks, and one real chapter."
-import argparse, csv, json, shutil, subprocess, sys
+import argparse, ast, csv, json, shutil, subprocess, sys
 from pathlib import Path
 
 import nbformat
@@ -55,6 +55,12 @@ def test_student_edition_of_every_notebook(tmp_path):
             if not any(l.strip() == BEGIN for l in r.source.splitlines()): assert r.source == s.source, f'{p.name}: cell changed'
         if p.name not in REFERENCE_ONLY:
             assert any(STUB in c.source for c in stu.cells if c.cell_type == 'code'), f'{p.name}: no exercise stub'
+        for i, c in enumerate(stu.cells):  # a stub raises when called, never when its cell defines it: the check cell must find the name
+            if c.cell_type == 'code' and STUB in c.source:
+                for node in ast.walk(ast.parse(c.source)):
+                    if isinstance(node, ast.ClassDef):
+                        assert not any(isinstance(st, ast.Raise) for st in node.body), f'{p.name} cell {i}: the stub raises while defining {node.name}'
+                assert not any(isinstance(st, ast.Raise) for st in ast.parse(c.source).body), f'{p.name} cell {i}: the stub raises at the top level'
 
 def test_every_chapter_has_three_graded_exercises():
     counts = {p.name: len(find_exercises(read_notebook(p), p.name)) for p in CHAPTERS}

@@ -13,7 +13,7 @@ from fracture_course.data import load_dataset
 from fracture_course.learner import load_checkpoint, save_checkpoint
 from fracture_course.models import EnhancedCNN, SimpleCNN, create_model
 from fracture_course.transforms import get_dls, grey_preset
-from fracture_course.tuning import (MODEL_KEYS, PruningCB, make_objective, plot_study, preload, remake_dls,
+from fracture_course.tuning import (MODEL_KEYS, TRIAL_ATTRS, known_trial, PruningCB, make_objective, plot_study, preload, remake_dls,
                                     run_experiment, run_study, search_space, subsample, train_eval_loader)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -121,6 +121,7 @@ def test_loaders(tiny_dls):
     assert d2.train.batch_size == 4 and d2.valid is tiny_dls.valid and d2.train.dataset.cache is tiny_dls.train.dataset.cache
     assert tiny_dls.train.batch_size == 8
     with pytest.raises(ValueError, match='batch size'): remake_dls(tiny_dls, bs=-1)
+    with pytest.raises(ValueError, match='batch size must be at least 1, got 0'): remake_dls(tiny_dls, bs=0)
     with pytest.raises(ValueError, match='augmentation level'): remake_dls(tiny_dls, aug='extreme')
     pv = preload(tiny_dls.valid)
     assert all(torch.equal(a, b) and torch.equal(y1, y2) for (a, y1), (b, y2) in zip(tiny_dls.valid, pv))
@@ -170,7 +171,10 @@ def test_objective_uses_valid_split_and_reports_each_epoch(tiny_dls, tiny_cfg):
     for t in study.trials:
         assert t.state == optuna.trial.TrialState.COMPLETE
         assert sorted(t.intermediate_values) == [1, 2] and t.intermediate_values[2] == t.value
-        assert t.user_attrs['valid_loss'] == t.value and 'valid_auroc' in t.user_attrs and 'valid_sensitivity' in t.user_attrs
+        assert t.user_attrs['valid_loss'] == t.value and set(t.user_attrs) == set(TRIAL_ATTRS)
+    # a trial made from a run outside the study (chapter 6's hand-set network) keeps the same record, so the table has no holes
+    known = known_trial(TINY_SPACE, study.trials[0].params, objective.learners[0])
+    assert set(known.user_attrs) == set(TRIAL_ATTRS) and known.value == study.trials[0].value
     assert make_objective(dls, tiny_cfg, monitor='valid_auroc').direction == 'maximize'
     with pytest.raises(ValueError, match='epoch'): make_objective(dls, tiny_cfg, epochs=-1)
 

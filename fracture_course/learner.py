@@ -209,7 +209,13 @@ class Learner:
     def _one_batch(self):
         with self.autocast():
             self.preds = self.model(self.xb)
-            self.loss = self.loss_func(self.preds, self.yb)
+            try: self.loss = self.loss_func(self.preds, self.yb)
+            except (IndexError, RuntimeError) as e:
+                p, y = self.preds, self.yb
+                if p.ndim == 2 and p.shape[1] >= 2 and not (y.dtype.is_floating_point and y.ndim == 1): raise
+                raise ValueError(f"The loss cannot compare the model's output {list(p.shape)} with the targets {list(y.shape)} ({y.dtype}): "
+                                 "the course's models return logits [B, 2] (n_classes=2) and the targets are class indices 0 and 1 "
+                                 f"(integers, e.g. y.long()). ({type(e).__name__}: {e})") from e
         self('after_loss')
         if not self.training: return
         self.backward(); self('after_backward')

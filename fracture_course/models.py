@@ -64,6 +64,7 @@ class SimpleCNN(nn.Module):
                  hidden:int=128, # units of the hidden fully connected layer
                  kernel_size:int=3): # side of the conv filters (odd)
         super().__init__()
+        if isinstance(widths, int): raise TypeError(f"widths is one number per conv stage, e.g. ({widths},) or (8, 16, 32); got {widths}.")
         if in_channels < 1 or n_classes < 1 or hidden < 1 or not widths:
             raise ValueError("SimpleCNN needs in_channels, n_classes and hidden >= 1 and at least one width.")
         if kernel_size % 2 == 0: raise ValueError(f"SimpleCNN needs an odd kernel_size, got {kernel_size}.")

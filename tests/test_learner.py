@@ -483,6 +483,11 @@ def test_bad_inputs_are_refused_before_training_with_what_to_do():
              (lambda: discriminative_lrs(create_model('efficientnet_lite0', pretrained=False), 0), 'positive, finite number, got 0')]
     for call, msg in cases:
         with pytest.raises(ValueError, match=msg): call()
+    one_output = create_model('simple_cnn', img_size=32, widths=(4, 4), n_classes=1)
+    for model, targets, shown in ((one_output, y, r'output \[8, 1\] with the targets \[8\] \(torch.int64\)'), (m, y.float(), r'\(torch.float32\)')):
+        dl = DataLoader(TensorDataset(x, targets), batch_size=8)
+        with pytest.raises(ValueError, match=shown + r'.*logits \[B, 2\].*class indices 0 and 1'):
+            Learner(model, SimpleNamespace(train=dl, valid=dl), progress=False).fit(1)
     before = [p.clone() for p in m.parameters()]
     learn.fit(0)  # zero epochs: allowed, and nothing changes
     assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))

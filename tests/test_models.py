@@ -85,6 +85,7 @@ def test_simple_cnn_bad_arguments():
     with pytest.raises(ValueError, match='img_size=4 is too small'): SimpleCNN(img_size=4)
     with pytest.raises(ValueError, match='odd kernel_size'): SimpleCNN(kernel_size=4)
     with pytest.raises(ValueError, match='at least one width'): SimpleCNN(widths=())
+    with pytest.raises(TypeError, match=r'widths is one number per conv stage, e.g. \(32,\) or \(8, 16, 32\); got 32'): create_model('simple_cnn', widths=32)
 
 
 def test_models_module_exports_registry_api():

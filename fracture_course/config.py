@@ -213,6 +213,8 @@ def get_config(profile:str|None=None, # 'quick', 'full' or 'auto' (default: FRAC
                **overrides) -> CourseConfig: # any settings key, e.g. `epochs=1`
     "The course settings for this run: file, then `FRACTURE_*` environment variables, then `overrides`"
     _warn_unknown_env()
+    if settings is not None and not Path(settings).expanduser().is_file():
+        raise FileNotFoundError(f"Settings file {settings} not found; give the path of a settings.ini, or leave it out for the course's own.")
     vals, prof, why, path = _setting_values(profile, settings, overrides)
     device = pick_device(vals['device'])
     vals.update(device=str(device), num_workers=_resolve_workers(vals['num_workers'], device),

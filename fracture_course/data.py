@@ -1147,9 +1147,12 @@ def trivial_baseline(items:list # the items to score a constant prediction on
                     ) -> dict:
     "Scores of the classifier that always predicts the majority class (a constant score: AUROC 0.5)"
     labels = np.array([o.label for o in items])
+    if len(labels) == 0: return {'predicts': None, 'accuracy': float('nan'), 'sensitivity': float('nan'), 'specificity': float('nan'), 'auroc': float('nan')}
     maj = int(labels.mean() >= 0.5)
+    both = 0 < labels.sum() < len(labels)  # with one class only, sensitivity or specificity and AUROC are undefined (NaN)
     return {'predicts': CLASSES[maj], 'accuracy': float((labels == maj).mean()),
-            'sensitivity': float(maj == 1), 'specificity': float(maj == 0), 'auroc': 0.5}
+            'sensitivity': float(maj == 1) if labels.any() else float('nan'), 'specificity': float(maj == 0) if not labels.all() else float('nan'),
+            'auroc': 0.5 if both else float('nan')}
 
 # %% ../nbs/02_data.ipynb #4d4fde51
 def plot_class_balance(data:FractureData, ax=None):

@@ -53,7 +53,11 @@ def _ap(probs, targets, threshold=None):
 
 def _checked_probs(probs) -> torch.Tensor:
     "`probs` as a flat float tensor, refused when a value is NaN or outside 0..1 (torchmetrics would take them all for logits)"
-    p = torch.as_tensor(probs).float().flatten()
+    p = torch.as_tensor(probs).float()
+    if p.ndim == 2 and p.shape[1] == 2:
+        raise ValueError(f"Pass one probability of `fractured` per image, shape [N]; got {list(p.shape)}: take probs[:, 1] "
+                         "(from logits: logits.softmax(1)[:, 1]).")
+    p = p.flatten()
     bad = ~((p >= 0) & (p <= 1))
     if bad.any(): raise ValueError(f"{int(bad.sum())} of {len(p)} probabilities are NaN or outside 0..1 (the first: {p[bad][0].item():g}); "
                                    "pass probabilities (e.g. logits.softmax(1)[:, 1]) of a model whose outputs are finite.")
@@ -84,19 +88,21 @@ def evaluation_metrics(probs:torch.Tensor, # probability of `fractured` per imag
 
 def confusion_matrix(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5) -> torch.Tensor:
     "Counts [[TN, FP], [FN, TP]]: rows are the true class, columns the predicted one"
-    p = torch.as_tensor(probs).float().flatten()
+    p = _checked_probs(probs)
     return binary_confusion_matrix(p, _checked_targets(targets, len(p)), threshold)
 
 # %% ../nbs/09_evaluation.ipynb #89ec941c
 def classification_report(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5,
                           classes:Sequence[str]=CLASSES) -> pd.DataFrame:
-    "Precision, recall, F1 and support of each class, and their unweighted (macro) mean"
-    preds = (torch.as_tensor(probs).float().flatten() > threshold).long(); targets = _checked_targets(targets, len(preds))
+    "Precision, recall, F1 and support of each class (NaN where undefined), and their unweighted (macro) mean over the defined ones"
+    preds = (_checked_probs(probs) > threshold).long(); targets = _checked_targets(targets, len(preds))
     kw = dict(num_classes=2, average=None)
-    df = pd.DataFrame({'precision': multiclass_precision(preds, targets, **kw).numpy(),
-                       'recall': multiclass_recall(preds, targets, **kw).numpy(),
-                       'f1': multiclass_f1_score(preds, targets, **kw).numpy(),
-                       'support': torch.bincount(targets, minlength=2).numpy()}, index=list(classes))
+    support, called = torch.bincount(targets, minlength=2), torch.bincount(preds, minlength=2)
+    nan_where = lambda v, undefined: np.where(undefined.numpy(), np.nan, v.numpy())
+    df = pd.DataFrame({'precision': nan_where(multiclass_precision(preds, targets, **kw), called == 0),
+                       'recall': nan_where(multiclass_recall(preds, targets, **kw), support == 0),
+                       'f1': nan_where(multiclass_f1_score(preds, targets, **kw), (support == 0) & (called == 0)),
+                       'support': support.numpy()}, index=list(classes))
     df.loc['macro average'] = [*df[['precision', 'recall', 'f1']].mean(), df['support'].sum()]
     return df.astype({'support': int})
 
@@ -122,7 +128,7 @@ def weighted_metrics(probs:torch.Tensor, # [N] probability of `fractured`
                      weights:torch.Tensor, # [B, N]: how many times each image counts, in each of B resamples
                      threshold:float=0.5) -> dict:
     "Each of `METRIC_NAMES` for every row of `weights`, as tensors [B] (NaN where undefined), computed at once"
-    p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p)).bool()
+    p = _checked_probs(probs); t = _checked_targets(targets, len(p)).bool()
     w = torch.as_tensor(weights).double().reshape(-1, len(p))
     called = p > threshold
     tp, fp = (w * (called & t)).sum(1), (w * (called & ~t)).sum(1)
@@ -131,7 +137,7 @@ def weighted_metrics(probs:torch.Tensor, # [N] probability of `fractured`
     nan = torch.full_like(tp, float('nan'))
     ratio = lambda a, b: torch.where(b > 0, a / b.clamp(min=1e-12), nan)
     out = {'accuracy': ratio(tp + tn, pos + neg), 'sensitivity': ratio(tp, pos), 'specificity': ratio(tn, neg),
-           'precision': ratio(tp, tp + fp), 'f1': torch.where(2*tp + fp + fn > 0, 2*tp / (2*tp + fp + fn).clamp(min=1e-12), 0*tp)}
+           'precision': ratio(tp, tp + fp), 'f1': ratio(2*tp, 2*tp + fp + fn)}
     scores, rank = torch.unique(p, return_inverse=True)  # ascending distinct scores
     wpos = torch.zeros(len(w), len(scores), dtype=w.dtype).index_add_(1, rank, w * t)
     wneg = torch.zeros_like(wpos).index_add_(1, rank, w * ~t)
@@ -150,7 +156,8 @@ def bootstrap_ci(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5,
                  chunk:int=500 # resamples computed at once (memory: chunk x N doubles)
                 ) -> pd.DataFrame:
     "Each metric at `threshold` with a percentile bootstrap confidence interval (columns estimate, low, high)"
-    p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p))
+    p = _checked_probs(probs); t = _checked_targets(targets, len(p))
+    if not 0 < level < 1: raise ValueError(f"level is the interval's coverage, a fraction such as 0.95; got {level}")
     if len(p) == 0: raise ValueError("bootstrap_ci needs at least one prediction.")
     if n_boot < 1: raise ValueError(f"n_boot must be at least 1 resample, got {n_boot} (a 95% interval wants 1000 or more)")
     rng, n = np.random.default_rng(seed), len(p)
@@ -220,12 +227,18 @@ def threshold_for_sensitivity(probs:torch.Tensor, # probability of `fractured` (
                               targets:torch.Tensor, # true labels
                               target:float=0.9 # sensitivity to reach, in (0, 1]
                              ) -> float:
-    "The highest threshold at which `probs > threshold` finds at least `target` of the fractures"
+    "A threshold at which `probs > threshold` finds at least `target` of the fractures, with the best specificity (midway to the next probability)"
     if not 0 < target <= 1: raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
-    p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p))
+    p = _checked_probs(probs); t = _checked_targets(targets, len(p))
     pos = torch.sort(p[t == 1], descending=True).values
     if len(pos) == 0: raise ValueError("No fractured images among the targets: a threshold for sensitivity cannot be chosen.")
-    pk = pos[max(1, math.ceil(target * len(pos) - 1e-9)) - 1]  # the k-th highest fracture probability
+    k = max(1, math.ceil(target * len(pos) - 1e-9))
+    pk = pos[k - 1]  # the k-th highest fracture probability
+    if pk <= 0:  # no threshold of 0 or more calls a probability of exactly 0 fractured
+        reached = float((pos > 0).float().mean())
+        warnings.warn(f"{int((pos <= 0).sum())} of {len(pos)} fractures have probability 0: no threshold reaches sensitivity {target:g}; "
+                      f"threshold 0 finds {reached:.3f} of them.")
+        return 0.0
     below = p[p < pk]
     if len(below) == 0: return float(torch.nextafter(pk, torch.tensor(-1.0)))  # nothing lower: just below it
     mid = (pk + below.max()) / 2
@@ -239,7 +252,9 @@ def operating_point(probs:torch.Tensor, targets:torch.Tensor, threshold:float) -
 # %% ../nbs/09_evaluation.ipynb #3f7aa73e
 def reliability_table(probs:torch.Tensor, targets:torch.Tensor, n_bins:int=10) -> pd.DataFrame:
     "Per probability bin [i/n, (i+1)/n): image count, mean predicted probability and share truly fractured"
-    p = torch.as_tensor(probs).float().flatten().contiguous(); t = _checked_targets(targets, len(p)).float()
+    p = _checked_probs(probs).contiguous(); t = _checked_targets(targets, len(p)).float()
+    if len(p) == 0: raise ValueError("No predictions: calibration needs at least one image.")
+    if n_bins < 1: raise ValueError(f"n_bins must be at least 1, got {n_bins}")
     edges = torch.linspace(0, 1, n_bins + 1)
     b = (torch.bucketize(p, edges, right=True) - 1).clamp(0, n_bins - 1)  # as torchmetrics bins; p = 1 joins the last bin
     count = torch.bincount(b, minlength=n_bins).double()
@@ -264,6 +279,14 @@ def fit_temperature(logits:torch.Tensor, # [N, 2], validation split
                     max_iter:int=100) -> float:
     "The temperature T > 0 that minimises the NLL of softmax(logits / T) on (`logits`, `targets`)"
     logits = torch.as_tensor(logits).float().detach(); targets = _checked_targets(targets, len(logits))
+    if logits.ndim != 2 or logits.shape[1] != 2 or len(logits) == 0:
+        raise ValueError(f"fit_temperature takes logits [N, 2] of at least one image (before the softmax); got {list(logits.shape)}")
+    if not logits.isfinite().all(): raise ValueError("fit_temperature: some logits are NaN or infinite; the model's outputs must be finite.")
+    if len(targets.unique()) < 2: raise ValueError("fit_temperature needs both classes among the targets: one class says nothing of calibration.")
+    margin = logits[:, 1] - logits[:, 0]
+    if margin[targets == 1].min() > margin[targets == 0].max():
+        warnings.warn("These logits separate the classes perfectly: the NLL falls as T shrinks, with no best temperature; "
+                      "T is where the optimiser stopped. Fit it on a larger or harder validation split.")
     log_t = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn='strong_wolfe')
     def closure():
@@ -288,7 +311,7 @@ def plot_reliability(predictions:dict, # {label: fracture probabilities}
 # %% ../nbs/09_evaluation.ipynb #f36a0aed
 def item_losses(probs:torch.Tensor, targets:torch.Tensor) -> torch.Tensor:
     "Cross-entropy of each item: -log(probability given to its true class)"
-    p = torch.as_tensor(probs).double().flatten(); t = _checked_targets(targets, len(p))
+    p = _checked_probs(probs).double(); t = _checked_targets(targets, len(p))
     return -torch.where(t == 1, p, 1 - p).clamp(min=1e-12).log()
 
 def top_losses(probs:torch.Tensor, targets:torch.Tensor, k:int=8) -> torch.Tensor:
@@ -456,11 +479,11 @@ def add_evaluate_args(p):
     p.add_argument('--split', choices=['test', 'valid', 'train', 'all'], default='test', help="which images to score (default test; 'all': every image under PATH)")
     p.add_argument('--out', metavar='DIR', help='where to write metrics.json and the plots (default: eval-SPLIT beside the checkpoint)')
     g = p.add_mutually_exclusive_group()
-    g.add_argument('--threshold', type=float, metavar='T', help='call fractured above this probability')
+    g.add_argument('--threshold', type=float, metavar='T', help="call fractured above this probability (default: the threshold saved in the checkpoint, else 0.5)")
     g.add_argument('--target-sensitivity', type=float, metavar='S', help="choose the threshold reaching sensitivity S on the dataset's validation split")
     p.add_argument('--tta', action=argparse.BooleanOptionalAction, help="average each image with its mirror image, or not (default: as the checkpoint's threshold was chosen)")
     p.add_argument('--n-boot', type=int, default=2000, help=f'bootstrap resamples for the confidence intervals (default 2000, at least {MIN_BOOT}; 0: none)')
-    p.add_argument('--batch-size', type=int, default=64)
+    p.add_argument('--batch-size', type=int, default=64, help='images scored at once (default 64; lower it if memory runs short)')
     p.add_argument('--seed', type=int, help="seed for splits the dataset lacks and for the bootstrap (default: the one the checkpoint's training used, else the settings')")
     p.add_argument('--device', default='auto', help='auto (default: CUDA, then MPS, then CPU), cuda, mps or cpu')
 
@@ -482,6 +505,7 @@ def _check_evaluate_args(args):
     if args.target_sensitivity is not None and not 0 < args.target_sensitivity <= 1:
         raise ValueError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
     if args.batch_size < 1: raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.seed is not None and args.seed < 0: raise ValueError(f"--seed must be 0 or more, got {args.seed}")
     if args.n_boot != 0 and args.n_boot < MIN_BOOT:
         raise ValueError(f"--n-boot must be 0 (no intervals) or at least {MIN_BOOT}, got {args.n_boot}: the ends of a 95% interval "
                          "drawn from fewer resamples are mostly noise (the default is 2000)")

@@ -49,7 +49,7 @@ def precision(probs, targets, threshold=0.5):
     return _nan_unless(bool((probs > threshold).any()), lambda: binary_precision(probs, targets, threshold))
 def f1(probs, targets, threshold=0.5):
     "Harmonic mean of precision and sensitivity"
-    return binary_f1_score(probs, targets, threshold).item()
+    return _nan_unless(bool((targets == 1).any() or (probs > threshold).any()), lambda: binary_f1_score(probs, targets, threshold))
 def auroc(probs, targets, threshold=None):
     "Area under the ROC curve of the fracture probability (threshold-free); NaN with a single class"
     return _nan_unless(bool((targets == 1).any() and (targets == 0).any()), lambda: binary_auroc(probs, targets))

@@ -1,5 +1,5 @@
 "Data loading: every layout the course names, every kind of bad file, splits, the audit, and the real FracAtlas."
-import json, subprocess, sys, warnings
+import json, math, subprocess, sys, warnings
 from pathlib import Path
 import numpy as np
 import pytest
@@ -158,6 +158,9 @@ def test_audit_finds_unreadable_damaged_duplicates_leaks_and_stray_files(tmp_pat
 def test_trivial_baseline_on_imbalanced_items():
     items = [Item(Path(f'{i}'), int(i < 18)) for i in range(100)]
     assert trivial_baseline(items) == {'predicts': 'not fractured', 'accuracy': 0.82, 'sensitivity': 0.0, 'specificity': 1.0, 'auroc': 0.5}
+    one_class = trivial_baseline([o for o in items if o.label == 0])  # sensitivity and AUROC are undefined without a fracture
+    assert one_class['specificity'] == 1.0 and math.isnan(one_class['sensitivity']) and math.isnan(one_class['auroc'])
+    assert math.isnan(trivial_baseline([])['accuracy'])
 
 def test_data_source_resolution(tmp_path, monkeypatch):
     assert resolve_source(get_config(dataset='synthetic')) == ('synthetic', None)

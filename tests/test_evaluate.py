@@ -102,7 +102,8 @@ def test_threshold_meets_target_sensitivity_and_is_the_highest(target, ties):
 def test_threshold_edge_cases():
     assert threshold_for_sensitivity(P8, T8, 0.75) == pytest.approx(0.65)  # between 0.7 (found) and 0.6 (next lower)
     assert threshold_for_sensitivity(torch.full((4,), 0.5), torch.tensor([1, 0, 1, 0]), 0.9) < 0.5  # all tied: call all
-    assert (torch.tensor([0.0, 0.0]) > threshold_for_sensitivity(torch.tensor([0.0, 0.0]), torch.tensor([1, 1]))).all()
+    with pytest.warns(UserWarning, match='no threshold reaches'):  # probabilities of exactly 0: a threshold stays a probability (0), said
+        assert threshold_for_sensitivity(torch.tensor([0.0, 0.0]), torch.tensor([1, 1])) == 0.0
     with pytest.raises(ValueError, match='No fractured'): threshold_for_sensitivity(torch.rand(4), torch.zeros(4))
     with pytest.raises(ValueError, match='target'): threshold_for_sensitivity(P8, T8, 1.5)
 
@@ -494,3 +495,34 @@ def test_evaluate_and_audit_need_no_device_to_read_the_seed(tiny, tmp_path, monk
     from fracture_course.data import add_audit_args, audit_command
     p = argparse.ArgumentParser(); add_audit_args(p)
     assert audit_command(p.parse_args([str(tiny/'data')])) == 0
+
+def test_every_metric_function_refuses_what_is_not_a_probability_and_says_undefined_as_nan():
+    "The probe's cases: NaN or logits were counted silently by some functions; an undefined F1 read 0; edge cases crashed late"
+    from fracture_course.evaluate import confusion_matrix, evaluation_metrics, expected_calibration_error, fit_temperature, item_losses, weighted_metrics
+    y = torch.tensor([1, 0, 1, 0])
+    for bad in (torch.tensor([float('nan'), .2, .9, .1]), torch.tensor([2., -.5, .9, .1])):
+        for f in (lambda p: confusion_matrix(p, y), lambda p: threshold_for_sensitivity(p, y, .9), lambda p: expected_calibration_error(p, y),
+                  lambda p: classification_report(p, y), lambda p: weighted_metrics(p, y, torch.ones(1, 4)), lambda p: item_losses(p, y)):
+            with pytest.raises(ValueError, match='NaN or outside 0..1'): f(bad)
+    with pytest.raises(ValueError, match=r'shape \[N\]; got \[4, 2\]: take probs\[:, 1\]'): evaluation_metrics(torch.rand(4, 2), y)
+    with pytest.raises(ValueError, match='at least one image'): expected_calibration_error([], [])
+    with pytest.raises(ValueError, match='n_bins must be at least 1'): expected_calibration_error([.5], [1], n_bins=0)
+    with pytest.raises(ValueError, match='coverage, a fraction such as 0.95; got 95'): bootstrap_ci(torch.tensor([.1, .9]), torch.tensor([0, 1]), level=95)
+    # F1 is undefined (NaN) with no fracture and no fracture call, as sensitivity and precision are; a perfect model's interval stays at 1
+    assert math.isnan(evaluation_metrics([.1, .2], [0, 0])['f1'])
+    assert bootstrap_ci(torch.tensor([.1, .2, .9]), torch.tensor([0, 0, 1]), n_boot=500).loc['f1', ['low', 'high']].tolist() == [1.0, 1.0]
+    # a fracture scored exactly 0 cannot be called at any threshold of 0 or more: said, and the threshold stays a probability
+    with pytest.warns(UserWarning, match='1 of 2 fractures have probability 0: no threshold reaches sensitivity 1'):
+        assert threshold_for_sensitivity([.9, .3, 0., .5], [1, 0, 1, 0], 1.0) == 0.0
+    # a class with no images: its recall and F1 are undefined, and the macro average is over the defined ones
+    rep = classification_report([.9, .8], [1, 1])
+    assert math.isnan(rep.loc['not fractured', 'recall']) and rep.loc['macro average', 'recall'] == 1.0
+    for logits, targets, msg in ((torch.zeros(0, 2), torch.zeros(0), r'logits \[N, 2\] of at least one image'),
+                                 (torch.tensor([[0., float('nan')], [0, 1]]), torch.tensor([1, 0]), 'NaN or infinite'),
+                                 (torch.tensor([[0., 1], [0, 2]]), torch.tensor([1, 1]), 'needs both classes')):
+        with pytest.raises(ValueError, match=msg): fit_temperature(logits, targets)
+    with pytest.warns(UserWarning, match='separate the classes perfectly'): fit_temperature(torch.tensor([[0., 3], [0, -3]]), torch.tensor([1, 0]))
+
+def test_evaluate_refuses_a_negative_seed_before_scoring(tmp_path):
+    p = argparse.ArgumentParser(); add_evaluate_args(p)
+    with pytest.raises(ValueError, match='--seed must be 0 or more, got -1'): evaluate_command(p.parse_args([str(tmp_path/'m.pt'), '--seed', '-1']))

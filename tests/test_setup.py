@@ -140,3 +140,7 @@ def test_bars_are_off_in_a_log_even_after_ipykernel_was_imported():
     class Tty(io.StringIO):
         def isatty(self): return True
     assert bars_redraw(Tty()) and not bars_redraw(io.StringIO())
+
+def test_a_settings_file_given_that_is_not_there_is_refused(tmp_path):
+    from fracture_course.config import get_config
+    with pytest.raises(FileNotFoundError, match=r'nowhere.ini not found; give the path of a settings.ini'): get_config('quick', settings=tmp_path/'nowhere.ini')

@@ -476,7 +476,7 @@ def add_evaluate_args(p):
     p.add_argument('checkpoint', help='a model checkpoint written by fracture-course train (best.pt) or save_checkpoint')
     p.add_argument('--data', metavar='PATH', help='dataset folder or CSV manifest, any layout the course reads (default: the one the checkpoint was trained on, '
                    'when it records it and the folder is still there; else the configured dataset)')
-    p.add_argument('--split', choices=['test', 'valid', 'train', 'all'], default='test', help="which images to score (default test; 'all': every image under PATH)")
+    p.add_argument('--split', choices=['test', 'valid', 'val', 'train', 'all'], default='test', help="which images to score (default test; val is valid; 'all': every image under PATH)")
     p.add_argument('--out', metavar='DIR', help='where to write metrics.json and the plots (default: eval-SPLIT beside the checkpoint)')
     g = p.add_mutually_exclusive_group()
     g.add_argument('--threshold', type=float, metavar='T', help="call fractured above this probability (default: the threshold saved in the checkpoint, else 0.5)")
@@ -506,6 +506,7 @@ def _check_evaluate_args(args):
         raise ValueError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
     if args.batch_size < 1: raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.seed is not None and args.seed < 0: raise ValueError(f"--seed must be 0 or more, got {args.seed}")
+    if args.split == 'val': args.split = 'valid'  # the folders' name for it
     if args.n_boot != 0 and args.n_boot < MIN_BOOT:
         raise ValueError(f"--n-boot must be 0 (no intervals) or at least {MIN_BOOT}, got {args.n_boot}: the ends of a 95% interval "
                          "drawn from fewer resamples are mostly noise (the default is 2000)")

@@ -338,6 +338,7 @@ def overlays_would_be_read(out:Path, # the folder asked for the overlays
 def heatmap_request(args) -> tuple[Path|None, str]:
     "The folder for heat-map overlays (None: none asked for) and their method, from `--heatmaps`, `--gradcam` and `--cam`"
     if args.heatmaps and args.gradcam: raise ValueError("give --heatmaps DIR (with --cam to choose the method) or --gradcam DIR, not both")
+    if args.cam and not (args.heatmaps or args.gradcam): raise ValueError(f"--cam {args.cam} chooses the method of the overlays; give --heatmaps DIR too")
     option, out = ('--gradcam', args.gradcam) if args.gradcam else ('--heatmaps', args.heatmaps)
     if out and (why := overlays_would_be_read(Path(out), args.images)): raise ValueError(f"{option} {out}: {why}; choose a folder outside it")
     return (Path(out) if out else None), args.cam or ('gradcam' if args.gradcam else 'layercam')
@@ -367,6 +368,9 @@ def check_predict_args(args):
     "Refuse a `--threshold` outside 0..1 or a `--batch-size` below 1, before anything is loaded"
     if args.threshold is not None and not 0 <= args.threshold <= 1: raise ValueError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.batch_size < 1: raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if Path(args.checkpoint).suffix.lower() in IMAGE_EXTS:
+        raise ValueError(f"{args.checkpoint} is an image: the model comes first (a .pt checkpoint or an .onnx file), then the images, "
+                         f"e.g. fracture-course predict best.pt {args.checkpoint}")
     if getattr(args, 'csv', None) and (Path(args.csv).is_dir() or not Path(args.csv).absolute().parent.is_dir()):
         raise ValueError(f"--csv {args.csv}: {'a folder' if Path(args.csv).is_dir() else 'its folder does not exist'}; give a file in an existing folder")
 

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/preprocessing.html.md""
 
 # %% ../nbs/03_preprocessing.ipynb #4e63a972
 from __future__ import annotations
-import hashlib, json, math, os, time, warnings
+import hashlib, json, math, numbers, os, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
@@ -42,6 +42,16 @@ class Preset:
     mean:tuple      # per input channel, on the 0..1 scale
     std:tuple
     squash:bool=False  # True: resize to a square ignoring aspect; False: short side to `resize`, centre-crop
+
+    def __post_init__(self):  # refused here, with the reason, rather than met later as empty or NaN tensors
+        num = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # numpy's floats included
+        why = ('size must be a whole number of pixels, 1 or more' if not (isinstance(self.size, int) and self.size >= 1) else
+               'resize must be at least size (images are resized, then cropped to size)' if not (isinstance(self.resize, int) and self.resize >= self.size) else
+               'channels must be 1 (greyscale) or 3' if self.channels not in (1, 3) else
+               f'mean and std need one value per channel ({self.channels})' if not len(self.mean) == len(self.std) == self.channels else
+               'mean must be finite numbers and std positive ones' if not (all(map(num, self.mean)) and all(num(s) and s > 0 for s in self.std)) else None)
+        if why: raise ValueError(f"Preset {self.name!r}: {why}; got size={self.size!r}, resize={self.resize!r}, channels={self.channels!r}, "
+                                 f"mean={self.mean!r}, std={self.std!r}.")
 
     def to_dict(self) -> dict: return {**asdict(self), 'mean': list(self.mean), 'std': list(self.std)}
     @classmethod

@@ -526,3 +526,6 @@ def test_every_metric_function_refuses_what_is_not_a_probability_and_says_undefi
 def test_evaluate_refuses_a_negative_seed_before_scoring(tmp_path):
     p = argparse.ArgumentParser(); add_evaluate_args(p)
     with pytest.raises(ValueError, match='--seed must be 0 or more, got -1'): evaluate_command(p.parse_args([str(tmp_path/'m.pt'), '--seed', '-1']))
+    args = p.parse_args([str(tmp_path/'m.pt'), '--split', 'val'])  # the folders' name is taken for the split's
+    with pytest.raises(FileNotFoundError): evaluate_command(args)
+    assert args.split == 'valid'

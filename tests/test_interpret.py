@@ -367,3 +367,9 @@ def test_folder_arguments_dicom_names_duplicates_and_overlays_inside_them(tiny, 
     rows = list(csv.DictReader(open(tmp_path/'p.csv')))
     assert [(r['image'], r['call'] == 'unreadable') for r in rows] == [('./bad.png', True), ('img0.png', False)]  # img0.png given twice, scored once
     with pytest.raises(ValueError, match='--csv .*: its folder does not exist'): run_predict([tiny/'model.pt', tiny/'img0.png', '--csv', tmp_path/'no'/'p.csv'])
+
+def test_predict_says_what_is_wrong_with_swapped_arguments_and_a_lone_cam(tiny):
+    with pytest.raises(ValueError, match=r'img0.png is an image: the model comes first .*fracture-course predict best.pt .*img0.png'):
+        run_predict([tiny/'img0.png', tiny/'model.pt'])
+    with pytest.raises(ValueError, match='--cam gradcam chooses the method of the overlays; give --heatmaps DIR too'):
+        run_predict([tiny/'model.pt', tiny/'img0.png', '--cam', 'gradcam'])

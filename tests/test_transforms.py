@@ -239,3 +239,12 @@ def test_a_truncated_image_is_decoded_partly_and_named_in_a_warning(tmp_path):
     with pytest.warns(DamagedImageWarning, match=r'1 truncated image\(s\) decoded only partly.*cut.jpg'):
         cache = ImageCache([Item(tmp_path/'whole.jpg', 0), Item(tmp_path/'cut.jpg', 1)], grey_preset(32))
     assert cache.arr.shape == (2, 1, 32, 32)
+
+def test_a_preset_that_cannot_make_inputs_is_refused_with_the_reason():
+    import numpy as np
+    from fracture_course.transforms import Preset, grey_preset
+    for make, why in ((lambda: grey_preset(0), 'size must be a whole number of pixels'), (lambda: grey_preset(64, std=float('nan')), 'std positive'),
+                      (lambda: Preset('x', 64, 3, 64, (0.5,), (0.2,)), r'one value per channel \(3\)'),
+                      (lambda: Preset('x', 64, 1, 32, (0.5,), (0.2,)), 'resize must be at least size'), (lambda: Preset('x', 64, 2, 64, (0.5,) * 2, (0.2,) * 2), '1 \\(greyscale\\) or 3')):
+        with pytest.raises(ValueError, match=why): make()
+    assert Preset('stats', 64, 1, 64, (np.float32(0.4),), (np.float32(0.2),)).std[0] > 0  # numpy's numbers, as stats_preset computes them

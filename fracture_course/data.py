@@ -548,6 +548,9 @@ def split_items(items:list, # `Item`s; their `split` is overwritten
         for part, idx in enumerate(np.split(order, cuts)):
             for i in idx:
                 for o in gs[i]: o.split = splits[part]
+    if items and (empty := [s for s, f in zip(splits, fracs) if f > 0 and not any(o.split == s for o in items)]):
+        warnings.warn(f"{len(items)} images are too few for a {'/'.join(f'{round(100 * f)}' for f in fracs)} split: the {' and '.join(empty)} "
+                      f"split{'s get' if len(empty) > 1 else ' gets'} none. Add images, or give the splits yourself (split folders or a manifest's split column).")
     return items
 
 # %% ../nbs/02_data.ipynb #45313bda

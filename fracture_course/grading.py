@@ -239,6 +239,11 @@ def _kernel_tools():
         def clear_output(self, outs, msg, cell_index):  # a progress display that redraws itself keeps only its last frame
             self.sizes[cell_index] = 0
             return super().clear_output(outs, msg, cell_index)
+        async def _async_cleanup_kernel(self):  # our own stop finishes first: two shutdowns at once trip jupyter_client (InvalidStateError)
+            if self.stopping is not None:
+                try: await self.stopping
+                except Exception: pass  # the kernel is gone either way; nbclient's cleanup below checks and tidies up
+            await super()._async_cleanup_kernel()
     class ThisPythonKernel(AsyncKernelManager):
         "An ipykernel on `sys.executable`, whatever kernel the notebook names"
         @property

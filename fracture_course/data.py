@@ -549,7 +549,9 @@ def split_items(items:list, # `Item`s; their `split` is overwritten
             for i in idx:
                 for o in gs[i]: o.split = splits[part]
     if items and (empty := [s for s, f in zip(splits, fracs) if f > 0 and not any(o.split == s for o in items)]):
-        warnings.warn(f"{len(items)} images are too few for a {'/'.join(f'{round(100 * f)}' for f in fracs)} split: the {' and '.join(empty)} "
+        n_pics = sum(len(gs) for gs in strata.values())  # copies of one picture share a split: they count once
+        warnings.warn(f"{len(items)} images{f' ({n_pics} distinct picture(s))' if n_pics < len(items) else ''} are too few for a "
+                      f"{'/'.join(f'{round(100 * f)}' for f in fracs)} split: the {' and '.join(empty)} "
                       f"split{'s get' if len(empty) > 1 else ' gets'} none. Add images, or give the splits yourself (split folders or a manifest's split column).")
     return items
 

@@ -544,4 +544,4 @@ def test_notes_for_a_one_class_split_a_fracatlas_images_folder_and_an_unusable_p
 def test_a_split_too_small_for_every_part_says_which_part_is_empty(tmp_path):
     for i in range(4): Image.fromarray(np.full((32, 32), 40 * i, np.uint8)).save(tmp_path/f'{i}.png')
     items = [Item(tmp_path/f'{i}.png', i % 2) for i in range(4)]
-    with pytest.warns(UserWarning, match='4 images are too few for a 70/10/20 split: the (valid and )?test splits? gets? none'): split_items(items, cache_dir=tmp_path/'c')
+    with pytest.warns(UserWarning, match=r'4 images( \(\d distinct picture\(s\)\))? are too few for a 70/10/20 split: the (valid and )?test splits? gets? none'): split_items(items, cache_dir=tmp_path/'c')

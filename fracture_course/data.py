@@ -1148,12 +1148,13 @@ def audit_command(args) -> int:
     return 0
 
 # %% ../nbs/02_data.ipynb #4827c055
-def trivial_baseline(items:list # the items to score a constant prediction on
+def trivial_baseline(items:list, # the items to score a constant prediction on
+                     majority_of:list|None=None # the items whose majority class it predicts, e.g. the training split (default: `items`)
                     ) -> dict:
     "Scores of the classifier that always predicts the majority class (a constant score: AUROC 0.5)"
     labels = np.array([o.label for o in items])
     if len(labels) == 0: return {'predicts': None, 'accuracy': float('nan'), 'sensitivity': float('nan'), 'specificity': float('nan'), 'auroc': float('nan')}
-    maj = int(labels.mean() >= 0.5)
+    maj = int(np.mean([o.label for o in (majority_of or items)]) >= 0.5)
     both = 0 < labels.sum() < len(labels)  # with one class only, sensitivity or specificity and AUROC are undefined (NaN)
     return {'predicts': CLASSES[maj], 'accuracy': float((labels == maj).mean()),
             'sensitivity': float(maj == 1) if labels.any() else float('nan'), 'specificity': float(maj == 0) if not labels.all() else float('nan'),

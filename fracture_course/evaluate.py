@@ -613,11 +613,13 @@ def evaluate_command(args) -> int:
     for s in skipped[:5]: print(f"warning: {s['path']}: {s['reason']} (left out when {data.name} was read)", file=sys.stderr)
     if len(skipped) > 5: print(f"warning: ... and {len(skipped) - 5} more file(s) left out when {data.name} was read (all listed in metrics.json)", file=sys.stderr)
     if len(probs) == 0: raise ValueError(f"None of the {len(items)} images of {data.name} ({args.split}) could be read.")
+    if not data.split('train'): print(f"note: {data.name} has no training split: the trivial classifier predicts the majority of the images scored", file=sys.stderr)
     res = {'checkpoint': str(args.checkpoint), 'arch': info.get('arch'), 'data': str(data.root), 'dataset': data.name, 'split': args.split,
            'threshold_source': source, 'threshold_chosen_on_these_images': _threshold_seen(source, data, args.split),
            'temperature': op['temperature'], 'tta': bool(args.tta),
            'split_seed': seed, 'trained_on': info.get('trained_on'), 'training_data_warning': mismatch,
            **evaluation_report(probs, targets, thr, [o.label for o in (data.split('train') or items)], args.n_boot, seed),
+           'trivial_majority_of': 'the training split' if data.split('train') else 'the images scored (the dataset has no training split)',
            'unreadable': [{'path': p, 'reason': r} for p, r in failed_all],
            'truncated': list(dict(truncated)),  # scored on the part that decodes
            'skipped': skipped}  # left out when the dataset was read (a listed file missing or listed twice, a file that is no image)

@@ -198,7 +198,7 @@ def evaluate_run(learn:Learner, data:FractureData,
     for split, (probs, targets) in preds.items():
         res[split] = binary_metrics(probs, targets, 0.5)
         res[f'{split}_at_threshold'] = binary_metrics(probs, targets, thr)
-        res[f'{split}_trivial'] = trivial_baseline(data.split(split))
+        res[f'{split}_trivial'] = trivial_baseline(data.split(split), majority_of=data.split('train'))  # the training split's majority
     return res
 
 # %% ../nbs/91_train.ipynb #bd45e34b

@@ -161,6 +161,9 @@ def test_trivial_baseline_on_imbalanced_items():
     one_class = trivial_baseline([o for o in items if o.label == 0])  # sensitivity and AUROC are undefined without a fracture
     assert one_class['specificity'] == 1.0 and math.isnan(one_class['sensitivity']) and math.isnan(one_class['auroc'])
     assert math.isnan(trivial_baseline([])['accuracy'])
+    healthy_test = [o for o in items if o.label == 0][:5] + [o for o in items if o.label == 1][:5]  # a balanced split, scored...
+    from_train = trivial_baseline(healthy_test, majority_of=[Item(Path('f'), 1)] * 3)  # ...against a training split of fractures
+    assert from_train['predicts'] == 'fractured' and from_train['sensitivity'] == 1.0 and from_train['specificity'] == 0.0
 
 def test_data_source_resolution(tmp_path, monkeypatch):
     assert resolve_source(get_config(dataset='synthetic')) == ('synthetic', None)

@@ -529,3 +529,11 @@ def test_evaluate_refuses_a_negative_seed_before_scoring(tmp_path):
     args = p.parse_args([str(tmp_path/'m.pt'), '--split', 'val'])  # the folders' name is taken for the split's
     with pytest.raises(FileNotFoundError): evaluate_command(args)
     assert args.split == 'valid'
+
+def test_the_trivial_classifier_says_whose_majority_it_predicts(tiny, tmp_path, capsys):
+    assert run_eval([tiny/'model.pt', '--data', tiny/'data', '--out', tmp_path/'a', '--n-boot', '0', '--device', 'cpu']) == 0
+    assert json.loads((tmp_path/'a'/'metrics.json').read_text())['trivial_majority_of'] == 'the training split'
+    only_test = bar_xrays(tmp_path/'only_test', (('test', 12),))
+    assert run_eval([tiny/'model.pt', '--data', only_test, '--out', tmp_path/'b', '--n-boot', '0', '--device', 'cpu']) == 0
+    assert 'no training split: the trivial classifier predicts the majority of the images scored' in capsys.readouterr().err
+    assert json.loads((tmp_path/'b'/'metrics.json').read_text())['trivial_majority_of'].startswith('the images scored')

@@ -105,7 +105,10 @@ def channel_stats(images) -> tuple[float, float]:
     "Mean and std (0..1 scale) over an iterable of uint8 tensors, in one streaming pass"
     n, s, s2 = 0, 0.0, 0.0
     for x in images:
-        x = x.double() / 255
+        if torch.as_tensor(x).dtype != torch.uint8:
+            raise TypeError(f"channel_stats takes uint8 images (0..255), as the caches hold them; got {torch.as_tensor(x).dtype}. "
+                            "Float images already on the 0..1 scale need no division: their mean() and std() are the stats.")
+        x = torch.as_tensor(x).double() / 255
         n += x.numel(); s += x.sum().item(); s2 += (x * x).sum().item()
     if n == 0: raise ValueError('channel_stats needs at least one image')
     mean = s / n

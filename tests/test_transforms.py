@@ -248,3 +248,8 @@ def test_a_preset_that_cannot_make_inputs_is_refused_with_the_reason():
                       (lambda: Preset('x', 64, 1, 32, (0.5,), (0.2,)), 'resize must be at least size'), (lambda: Preset('x', 64, 2, 64, (0.5,) * 2, (0.2,) * 2), '1 \\(greyscale\\) or 3')):
         with pytest.raises(ValueError, match=why): make()
     assert Preset('stats', 64, 1, 64, (np.float32(0.4),), (np.float32(0.2),)).std[0] > 0  # numpy's numbers, as stats_preset computes them
+
+def test_channel_stats_refuses_float_images_it_would_scale_twice():
+    from fracture_course.transforms import channel_stats
+    assert channel_stats([torch.full((1, 4, 4), 255, dtype=torch.uint8)]) == (1.0, 0.0)
+    with pytest.raises(TypeError, match='takes uint8 images .* got torch.float32'): channel_stats([torch.rand(1, 4, 4)])

@@ -23,7 +23,7 @@ from torchmetrics.functional.classification import (binary_average_precision, bi
 from .data import (CLASSES, MIN_SIDE, FractureData, label_from_name, TruncatedImage, UnreadableImage, load_course_data, load_dataset,
                                   load_image, split_digest)
 from .transforms import Preset, decode_resize, eval_tfms
-from .learner import METRICS, binary_metrics, load_checkpoint
+from .learner import METRICS, _flat_probs, binary_metrics, load_checkpoint
 from .tta import get_logits
 from .tta import hflip
 
@@ -53,11 +53,7 @@ def _ap(probs, targets, threshold=None):
 
 def _checked_probs(probs) -> torch.Tensor:
     "`probs` as a flat float tensor, refused when a value is NaN or outside 0..1 (torchmetrics would take them all for logits)"
-    p = torch.as_tensor(probs).float()
-    if p.ndim == 2 and p.shape[1] == 2:
-        raise ValueError(f"Pass one probability of `fractured` per image, shape [N]; got {list(p.shape)}: take probs[:, 1] "
-                         "(from logits: logits.softmax(1)[:, 1]).")
-    p = p.flatten()
+    p = _flat_probs(probs)
     bad = ~((p >= 0) & (p <= 1))
     if bad.any(): raise ValueError(f"{int(bad.sum())} of {len(p)} probabilities are NaN or outside 0..1 (the first: {p[bad][0].item():g}); "
                                    "pass probabilities (e.g. logits.softmax(1)[:, 1]) of a model whose outputs are finite.")

@@ -65,17 +65,21 @@ def _metric_fns(metrics) -> dict:
     if unknown: raise ValueError(f"Unknown metric(s) {unknown}; known: {', '.join(METRICS)}. Pass a dict {{name: f(probs, targets, threshold)}} for others.")
     return {m: METRICS[m] for m in metrics}
 
+def _flat_probs(probs) -> torch.Tensor:
+    "`probs` as a flat float tensor; both classes' probabilities [N, 2] refused, saying which column to take"
+    p = torch.as_tensor(probs).float()
+    if p.ndim == 2 and p.shape[1] == 2:
+        raise ValueError(f"Pass one probability of `fractured` per item, shape [N]; got {list(p.shape)}: take probs[:, 1] "
+                         "(from logits: logits.softmax(1)[:, 1]).")
+    return p.flatten()
+
 def binary_metrics(probs:torch.Tensor, # probability of `fractured` for each item
                    targets:torch.Tensor, # true labels, 1 = fractured
                    threshold:float=0.5, # probability above which an item is called `fractured`
                    metrics=DEFAULT_METRICS # names from `METRICS`, or a dict {name: f(probs, targets, threshold)}
                   ) -> dict:
     "Each metric of `probs` against `targets`, as plain floats"
-    probs, targets = torch.as_tensor(probs).float(), torch.as_tensor(targets).long().flatten()
-    if probs.ndim == 2 and probs.shape[1] == 2:
-        raise ValueError(f"binary_metrics takes one probability of `fractured` per item, shape [N]; got {list(probs.shape)}: "
-                         "take probs[:, 1] (from logits: logits.softmax(1)[:, 1]).")
-    probs = probs.flatten()
+    probs, targets = _flat_probs(probs), torch.as_tensor(targets).long().flatten()
     if len(probs) != len(targets): raise ValueError(f"{len(probs)} probabilities but {len(targets)} targets.")
     seen = probs[~probs.isnan()]  # NaN (a diverged model) gives NaN metrics, and the Recorder says why
     if len(seen) and not (0 <= seen.min() and seen.max() <= 1):  # torchmetrics would quietly put logits through a sigmoid

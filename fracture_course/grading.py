@@ -26,8 +26,8 @@ def _need_jupyter():
 __all__ = ['BEGIN', 'END', 'STUB', 'SKIP_FLAGS', 'MAX_OUTPUT_MB', 'UNMARKED', 'NOT_SUBMITTED', 'CSV_FIELDS', 'InvalidNotebook',
            'read_notebook', 'parse_points', 'is_check_cell', 'has_solution', 'Exercise', 'find_exercises',
            'strip_solutions', 'student_notebook', 'student_edition', 'restore_checks', 'error_line', 'skipped',
-           'run_notebook', 'grade_submission', 'grade_notebook', 'GradingWarning', 'missing_records', 'grade',
-           'grades_table', 'write_grades', 'add_student_args', 'student_command', 'add_grade_args',
+           'asked_to_exit', 'run_notebook', 'grade_submission', 'grade_notebook', 'GradingWarning', 'missing_records',
+           'grade', 'grades_table', 'write_grades', 'add_student_args', 'student_command', 'add_grade_args',
            'keep_earlier_grades', 'grade_command']
 
 # %% ../nbs/11_grading.ipynb #5847d0bd
@@ -286,6 +286,13 @@ def _cancel_output_pollers():
     for t in left: t.cancel()
     if left: loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
 
+# %% ../nbs/11_grading.ipynb #522b6b1a
+def asked_to_exit(reply:dict # the content of a kernel's execute reply
+                 ) -> bool:
+    "Whether the cell asked the kernel to shut down (`exit()` or `quit()`, without `keep_kernel=True`)"
+    return any(p.get('source') == 'ask_exit' and not p.get('keepkernel') for p in reply.get('payload') or [])
+
+
 # %% ../nbs/11_grading.ipynb #5c6d5fe1
 MAX_OUTPUT_MB = 10  # output a cell may print or display before it is stopped
 
@@ -295,10 +302,11 @@ def run_notebook(nb, # the notebook to run (its outputs are filled in)
                  max_output_mb:float=MAX_OUTPUT_MB, # output a cell may produce before the notebook is stopped (the rest is dropped)
                 ) -> dict:
     "Run every code cell of `nb` in a fresh kernel, past errors: `errors` {cell: line}, `ran` cells, `stopped` (None or (cell, status, why))"
-    errors, ran, stopped = {}, set(), None
+    errors, ran, stopped, exited = {}, set(), None, []
     def _done(cell, cell_index, execute_reply):
         ran.add(cell_index); r = (execute_reply or {}).get('content', {})
         if r.get('status') != 'ok': errors[cell_index] = error_line(r) if r.get('status') == 'error' else f"cell {r.get('status', 'not run')}"
+        if asked_to_exit(r): exited.append(cell_index)
     NotebookClient, Kernel, CellTimeoutError, DeadKernelError = _kernel_tools()
     with tempfile.TemporaryDirectory() as d:  # the kernel talks over local sockets (IPC) in here
         km = Kernel(transport='ipc', ip=str(Path(d)/'kernel'))
@@ -311,6 +319,7 @@ def run_notebook(nb, # the notebook to run (its outputs are filled in)
                 except CellTimeoutError: stopped = (i, 'stopped', f'cell {i} ran longer than the {timeout:g} s timeout'); break
                 except DeadKernelError:
                     if client.flooded is None: stopped = (i, 'crashed', f'the kernel died in cell {i}'); break
+                if exited: stopped = (i, 'stopped', f'cell {i} called exit() or quit(), which shuts the kernel down; delete that call'); break
                 if client.flooded is not None:
                     stopped = (i, 'stopped', f'cell {i} printed more than {max_output_mb:g} MB of output'); errors.pop(i, None); ran.discard(i); break
     if stopped: _cancel_output_pollers()

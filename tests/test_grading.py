@@ -397,6 +397,17 @@ def test_a_flood_of_output_stops_the_notebook_and_slow_cells_are_skipped(tiny, t
     assert [e['points'] for e in r['exercises']] == [1, 2, 0] and r['other_errors'] == 0  # the slow cell never ran
     assert len(json.dumps(r)) < 2**20  # none of the flood is kept
 
+def test_exit_in_a_cell_stops_the_notebook_there_every_time(tiny):
+    "exit() shuts the kernel down a moment after its cell: without a rule, whether the next cells ran (and scored) was a race"
+    ref, stu, subs = tiny
+    hand_in(stu, subs/'quits'/'tiny.ipynb', {**SOLVED, 5: SOLVED[5] + '\nexit()'})
+    hand_in(stu, subs/'keeps'/'tiny.ipynb', {**SOLVED, 5: SOLVED[5] + '\nexit(keep_kernel=True)'})
+    for _ in range(3):
+        res = {r['student']: r for r in grade(subs, ref, timeout=30, workers=2)}
+        assert res['quits']['status'] == 'stopped' and 'exit()' in res['quits']['message'], res['quits']
+        assert [e['points'] for e in res['quits']['exercises']] == [1, 0, 0]  # its own check, after it, did not run
+        assert res['keeps']['status'] == 'completed' and res['keeps']['points'] == 6
+
 def test_grades_json_keeps_numbers_as_numbers_and_an_earlier_csv_is_set_aside(tiny, tmp_path, capsys):
     ref, stu, subs = tiny
     nb = read_notebook(ref/'tiny.ipynb')

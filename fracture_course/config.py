@@ -15,8 +15,8 @@ import torch
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'QUICK', 'ENV_PREFIX', 'ENV_OTHERS', 'parse_value', 'find_settings', 'read_settings', 'has_gpu',
-           'choose_profile', 'pick_device', 'seed_everything', 'bars_redraw', 'progress_bar', 'CourseConfig',
-           'get_config', 'settings_value', 'setup_chapter']
+           'choose_profile', 'pick_device', 'seed_everything', 'bars_redraw', 'progress_bar', 'bars_switched_off',
+           'CourseConfig', 'get_config', 'settings_value', 'setup_chapter']
 
 # %% ../nbs/00_setup.ipynb #7e615016
 DEFAULTS = dict(
@@ -147,8 +147,12 @@ def progress_bar(iterable=None, # what to iterate over (or None, and call `updat
                  **kwargs): # tqdm's arguments: total, desc, leave, unit, ...
     "A `tqdm.auto` progress bar, switched off where it would not redraw in place (see `bars_redraw`)"
     from tqdm.auto import tqdm
-    if not bars_redraw(): kwargs['disable'] = True  # only ever switched off: TQDM_DISABLE=1 still works
+    if not bars_redraw() or bars_switched_off(): kwargs['disable'] = True
     return tqdm(iterable, **kwargs)
+
+def bars_switched_off() -> bool:
+    "Whether `TQDM_DISABLE` asks for no bars (tqdm reads it too, but its notebook bar, which `tqdm.auto` picks in a kernel, does not)"
+    return os.environ.get('TQDM_DISABLE', '').strip().lower() in ('1', 'true', 't', 'y', 'yes', 'on')
 
 # %% ../nbs/00_setup.ipynb #4499da27
 @dataclass(frozen=True)

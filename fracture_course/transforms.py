@@ -20,14 +20,15 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .config import progress_bar
-from .data import CLASSES, DamagedImageWarning, FractureData, TruncatedImage, load_image
+from .data import CLASSES, DamagedImageWarning, FractureData, TruncatedImage, UnreadableImage, load_image
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'Preset', 'imagenet_preset', 'grey_preset', 'decode_resize', 'ToModelInput',
-           'eval_tfms', 'channel_stats', 'ImageCache', 'batch_transform', 'single_thread', 'CachedDataset',
-           'augmentations', 'train_tfms', 'augment_with_boxes', 'resize_boxes', 'decoded_boxes', 'box_map',
-           'BoxMapDataset', 'crop_origin', 'CropDataset', 'show_augmentations', 'offline_augment', 'DataLoaders',
-           'class_weights', 'balanced_sampler', 'get_dls', 'show_batch', 'stats_preset', 'loader_throughput']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MIN_STD', 'Preset', 'imagenet_preset', 'grey_preset', 'check_not_blank',
+           'decode_resize', 'ToModelInput', 'eval_tfms', 'channel_stats', 'ImageCache', 'batch_transform',
+           'single_thread', 'CachedDataset', 'augmentations', 'train_tfms', 'augment_with_boxes', 'resize_boxes',
+           'decoded_boxes', 'box_map', 'BoxMapDataset', 'crop_origin', 'CropDataset', 'show_augmentations',
+           'offline_augment', 'DataLoaders', 'class_weights', 'balanced_sampler', 'get_dls', 'show_batch',
+           'stats_preset', 'loader_throughput']
 
 # %% ../nbs/03_preprocessing.ipynb #c156d97e
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -68,11 +69,27 @@ def grey_preset(size:int=128, mean:float=0.5, std:float=0.25) -> Preset:
     "Greyscale for small CNNs: squash to `size` x `size`, one channel, fixed normalisation"
     return Preset('grey', size, 1, size, (mean,), (std,), squash=True)
 
+# %% ../nbs/03_preprocessing.ipynb #8c575678
+MIN_STD = 1.0  # grey levels (of 255): an image varying less than this is blank, and the tools that score images refuse it
+
+def check_not_blank(x:torch.Tensor, # a decoded uint8 image
+                    path:Path|str, # its file, for the message
+                    min_std:float=MIN_STD # the least standard deviation of its grey levels (0: no check)
+                   ) -> torch.Tensor:
+    "`x`, unless its grey levels hardly vary: then an `UnreadableImage` naming the file and what to do"
+    if min_std and (s := x.float().std().item()) < min_std:
+        raise UnreadableImage(path, f"the image is blank (grey levels {x.min().item()} to {x.max().item()} of 255, standard deviation {s:.2f}): "
+                                    "nothing in it to score. An empty export, or a DICOM whose window clips every pixel, looks like this; "
+                                    "open the file in a viewer and export the radiograph again")
+    return x
+
+
 # %% ../nbs/03_preprocessing.ipynb #fe758de6
 def decode_resize(path:Path|str, # image file
                   preset:Preset,
                   partial:bool=True, # accept a truncated file (False: raise `TruncatedImage`, as the tools that score images do)
                   min_side:int=0, # refuse a smaller image (the tools that score images pass `MIN_SIDE`)
+                  min_std:float=0, # refuse a blank image, whose grey levels vary less than this (the tools that score images pass `MIN_STD`)
                  ) -> torch.Tensor:
     "Decode any radiograph to a `uint8` tensor of shape [1, resize, resize] as the preset says"
     img = load_image(path, warn=False, partial=partial, min_side=min_side)
@@ -83,7 +100,7 @@ def decode_resize(path:Path|str, # image file
         img = img.resize((max(r, int(w * s)), max(r, int(h * s))), Image.Resampling.BILINEAR)  # int(): as torchvision's Resize
         w, h = img.size; l, t = int(round((w - r) / 2)), int(round((h - r) / 2))  # as torchvision's CenterCrop
         img = img.crop((l, t, l + r, t + r))
-    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))[None]
+    return check_not_blank(torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))[None], path, min_std)
 
 # %% ../nbs/03_preprocessing.ipynb #ace2f8ff
 class ToModelInput(torch.nn.Module):

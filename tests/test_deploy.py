@@ -188,7 +188,7 @@ def test_predict_runs_onnx_and_checkpoint_alike(ckpt, onnx_file, synth, tmp_path
 
 def test_predict_names_images_too_small_to_score_and_scores_the_rest(ckpt, onnx_file, synth, tmp_path, capsys):
     from PIL import Image
-    Image.new('L', (1, 1)).save(tmp_path/'pixel.png'); Image.new('L', (32, 32)).save(tmp_path/'smallest.png')
+    Image.new('L', (1, 1)).save(tmp_path/'pixel.png'); Image.fromarray(np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)).save(tmp_path/'smallest.png')
     for model in (ckpt, onnx_file):
         args = [str(model), str(synth[1][0]), str(tmp_path/'pixel.png'), str(tmp_path/'smallest.png')]
         assert deploy.predict_command(predict_args(args)) == 1  # one file was not scored
@@ -514,12 +514,48 @@ def test_serve_stops_cleanly_on_ctrl_c(ckpt):
     assert f'at http://127.0.0.1:{port}/' in out
 
 
+def test_the_pixel_budget_makes_large_decodes_wait_and_frees_what_fails():
+    "Decodes side by side while they fit; one past the budget waits; a decode that raises gives its pixels back"
+    from fracture_course.deploy import PixelBudget
+    b, seen = PixelBudget(100), []
+    with b.hold(60), b.hold(40): assert b.used == 100  # both fit at once
+    with pytest.raises(ValueError):
+        with b.hold(10**9): assert b.used == 100; raise ValueError('a damaged file')  # more than the budget counts as all of it
+    assert b.used == 0
+    def later():
+        with b.hold(50): seen.append(b.used)
+    with b.hold(70):
+        t = threading.Thread(target=later); t.start(); time.sleep(0.2)
+        assert not seen  # 70 + 50 > 100: it waits
+    t.join(5); assert seen == [50] and b.used == 0
+
+def test_a_blank_image_is_refused_never_called_not_fractured(client, ckpt, onnx_file, xray, tmp_path, capsys):
+    "An empty export, or a DICOM whose window clips every pixel, decodes fine and holds nothing: the API and predict refuse it by name"
+    from fracture_course.data import write_dicom
+    from fracture_course.transforms import decode_resize, grey_preset
+    raw = np.asarray(Image.open(xray[1])).astype(np.uint16) * 16  # the radiograph as 12-bit stored values
+    shown = write_dicom(raw, tmp_path/'shown.dcm', bits_stored=12, window=(2048, 4096), modality='CR')
+    black = write_dicom(raw, tmp_path/'black.dcm', bits_stored=12, window=(5000, 100), modality='CR')  # every value under the window
+    white = write_dicom(raw, tmp_path/'white.dcm', bits_stored=12, window=(-500, 10), modality='CR')   # every value over it
+    assert decode_resize(black, grey_preset(64)).max() == 0 and decode_resize(white, grey_preset(64)).min() == 255
+    grey = tmp_path/'grey.png'; grey.write_bytes(png_bytes(np.full((64, 64), 128, np.uint8)))
+    for f in (black, white, grey):
+        r = client.post('/predict', files={'file': (f.name, f.read_bytes())})
+        assert r.status_code == 422 and r.json()['error'].startswith(f'{f.name}: the image is blank'), r.text
+    assert client.post('/predict', files={'file': ('shown.dcm', shown.read_bytes())}).status_code == 200  # the same pixels, windowed
+    for model in (ckpt, onnx_file):
+        assert deploy.predict_command(predict_args([str(model), str(shown), str(black), str(grey)])) == 1
+        r = capsys.readouterr()
+        assert f'{black}: the image is blank' in r.err and f'{grey}: the image is blank' in r.err
+        assert set(table(r.out)) == {str(shown)}
+
 def test_a_dicom_that_is_no_radiograph_is_scored_with_a_warning(client, tmp_path, capsys):
     "A CT slice decodes like any image: the API's answer and predict's output say it is not a radiograph; a CR radiograph carries no warning"
     from fracture_course.data import write_dicom
     from fracture_course.interpret import add_predict_args, predict_command
-    ct = write_dicom(np.full((64, 64), 40, np.int16), tmp_path/'slice.dcm', modality='CT')
-    cr = write_dicom(np.full((64, 64), 300, np.uint16), tmp_path/'film.dcm', modality='CR')
+    ramp = np.arange(64 * 64).reshape(64, 64)  # any image with something in it: a blank one is refused before its modality counts
+    ct = write_dicom((ramp % 400 - 200).astype(np.int16), tmp_path/'slice.dcm', modality='CT')
+    cr = write_dicom(ramp.astype(np.uint16), tmp_path/'film.dcm', modality='CR')
     d = client.post('/predict', files={'file': ('slice.dcm', ct.read_bytes())}).json()
     assert d['call'] in ('fractured', 'not fractured') and d['warning'].startswith('slice.dcm: its modality is CT: a CT slice, not a radiograph')
     assert 'warning' not in client.post('/predict', files={'file': ('film.dcm', cr.read_bytes())}).json()

@@ -424,7 +424,11 @@ def _submissions(folder:Path, out:Path|None=None) -> list[Path]:
                       f"{', '.join(str(p.relative_to(folder)) for p in other[:5])}{', ...' if len(other) > 5 else ''}", GradingWarning, stacklevel=3)
     return [p for p in files if p.suffix.lower() == '.ipynb']
 
-def missing_records(subs:list[Path], root:Path, exercises:dict, out:Path|None=None) -> list[dict]:
+def missing_records(subs:list[Path], # the submitted notebooks found under `root`
+                    root:Path, # the submissions folder: each folder right below it is a student
+                    exercises:dict, # {reference notebook name: its exercises}, the assignment
+                    out:Path|None=None # the grades' folder, if inside `root`: not a student
+                   ) -> list[dict]:
     "A 0-point record for each notebook of the assignment (a reference notebook anyone in the class handed in) that a student's folder lacks"
     by_student = {}  # a student is a folder right below `root`; their notebooks may lie deeper (alice/week1/...)
     same = {n.lower(): n for n in exercises}  # tiny.IPYNB hands in tiny.ipynb

@@ -181,7 +181,8 @@ class FractureDataModule(L.LightningDataModule):
 
 # %% ../nbs/12_lightning.ipynb #925bfce0
 @contextmanager
-def quiet_lightning(enabled:bool=True):
+def quiet_lightning(enabled:bool=True # False: change nothing (a caller that wants Lightning's own lines)
+                   ):
     "Silence Lightning's start-up lines and its advice for big machines (a single-worker loader is the course's choice on CPUs)"
     if not enabled: yield; return
     logs = [logging.getLogger(n) for n in ('lightning.pytorch', 'lightning.fabric', 'lightning')]
@@ -214,7 +215,9 @@ def history_from_csv(path:Path|str, # a `CSVLogger`'s metrics.csv
         hist.append(row)
     return hist
 
-def plot_csv_log(path:Path|str, ax=None):
+def plot_csv_log(path:Path|str, # a `CSVLogger`'s metrics.csv
+                 ax=None # two matplotlib axes side by side (None: a new figure)
+                ):
     "Losses and validation AUROC per epoch, and the learning rate of the logged steps, from a `CSVLogger`'s metrics.csv"
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator

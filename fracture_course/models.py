@@ -79,7 +79,7 @@ class SimpleCNN(nn.Module):
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(f"SimpleCNN expects a batch [B, {self.in_channels}, {self.img_size}, {self.img_size}], "
+            raise ValueError(f"{type(self).__name__} expects a batch [B, {self.in_channels}, {self.img_size}, {self.img_size}], "
                              f"got {list(x.shape)}; resize the images or create the model with matching "
                              "in_channels/img_size.")
         return self.head(self.body(x))
@@ -276,7 +276,10 @@ def pretrained_state(name:str, # resnet18, densenet121 or efficientnet_lite0
     if weights is not None:
         p = Path(weights).expanduser()
         if not p.is_file(): raise FileNotFoundError(f"Weights file {p} does not exist.")
-        sd = torch.load(p, map_location='cpu', weights_only=True)
+        try: sd = torch.load(p, map_location='cpu', weights_only=True)
+        except Exception as e: raise ValueError(f"Weights file {p} is not a PyTorch weights file ({type(e).__name__}: {e}); "
+                                                "give a state dict saved with torch.save, e.g. torchvision's .pth download") from None
+        if not isinstance(sd, dict): raise ValueError(f"Weights file {p} holds a {type(sd).__name__}, not a state dict; save model.state_dict() with torch.save")
         return sd.get('state_dict', sd), f'local file {p}'
     got = _timm_weights(name) if name == 'efficientnet_lite0' else _torchvision_weights(name)
     if got: return got

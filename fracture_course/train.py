@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/train.html.md"""
 
 # %% ../nbs/91_train.ipynb #618a5256
 from __future__ import annotations
-import contextlib, hashlib, inspect, json, math, os, shutil, sys, time, uuid, warnings
+import contextlib, hashlib, inspect, json, math, numbers, os, shutil, sys, time, uuid, warnings
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -24,9 +24,10 @@ from .evaluate import few_fractures_warning, threshold_for_sensitivity, _json_re
 
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
-           'SizeScheduleCB', 'whole_side', 'check_zoom', 'box_plan', 'run_loaders', 'fit_recipe', 'evaluate_run',
-           'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'run_plan', 'train_run', 'run_key',
-           'cached_run', 'prune_runs', 'run_note', 'add_train_args', 'starting_weights', 'asked_for', 'train_command']
+           'SizeScheduleCB', 'whole_side', 'check_zoom', 'check_recipe', 'box_plan', 'run_loaders', 'fit_recipe',
+           'evaluate_run', 'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'staged', 'run_plan',
+           'train_run', 'run_key', 'cached_run', 'prune_runs', 'run_note', 'add_train_args', 'starting_weights',
+           'asked_for', 'earlier_run_note', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -138,6 +139,20 @@ def check_zoom(model:str, # a registered model name
         raise ValueError(f"zoom {recipe.zoom} leaves no room for crops at input sides {sorted(set(sizes))} (whole images are rounded to a multiple of 16 pixels); "
                          "use a larger zoom or larger images (--size), or zoom 1.")
 
+def check_recipe(model:str, # a registered model name
+                 recipe:Recipe, sizes:list # the input side of each epoch (`epoch_sizes`)
+                ) -> Recipe:
+    "`recipe`, when it can train `model`; else a `ValueError` naming the field, before any image is read"
+    def refuse(field, why): raise ValueError(f"recipe of {model}: {field}={getattr(recipe, field)!r}; {why}")
+    is_int = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    if recipe.epochs is not None and not (is_int(recipe.epochs) and recipe.epochs > 0): refuse('epochs', 'it must be a whole number, 1 or more (None: the settings\')')
+    if recipe.lr is not None and not (isinstance(recipe.lr, numbers.Real) and 0 < recipe.lr < math.inf): refuse('lr', 'it must be a positive number (None: the settings\')')
+    if not (is_int(recipe.freeze_epochs) and recipe.freeze_epochs >= 0): refuse('freeze_epochs', 'it must be a whole number, 0 or more')
+    if not (isinstance(recipe.target_sensitivity, numbers.Real) and 0 < recipe.target_sensitivity <= 1): refuse('target_sensitivity', 'it must be a fraction in (0, 1], e.g. 0.9')
+    if fixed_input_size(model) and len(set(sizes)) > 1: refuse('sizes', f'{model} takes inputs of one fixed size, so it cannot change size between epochs; use sizes=None')
+    check_zoom(model, recipe, sizes)
+    return recipe
+
 # %% ../nbs/91_train.ipynb #4b902033
 def box_plan(recipe:Recipe, data:FractureData, progress:bool=True) -> tuple[str, str]:
     "How the run uses fracture boxes, in words: (box loss, training crops), each 'off' when unused"
@@ -248,6 +263,20 @@ def write_run(res:dict, # what the run measured (made JSON-safe here)
     import matplotlib.pyplot as plt; plt.close(fig)
     return {k: str(v) for k, v in paths.items()}
 
+# %% ../nbs/91_train.ipynb #05c76740
+@contextlib.contextmanager
+def staged(out:Path|str|None # the run's folder (None: the run writes nothing)
+          ):
+    "A scratch folder beside `out` to write a run into: on success its files replace those in `out`; on failure it is removed"
+    if out is None: yield None; return
+    out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent/f'.{out.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in sorted(tmp.iterdir()): os.replace(f, out/f.name)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
 # %% ../nbs/91_train.ipynb #0696b131
 def _as_data(data, cfg:CourseConfig, progress:bool) -> FractureData:
     "The configured dataset for None, `load_dataset` for a path, a `FractureData` as it is; refused when it has no training images"
@@ -266,10 +295,10 @@ def _as_data(data, cfg:CourseConfig, progress:bool) -> FractureData:
 def run_plan(model:str, cfg:CourseConfig, recipe_overrides:dict|None=None) -> tuple[Recipe, int, float, list]:
     "The recipe of `model` on `cfg`'s profile, its epochs after any head-only ones, its peak lr and the input side of every epoch"
     rc = recipe_for(model, cfg.profile, **(recipe_overrides or {}))
-    epochs, lr = rc.epochs or cfg.epochs, rc.lr or cfg.lr
+    check_recipe(model, rc, [cfg.image_size])  # its numbers, before they are used
+    epochs, lr = rc.epochs if rc.epochs is not None else cfg.epochs, rc.lr if rc.lr is not None else cfg.lr
     sizes = epoch_sizes(rc, cfg.image_size, rc.freeze_epochs + epochs)
-    check_zoom(model, rc, sizes)
-    return rc, epochs, lr, sizes
+    return check_recipe(model, rc, sizes), epochs, lr, sizes
 
 def train_run(model:str='simple_cnn', # a registered model name
               data:FractureData|Path|str|None=None, # a dataset, a path for `load_dataset`, or None for the configured one
@@ -291,15 +320,16 @@ def train_run(model:str='simple_cnn', # a registered model name
     seed_everything(cfg.seed)
     net = build_model(model, preset, **{**rc.model_kwargs, **model_kwargs})
     if rc.channels_last: net = net.to(memory_format=torch.channels_last)
-    best = SaveBestCB(Path(out)/'best.pt' if out is not None else None, monitor=rc.monitor, preprocessing=preset.to_dict(),
-                      class_names=list(by_size[sizes[-1]].classes))
-    learn = Learner(net, by_size[sizes[0]], loss_func=loss_func, lr=lr, device=cfg.device, progress=progress,
-                    cbs=[BoxLossCB(rc.box_weight)] if box_loss != 'off' else [])
-    fit_recipe(learn, rc, by_size, sizes, epochs, lr, cbs=[best])
-    res = run_summary(model, data, cfg, rc, preset, net, box_loss=box_loss, train_crops=crops, best_epoch=best.best_epoch,
-                      seconds=round(time.perf_counter() - t0, 1))
-    res = _json_ready({**res, **evaluate_run(learn, data, rc.tta, rc.target_sensitivity), 'history': learn.history})
-    if out is not None: res['paths'] = write_run(res, learn, out, saved=best.best is not None)
+    with staged(out) as folder:  # the run is written beside `out` and moved in only when it is complete
+        best = SaveBestCB(folder/'best.pt' if folder else None, monitor=rc.monitor, preprocessing=preset.to_dict(),
+                          class_names=list(by_size[sizes[-1]].classes))
+        learn = Learner(net, by_size[sizes[0]], loss_func=loss_func, lr=lr, device=cfg.device, progress=progress,
+                        cbs=[BoxLossCB(rc.box_weight)] if box_loss != 'off' else [])
+        fit_recipe(learn, rc, by_size, sizes, epochs, lr, cbs=[best])
+        res = run_summary(model, data, cfg, rc, preset, net, box_loss=box_loss, train_crops=crops, best_epoch=best.best_epoch,
+                          seconds=round(time.perf_counter() - t0, 1))
+        res = _json_ready({**res, **evaluate_run(learn, data, rc.tta, rc.target_sensitivity), 'history': learn.history})
+        if folder is not None: res['paths'] = {k: str(Path(out)/Path(v).name) for k, v in write_run(res, learn, folder, saved=best.best is not None).items()}
     res['learner'] = learn
     return res
 
@@ -453,9 +483,15 @@ def _positive(name, v):
 
 def _train_config(args) -> CourseConfig:
     "The course settings with the command's options applied (each checked to be positive)"
-    ov = {k: _positive(k.replace('_', '-'), v) for k, v in dict(epochs=args.epochs, image_size=args.size, batch_size=args.batch_size, lr=args.lr).items()}
+    ov = {k: _positive(flag, v) for k, flag, v in (('epochs', 'epochs', args.epochs), ('image_size', 'size', args.size),
+                                                    ('batch_size', 'batch-size', args.batch_size), ('lr', 'lr', args.lr))}
     ov.update(seed=args.seed, dataset=args.data)
-    return get_config(args.profile, **{k: v for k, v in ov.items() if v is not None})
+    try: return get_config(args.profile, **{k: v for k, v in ov.items() if v is not None})
+    except ValueError as e:  # the settings' checks name the setting: name the option the user typed
+        msg = str(e)
+        for k, flag in (('image_size', 'size'), ('batch_size', 'batch-size'), ('epochs', 'epochs'), ('lr', 'lr'), ('seed', 'seed'), ('dataset', 'data')):
+            msg = msg.replace(f"Course setting {k!r} from argument {k}= is", f"--{flag} is")
+        raise ValueError(msg) from None
 
 def _lightning_options(args) -> dict:
     "The Lightning options given (--devices, --strategy, --accelerator, --precision); none given: train with `train_run`"
@@ -504,6 +540,15 @@ def asked_for(args, cfg:CourseConfig) -> dict:
     "The epochs and peak learning rate of `cfg` that the user asked for (an option, or FRACTURE_EPOCHS / FRACTURE_LR): they win over the model's recipe"
     return {k: getattr(cfg, k) for k in ('epochs', 'lr') if getattr(args, k) is not None or os.environ.get(ENV_PREFIX + k.upper(), '').strip()}
 
+def earlier_run_note(out:Path|str # the folder `train` writes to
+                    ) -> str|None:
+    "What a new run will replace in `out`, and the results there that describe the earlier model; None for a folder without a run"
+    out = Path(out)
+    if not (out/'best.pt').is_file(): return None
+    stale = sorted(f'{p.name}/' for p in out.iterdir() if p.is_dir() and (p/'metrics.json').is_file())  # e.g. evaluate's --out
+    return (f"{out} holds an earlier run: its best.pt, metrics.json and curves.png are replaced when this run finishes (not before; "
+            "give another --out to keep it)" + (f". {', '.join(stale)} in it describe the earlier model" if stale else ''))
+
 def train_command(args) -> int:
     "Run `fracture-course train`"
     cfg = _train_config(args)
@@ -511,10 +556,10 @@ def train_command(args) -> int:
     say(cfg.summary())
     if args.model not in model_names(): raise ValueError(f"Unknown model {args.model!r}; choose one of: {', '.join(model_names())}")
     if args.out: _ready_out(args.out)  # a folder that cannot be made fails now, not after the training
+    if args.out and (note := earlier_run_note(args.out)) and os.environ.get('LOCAL_RANK', '0') == '0': print(f'note: {note}', file=sys.stderr)
     given = asked_for(args, cfg)  # a recipe's own epochs and lr give way to what the user asked for
     weights = starting_weights(args)
-    rc = recipe_for(args.model, cfg.profile, **given)
-    lr, epochs = rc.lr or cfg.lr, rc.epochs or cfg.epochs
+    rc, epochs, lr, _ = run_plan(args.model, cfg, given)
     over = lambda v, s: f" (the recipe's, over the settings' {s:g})" if v != s else ''  # the line above shows the settings
     say(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {lr:g}{over(lr, cfg.lr)}, "
         f"{epochs} epochs{over(epochs, cfg.epochs)}" + (f" after {rc.freeze_epochs} head-only" if rc.freeze_epochs else '')

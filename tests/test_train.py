@@ -59,7 +59,8 @@ def test_cli_train_and_its_errors(tiny, tmp_path):
     assert 'threshold 0.7000 (--threshold)' in r.stdout
     for args, msg in [(['--epochs', '0'], '--epochs must be a positive, finite number'), (['--lr', 'inf'], '--lr must be a positive, finite number, got inf'),
                       (['--lr', 'nan'], '--lr must be'), (['--model', 'nope'], 'simple_cnn'),
-                      (['--data', str(tmp_path/'missing')], 'missing')]:
+                      (['--data', str(tmp_path/'missing')], 'missing'), (['--size', '0'], '--size must be a positive'),
+                      (['--lr', '100'], "--lr is '100.0'; it must be between"), (['--seed', '-1'], "--seed is '-1'")]:
         r = subprocess.run([CLI, 'train', '--out', str(tmp_path/'x'), '--quiet', *args], capture_output=True, text=True, env=env)
         assert r.returncode == 1 and msg in r.stderr, (args, r.stderr)
     assert not (tmp_path/'x').exists()  # a refused run leaves no empty --out folder behind
@@ -144,16 +145,40 @@ def test_cli_train_takes_local_imagenet_weights_or_none_for_a_pretrained_model(t
     env = {'FRACTURE_CACHE_DIR': str(tmp_path/'cache'), 'PATH': str(Path(sys.executable).parent), 'TORCH_HOME': str(tmp_path/'torch')}
     run = lambda *a: subprocess.run([CLI, 'train', '--data', str(tiny), '--model', 'resnet18', '--epochs', '1', '--size', '32', '--quiet', *a],
                                     capture_output=True, text=True, env=env)
-    torch.save(torchvision.models.resnet18().state_dict(), tmp_path/'r18.pth')
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path/'r18.pth'); (tmp_path/'notes.txt').write_text('not weights')
     r = run('--weights', str(tmp_path/'r18.pth'), '--out', str(tmp_path/'w'))
     assert r.returncode == 0 and f'resnet18 on tiny (local file {tmp_path/"r18.pth"})' in r.stdout, r.stderr[-2000:]
     r = run('--no-pretrained', '--out', str(tmp_path/'n'))
     assert r.returncode == 0 and 'resnet18 on tiny (random initialisation' in r.stdout, r.stderr[-2000:]
     assert '1 epochs after 1 head-only' in r.stdout  # why --epochs 1 reports a best epoch 2
     for args, says in [(['--weights', str(tmp_path/'nope.pth')], 'no such file'), (['--weights', 'x', '--no-pretrained'], 'not allowed with'),
-                       (['--model', 'simple_cnn', '--no-pretrained'], 'simple_cnn has no pretrained weights')]:
+                       (['--model', 'simple_cnn', '--no-pretrained'], 'simple_cnn has no pretrained weights'),
+                       (['--weights', str(tmp_path/'notes.txt')], f'Weights file {tmp_path/"notes.txt"} is not a PyTorch weights file')]:
         r = run(*args, '--out', str(tmp_path/'x'))
         assert r.returncode in (1, 2) and says in r.stderr, (args, r.stderr[-800:])
+
+def test_a_run_that_stops_half_way_leaves_the_earlier_run_whole(tiny, tmp_path, monkeypatch):
+    "best.pt is written at every improvement, the measurements at the end: a run is staged beside --out and moved in complete, or not at all"
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    cfg, out = get_config('quick', image_size=32, batch_size=16), tmp_path/'runs'/'a'
+    train_run('simple_cnn', tiny, out, cfg, progress=False, recipe_overrides={'epochs': 1})
+    before = {f: (out/f).read_bytes() for f in ('best.pt', 'metrics.json', 'curves.png')}
+    (out/'eval-test').mkdir(); (out/'eval-test'/'metrics.json').write_text('{}')  # an evaluation of that model
+    def interrupted(*a, **k): raise KeyboardInterrupt  # Ctrl-C after training, before the run is written
+    with monkeypatch.context() as m:
+        m.setattr(train, 'evaluate_run', interrupted)
+        with pytest.raises(KeyboardInterrupt): train_run('simple_cnn', tiny, out, replace(cfg, seed=3), progress=False, recipe_overrides={'epochs': 2})
+    assert {f: (out/f).read_bytes() for f in before} == before and sorted(p.name for p in out.parent.iterdir()) == ['a']  # no scratch left
+    note = train.earlier_run_note(out)
+    assert 'holds an earlier run' in note and 'eval-test/ in it describe the earlier model' in note and train.earlier_run_note(tmp_path) is None
+    r = train_run('simple_cnn', tiny, out, replace(cfg, seed=3), progress=False, recipe_overrides={'epochs': 2})
+    assert all((out/f).read_bytes() != b for f, b in before.items()) and r['paths']['checkpoint'] == str((out/'best.pt').resolve())
+    assert json.loads((out/'metrics.json').read_text())['settings']['seed'] == 3 and load_checkpoint(out/'best.pt')[1]['trained_on']['seed'] == 3
+
+@pytest.mark.parametrize('override, says', [({'epochs': 0}, 'epochs=0'), ({'epochs': -3}, 'epochs=-3'), ({'lr': 0.0}, 'lr=0.0'),
+    ({'freeze_epochs': -1}, 'freeze_epochs=-1'), ({'target_sensitivity': 1.5}, 'target_sensitivity=1.5'), ({'sizes': (32, 64)}, 'one fixed size')])
+def test_recipe_values_that_cannot_train_are_refused_before_any_image_is_read(override, says):
+    with pytest.raises(ValueError, match=says): run_plan('simple_cnn', get_config('quick'), override)
 
 def _cached(data, cfg, **kwargs):
     return cached_run('simple_cnn', data, cfg, progress=False, recipe_overrides={'epochs': 1}, **kwargs)

@@ -365,8 +365,10 @@ def run_key(model:str, # a registered model name
             recipe_overrides:dict|None=None, # as for `train_run`
             **model_kwargs) -> str:
     "16 hex digits naming a training run by all that shapes its weights: code and libraries, data, settings, recipe and model arguments"
-    what = dict(model=model, recipe=asdict(run_plan(model, cfg, recipe_overrides)[0]), model_kwargs=model_kwargs,
-                settings={k: getattr(cfg, k) for k in _SHAPING}, versions=_versions(), code=_library_digest(), data=_data_digest(data))
+    rc, epochs, lr, sizes = run_plan(model, cfg, recipe_overrides)  # what the run will do, whichever setting decided it
+    what = dict(model=model, recipe=asdict(rc), plan=dict(epochs=epochs, lr=lr, sizes=sizes), model_kwargs={**rc.model_kwargs, **model_kwargs},
+                settings={k: getattr(cfg, k) for k in _SHAPING if k not in ('epochs', 'lr')}, versions=_versions(), code=_library_digest(),
+                data=_data_digest(data))
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 # %% ../nbs/91_train.ipynb #01830925

@@ -132,6 +132,11 @@ def channel_stats(images) -> tuple[float, float]:
     return mean, max(s2 / n - mean * mean, 0.0) ** 0.5
 
 # %% ../nbs/03_preprocessing.ipynb #47a74a09
+def _warn_truncated(paths:list):
+    "One warning naming the truncated images a cache holds: each time the cache is used, since training uses what decodes of them"
+    if paths: warnings.warn(f"{len(paths)} truncated image(s) decoded only partly, used with what could be decoded: "
+                            + ', '.join(paths[:5]) + (', ...' if len(paths) > 5 else ''), DamagedImageWarning, stacklevel=3)
+
 def _cache_key(items:list, preset:Preset) -> str:
     "A digest of the files (path, size, mtime) and the decode settings"
     h = hashlib.sha1(f'{preset.resize}|{preset.squash}'.encode())
@@ -148,7 +153,11 @@ class ImageCache:
         self.items, self.preset = list(items), preset
         self.labels = torch.tensor([o.label for o in self.items], dtype=torch.long)
         path = Path(cache_dir)/f'images-{_cache_key(self.items, preset)}.npy' if cache_dir else None
-        if path is not None and path.is_file(): self.arr = np.load(path, mmap_mode='r'); self.source = f'loaded {path}'; return
+        if path is not None and path.is_file():
+            self.arr, self.source = np.load(path, mmap_mode='r'), f'loaded {path}'
+            try: self.truncated = json.loads(path.with_suffix('.truncated.json').read_text())
+            except (OSError, ValueError): self.truncated = []  # none recorded: none were
+            _warn_truncated(self.truncated); return
         t0 = time.perf_counter()
         arr = np.empty((len(self.items), 1, preset.resize, preset.resize), np.uint8)
         partly = []
@@ -158,11 +167,11 @@ class ImageCache:
         it = range(len(self.items))
         if progress: it = progress_bar(it, desc='decoding', leave=False)
         with ThreadPoolExecutor(threads or os.cpu_count()) as ex: list(ex.map(fill, it))  # PIL decodes without the GIL
-        if partly: warnings.warn(f"{len(partly)} truncated image(s) decoded only partly, used with what could be decoded: "
-                                 + ', '.join(sorted(partly)[:5]) + (', ...' if len(partly) > 5 else ''), DamagedImageWarning, stacklevel=2)
+        self.truncated = sorted(partly); _warn_truncated(self.truncated)
         self.source = f'decoded {len(arr)} images in {time.perf_counter() - t0:.1f} s'
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if partly: path.with_suffix('.truncated.json').write_text(json.dumps(self.truncated))  # said again at every load, not only the first
             tmp = path.with_suffix(f'.{os.getpid()}.tmp.npy'); np.save(tmp, arr); os.replace(tmp, path)
             self.source += f', saved to {path}'
         self.arr = arr

@@ -205,6 +205,8 @@ def test_run_key_changes_with_what_shapes_the_weights_and_only_that(tiny, small_
     data = load_dataset(tiny, seed=small_cfg.seed)
     key = run_key('simple_cnn', data, small_cfg)
     assert key == run_key('simple_cnn', load_dataset(tiny, seed=small_cfg.seed), replace(small_cfg, n_trials=7, cache_dir=Path('/elsewhere')))
+    # settings the recipe overrules, and a model argument equal to the recipe's, change nothing the run does
+    assert key == run_key('simple_cnn', data, replace(small_cfg, epochs=5, lr=1e-4)) == run_key('simple_cnn', data, small_cfg, hidden=64)
     relabelled = FractureData(data.name, data.root, [replace(o, label=1 - o.label) if i == 0 else o for i, o in enumerate(data.items)])
     changed = {'recipe': run_key('simple_cnn', data, small_cfg, {'epochs': 3}), 'model': run_key('inception', data, small_cfg),
                'model argument': run_key('simple_cnn', data, small_cfg, hidden=32), 'seed': run_key('simple_cnn', data, replace(small_cfg, seed=1)),

@@ -238,7 +238,12 @@ def test_a_truncated_image_is_decoded_partly_and_named_in_a_warning(tmp_path):
     (tmp_path/'cut.jpg').write_bytes((tmp_path/'whole.jpg').read_bytes()[:4000])
     with pytest.warns(DamagedImageWarning, match=r'1 truncated image\(s\) decoded only partly.*cut.jpg'):
         cache = ImageCache([Item(tmp_path/'whole.jpg', 0), Item(tmp_path/'cut.jpg', 1)], grey_preset(32))
-    assert cache.arr.shape == (2, 1, 32, 32)
+    assert cache.arr.shape == (2, 1, 32, 32) and cache.truncated == [str(tmp_path/'cut.jpg')]
+    for _ in range(2):  # kept on disk: the first use decodes, the next loads, and both say which image is cut
+        with pytest.warns(DamagedImageWarning, match=r'1 truncated image\(s\).*cut.jpg'):
+            kept = ImageCache([Item(tmp_path/'whole.jpg', 0), Item(tmp_path/'cut.jpg', 1)], grey_preset(32), cache_dir=tmp_path/'cache')
+        assert kept.truncated == [str(tmp_path/'cut.jpg')]
+    assert 'loaded' in kept.source
 
 def test_a_preset_that_cannot_make_inputs_is_refused_with_the_reason():
     import numpy as np

@@ -428,6 +428,9 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
         e = (exc.errors() or [{}])[0]
         loc = tuple(e.get('loc', ()))
         how = "heatmap takes true or false" if loc[:1] == ('query',) else "send the X-ray as the multipart form field 'file'"
+        if loc[:2] == ('body', 'file') and 'UploadFile' in str(e.get('msg')):  # a form part without a file name is read as text, not as a file
+            return error(422, "the form field 'file' holds text, not a file: a part sent without a file name (filename=\"\") is read as text; "
+                              "send the X-ray as a file, with its name")
         return error(422, f"invalid request ({'.'.join(map(str, loc))}: {e.get('msg', 'not valid')}); {how}")
 
     @app.exception_handler(StarletteHTTPException)

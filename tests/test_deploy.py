@@ -283,6 +283,12 @@ def test_bad_uploads_get_a_clear_error_and_the_server_goes_on(client, xray, name
     assert r.json()['error'].startswith(name) or status == 413
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
 
+def test_a_form_part_without_a_file_name_is_named_as_text_not_a_file(client, xray):
+    for kw in (dict(files={'file': ('', xray[0])}), dict(data={'file': 'xray.png'})):
+        r = client.post('/predict', **kw)
+        assert r.status_code == 422 and r.json()['error'].startswith("the form field 'file' holds text, not a file"), r.text
+    assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
+
 def test_a_dicom_claiming_more_pixels_than_the_server_takes_is_refused_before_decoding(client, xray, tmp_path):
     "Small on the wire, gigabytes decoded: the header's Rows and Columns count, as a PNG's size does; a deflated dataset is inflated in counted steps"
     import pydicom, tracemalloc

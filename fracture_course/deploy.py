@@ -270,9 +270,10 @@ class Predictor:
     "A checkpoint (or .onnx export) ready to score uploads one at a time: probability, call at the saved operating point, heat map"
     def __init__(self, model_path:str|Path, # a checkpoint (.pt) or a file written by `export_onnx` (.onnx: no heat maps)
                  device:str|torch.device='cpu',
-                 cam:str='layercam'): # the heat map's method, a key of `CAMS`
+                 cam:str='layercam', # the heat map's method, a key of `CAMS`
+                 max_pixels:int=MAX_PIXELS): # uploads claiming more pixels are refused (413) before any is decoded
         _cam_method(cam)  # an unknown method fails here, for an ONNX model too
-        self.path, self.lock, self.device, self.cam = Path(model_path), threading.Lock(), torch.device(device), cam
+        self.path, self.lock, self.device, self.cam, self.max_pixels = Path(model_path), threading.Lock(), torch.device(device), cam, max_pixels
         self.heatmap_name = None  # e.g. 'LayerCAM at block2'; none for an ONNX model
         if self.path.suffix.lower() == '.onnx':
             self.model, self.onnx = None, OnnxModel(self.path)
@@ -288,7 +289,7 @@ class Predictor:
 
     def __call__(self, data:bytes, filename:str='upload', with_heatmap:bool=False) -> dict:
         "The result for one uploaded file, as the API returns it; `UploadError` for what cannot be scored"
-        x = decode_upload(data, filename, self.preset)[None]  # outside the lock: uploads decode side by side (see above)
+        x = decode_upload(data, filename, self.preset, self.max_pixels)[None]  # outside the lock: uploads decode side by side (see above)
         warning, heat = modality_warning(filename, data), None
         with self.lock:  # the shared model, and the hooks a heat map puts on it: one request at a time
             if self.onnx: p = self.onnx.predict(x).item()
@@ -411,11 +412,15 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from fastapi.responses import HTMLResponse, JSONResponse
-    pred = Predictor(model_path, device, cam)
+    pred = Predictor(model_path, device, cam, max_pixels)
     limit = int(max_upload_mb * 2**20)
     app = FastAPI(title='fracture_course demo', description=NOTICE, docs_url=None, redoc_url=None)
     app.state.predictor = pred
     def error(status:int, message:str): return JSONResponse({'error': message, 'notice': NOTICE}, status_code=status)
+    def not_a_form(request:Request):  # e.g. the image's bytes as the body: only a multipart form carries a file and its name
+        kind = request.headers.get('content-type', '').split(';')[0].strip().lower()
+        if kind != 'multipart/form-data':
+            return error(415, f"a body of type {kind or 'unknown'}; send the X-ray as the multipart form field 'file' (multipart/form-data, as curl -F file=@xray.png does)")
 
     def too_large(n:int, declared:bool):  # the body's limit leaves room for the multipart form around the file
         r = error(413, f"upload of {'' if declared else 'more than '}{n:,} bytes; this server accepts up to {max_upload_mb:g} MB")
@@ -428,6 +433,7 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
         e = (exc.errors() or [{}])[0]
         loc = tuple(e.get('loc', ()))
         how = "heatmap takes true or false" if loc[:1] == ('query',) else "send the X-ray as the multipart form field 'file'"
+        if (r := not_a_form(request)) is not None: return r  # e.g. a urlencoded form, which FastAPI validates before the endpoint runs
         if loc[:2] == ('body', 'file') and 'UploadFile' in str(e.get('msg')):  # a form part without a file name is read as text, not as a file
             return error(422, "the form field 'file' holds text, not a file: a part sent without a file name (filename=\"\") is read as text; "
                               "send the X-ray as a file, with its name")
@@ -449,9 +455,7 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
 
     @app.post('/predict')
     def predict(request:Request, files:list[UploadFile]|None=File(None, alias='file'), heatmap:bool=False, gradcam:bool=False):  # gradcam: heatmap's older name
-        kind = request.headers.get('content-type', '').split(';')[0].strip().lower()
-        if kind != 'multipart/form-data':  # e.g. the image's bytes as the body: only a form carries a file and its name
-            return error(415, f"a body of type {kind or 'unknown'}; send the X-ray as the multipart form field 'file' (multipart/form-data, as curl -F file=@xray.png does)")
+        if (r := not_a_form(request)) is not None: return r
         if not files: return error(400, "no file: send the X-ray as the multipart form field 'file'")
         if len(files) > 1: return error(400, f"{len(files)} files in one request ({', '.join(Path(f.filename or '?').name for f in files[:3])}); send one X-ray per request")
         file = files[0]

@@ -26,11 +26,11 @@ from torchmetrics import MetricCollection
 from torchmetrics.aggregation import MeanMetric, SumMetric
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score, BinaryPrecision, BinaryRecall, BinarySpecificity
 
-from .config import CourseConfig, bars_redraw, get_config, seed_everything
+from .config import CourseConfig, bars_redraw, bars_switched_off, get_config, seed_everything
 from .data import FractureData
 from .learner import OneCycleCB, param_groups, freeze, save_checkpoint, _fmt
 from .finetune import imbalance_setup, discriminative_lrs
-from .train import Recipe, recipe_for, epoch_sizes, check_zoom, run_plan, run_loaders, build_model, evaluate_run, write_run, run_summary, _as_data
+from .train import Recipe, recipe_for, epoch_sizes, check_zoom, run_plan, run_loaders, build_model, evaluate_run, write_run, run_summary, staged, _as_data
 from .evaluate import _json_ready
 
 # %% auto #0
@@ -320,10 +320,11 @@ def _fit_stages(work:Path, net:nn.Module, rc:Recipe, dm, loss_func, epochs:int, 
                                           mode='min' if 'loss' in rc.monitor else 'max', save_weights_only=True)
                 cbs += [best_cb, *callbacks]
             module = FractureModule(net, loss_func, lrs)
-            module.epoch_lines = progress and not bars_redraw(sys.stdout)  # a log file: lines, not a bar's redraws (Lightning's bar writes to stdout)
+            bar = progress and bars_redraw(sys.stdout) and not bars_switched_off()
+            module.epoch_lines = progress and not bar  # a log file (or TQDM_DISABLE): lines, not a bar's redraws (Lightning's bar writes to stdout)
             module.epoch_numbers = done, total  # epochs are numbered across stages, as the history is
             trainer = L.Trainer(max_epochs=n_epochs, callbacks=cbs, logger=CSVLogger(work, name='lightning', version=f'stage{i}'),
-                                enable_progress_bar=progress and bars_redraw(sys.stdout), enable_model_summary=progress, num_sanity_val_steps=0,
+                                enable_progress_bar=bar, enable_model_summary=progress, num_sanity_val_steps=0,
                                 use_distributed_sampler=False, default_root_dir=work, log_every_n_steps=10, **trainer_kw)
             dm.epoch_offset = done
             trainer.fit(module, datamodule=dm)
@@ -359,8 +360,10 @@ def _where_it_ran(acc:str, n:int, strategy:str, precision:str, world_size:int, b
 def _write_device_run(res:dict, net:nn.Module, dls, out:Path|str) -> dict:
     "best.pt in the course's format (the best epoch's history row as its metrics), then metrics.json and curves.png"
     best_row = next((h for h in res['history'] if h['epoch'] == res['best_epoch']), res['history'][-1] if res['history'] else None)
-    save_checkpoint(Path(out)/'best.pt', net.cpu(), list(dls.classes), dls.preset.to_dict(), metrics=best_row)
-    return write_run(res, SimpleNamespace(history=res['history']), out, saved=True)
+    with staged(out) as folder:  # moved into `out` together, once all are written (the training chapter's `staged`)
+        save_checkpoint(folder/'best.pt', net.cpu(), list(dls.classes), dls.preset.to_dict(), metrics=best_row)
+        paths = write_run(res, SimpleNamespace(history=res['history']), folder, saved=True)
+    return {k: str(Path(out)/Path(v).name) for k, v in paths.items()}
 
 def fit_on_devices(model_name:str='simple_cnn', # a registered model name
                    data:FractureData|Path|str|None=None, # a dataset, a path for `load_dataset`, or None for the configured one

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/train.html.md"""
 
 # %% ../nbs/91_train.ipynb #618a5256
 from __future__ import annotations
-import contextlib, hashlib, inspect, json, math, numbers, os, shutil, sys, time, uuid, warnings
+import contextlib, hashlib, inspect, json, math, numbers, os, shutil, sys, tempfile, time, uuid, warnings
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -15,19 +15,19 @@ import torch
 
 from .config import ENV_PREFIX, get_config, seed_everything, CourseConfig
 from .data import FractureData, load_dataset, load_course_data, trivial_baseline, describe_source, split_digest
-from .transforms import Preset, get_dls, grey_preset, imagenet_preset, stats_preset
+from .transforms import Preset, augmentations, get_dls, grey_preset, imagenet_preset, stats_preset
 from .models import MODELS, create_model, model_names
-from .learner import Learner, Callback, SaveBestCB, plot_history, binary_metrics, load_checkpoint, update_checkpoint
+from .learner import DEFAULT_METRICS, Learner, Callback, SaveBestCB, plot_history, binary_metrics, load_checkpoint, update_checkpoint
 from .finetune import imbalance_setup, discriminative_lrs, EMACB, BoxLossCB
 from .tta import tta_probs, hflip
 from .evaluate import few_fractures_warning, threshold_for_sensitivity, _json_ready, _ready_out
 
 # %% auto #0
-__all__ = ['RECIPES', 'QUICK_RECIPES', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model', 'epoch_sizes',
-           'SizeScheduleCB', 'whole_side', 'check_zoom', 'check_recipe', 'box_plan', 'run_loaders', 'fit_recipe',
-           'evaluate_run', 'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'staged', 'run_plan',
-           'train_run', 'run_key', 'cached_run', 'prune_runs', 'run_note', 'add_train_args', 'starting_weights',
-           'asked_for', 'earlier_run_note', 'train_command']
+__all__ = ['RECIPES', 'QUICK_RECIPES', 'MONITORS', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model',
+           'epoch_sizes', 'SizeScheduleCB', 'whole_side', 'check_zoom', 'check_recipe', 'box_plan', 'run_loaders',
+           'fit_recipe', 'evaluate_run', 'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'staged',
+           'run_plan', 'train_run', 'run_key', 'cached_run', 'prune_runs', 'run_note', 'add_train_args',
+           'starting_weights', 'asked_for', 'earlier_run_note', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -139,16 +139,26 @@ def check_zoom(model:str, # a registered model name
         raise ValueError(f"zoom {recipe.zoom} leaves no room for crops at input sides {sorted(set(sizes))} (whole images are rounded to a multiple of 16 pixels); "
                          "use a larger zoom or larger images (--size), or zoom 1.")
 
+MONITORS = ('train_loss', 'valid_loss', *(f'{s}_{m}' for s in ('train', 'valid') for m in DEFAULT_METRICS))  # history keys a run can pick its best epoch by
+
 def check_recipe(model:str, # a registered model name
-                 recipe:Recipe, sizes:list # the input side of each epoch (`epoch_sizes`)
+                 recipe:Recipe,
+                 sizes:list|None=None # the input side of each epoch (`epoch_sizes`); None: check the numbers only
                 ) -> Recipe:
     "`recipe`, when it can train `model`; else a `ValueError` naming the field, before any image is read"
     def refuse(field, why): raise ValueError(f"recipe of {model}: {field}={getattr(recipe, field)!r}; {why}")
     is_int = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    positive = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < math.inf
     if recipe.epochs is not None and not (is_int(recipe.epochs) and recipe.epochs > 0): refuse('epochs', 'it must be a whole number, 1 or more (None: the settings\')')
-    if recipe.lr is not None and not (isinstance(recipe.lr, numbers.Real) and 0 < recipe.lr < math.inf): refuse('lr', 'it must be a positive number (None: the settings\')')
+    if recipe.lr is not None and not positive(recipe.lr): refuse('lr', 'it must be a positive number (None: the settings\')')
     if not (is_int(recipe.freeze_epochs) and recipe.freeze_epochs >= 0): refuse('freeze_epochs', 'it must be a whole number, 0 or more')
     if not (isinstance(recipe.target_sensitivity, numbers.Real) and 0 < recipe.target_sensitivity <= 1): refuse('target_sensitivity', 'it must be a fraction in (0, 1], e.g. 0.9')
+    if recipe.monitor not in MONITORS: refuse('monitor', f"the best epoch is picked by one of {', '.join(MONITORS)}")
+    if recipe.div is not None and not positive(recipe.div): refuse('div', 'it must be a positive number (None: one learning rate)')
+    if not (isinstance(recipe.ema, numbers.Real) and 0 <= recipe.ema < 1): refuse('ema', 'it must be 0 (none) or a decay below 1, e.g. 0.99')
+    if recipe.sizes is not None and not all(positive(s) for s in recipe.sizes): refuse('sizes', 'each must be pixels or a fraction of the image size, above 0')
+    augmentations(recipe.aug, 32)  # an unknown level, with the known ones
+    if sizes is None: return recipe
     if fixed_input_size(model) and len(set(sizes)) > 1: refuse('sizes', f'{model} takes inputs of one fixed size, so it cannot change size between epochs; use sizes=None')
     check_zoom(model, recipe, sizes)
     return recipe
@@ -269,13 +279,17 @@ def staged(out:Path|str|None # the run's folder (None: the run writes nothing)
           ):
     "A scratch folder beside `out` to write a run into: on success its files replace those in `out`; on failure it is removed"
     if out is None: yield None; return
-    out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent/f'.{out.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}'
-    tmp.mkdir()
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob('.staging-*'):  # a killed run's, a day later (a run still going touches its folder at every save)
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > 86400: shutil.rmtree(old)
+    tmp = Path(tempfile.mkdtemp(prefix='.staging-', dir=out))
+    try: yield tmp
+    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
     try:
-        yield tmp
-        for f in sorted(tmp.iterdir()): os.replace(f, out/f.name)
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+        for f in sorted(tmp.iterdir(), key=lambda f: f.name == 'metrics.json'): os.replace(f, out/f.name)  # the measurements last
+    except OSError as e: raise OSError(f"the run could not be moved into {out} ({e}); it is complete in {tmp}") from None
+    tmp.rmdir()
 
 # %% ../nbs/91_train.ipynb #0696b131
 def _as_data(data, cfg:CourseConfig, progress:bool) -> FractureData:
@@ -295,7 +309,7 @@ def _as_data(data, cfg:CourseConfig, progress:bool) -> FractureData:
 def run_plan(model:str, cfg:CourseConfig, recipe_overrides:dict|None=None) -> tuple[Recipe, int, float, list]:
     "The recipe of `model` on `cfg`'s profile, its epochs after any head-only ones, its peak lr and the input side of every epoch"
     rc = recipe_for(model, cfg.profile, **(recipe_overrides or {}))
-    check_recipe(model, rc, [cfg.image_size])  # its numbers, before they are used
+    check_recipe(model, rc)  # its numbers, before they are used
     epochs, lr = rc.epochs if rc.epochs is not None else cfg.epochs, rc.lr if rc.lr is not None else cfg.lr
     sizes = epoch_sizes(rc, cfg.image_size, rc.freeze_epochs + epochs)
     return check_recipe(model, rc, sizes), epochs, lr, sizes
@@ -547,7 +561,7 @@ def earlier_run_note(out:Path|str # the folder `train` writes to
     "What a new run will replace in `out`, and the results there that describe the earlier model; None for a folder without a run"
     out = Path(out)
     if not (out/'best.pt').is_file(): return None
-    stale = sorted(f'{p.name}/' for p in out.iterdir() if p.is_dir() and (p/'metrics.json').is_file())  # e.g. evaluate's --out
+    stale = sorted(f'{p.name}/' for p in out.iterdir() if p.is_dir() and not p.name.startswith('.') and (p/'metrics.json').is_file())  # e.g. evaluate's --out
     return (f"{out} holds an earlier run: its best.pt, metrics.json and curves.png are replaced when this run finishes (not before; "
             "give another --out to keep it)" + (f". {', '.join(stale)} in it describe the earlier model" if stale else ''))
 

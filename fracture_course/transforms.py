@@ -132,6 +132,12 @@ def channel_stats(images) -> tuple[float, float]:
     return mean, max(s2 / n - mean * mean, 0.0) ** 0.5
 
 # %% ../nbs/03_preprocessing.ipynb #47a74a09
+def _kept_truncated(path:Path) -> list|None:
+    "The truncated images recorded beside the cache `path` (an empty list: none), or None when no list was kept"
+    try: kept = json.loads(path.with_suffix('.truncated.json').read_text())
+    except (OSError, ValueError): return None
+    return kept if isinstance(kept, list) else None
+
 def _warn_truncated(paths:list):
     "One warning naming the truncated images a cache holds: each time the cache is used, since training uses what decodes of them"
     if paths: warnings.warn(f"{len(paths)} truncated image(s) decoded only partly, used with what could be decoded: "
@@ -153,10 +159,8 @@ class ImageCache:
         self.items, self.preset = list(items), preset
         self.labels = torch.tensor([o.label for o in self.items], dtype=torch.long)
         path = Path(cache_dir)/f'images-{_cache_key(self.items, preset)}.npy' if cache_dir else None
-        if path is not None and path.is_file():
-            self.arr, self.source = np.load(path, mmap_mode='r'), f'loaded {path}'
-            try: self.truncated = json.loads(path.with_suffix('.truncated.json').read_text())
-            except (OSError, ValueError): self.truncated = []  # none recorded: none were
+        if path is not None and path.is_file() and (kept := _kept_truncated(path)) is not None:  # a cache without its list is decoded again
+            self.arr, self.source, self.truncated = np.load(path, mmap_mode='r'), f'loaded {path}', kept
             _warn_truncated(self.truncated); return
         t0 = time.perf_counter()
         arr = np.empty((len(self.items), 1, preset.resize, preset.resize), np.uint8)
@@ -171,7 +175,8 @@ class ImageCache:
         self.source = f'decoded {len(arr)} images in {time.perf_counter() - t0:.1f} s'
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            if partly: path.with_suffix('.truncated.json').write_text(json.dumps(self.truncated))  # said again at every load, not only the first
+            side = path.with_suffix(f'.{os.getpid()}.tmp.json'); side.write_text(json.dumps(self.truncated))  # said again at every load, not only the first
+            os.replace(side, path.with_suffix('.truncated.json'))  # before the images: a cache that exists has its list
             tmp = path.with_suffix(f'.{os.getpid()}.tmp.npy'); np.save(tmp, arr); os.replace(tmp, path)
             self.source += f', saved to {path}'
         self.arr = arr

@@ -284,9 +284,10 @@ def test_bad_uploads_get_a_clear_error_and_the_server_goes_on(client, xray, name
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
 
 def test_a_form_part_without_a_file_name_is_named_as_text_not_a_file(client, xray):
-    for kw in (dict(files={'file': ('', xray[0])}), dict(data={'file': 'xray.png'})):
-        r = client.post('/predict', **kw)
-        assert r.status_code == 422 and r.json()['error'].startswith("the form field 'file' holds text, not a file"), r.text
+    r = client.post('/predict', files={'file': ('', xray[0])})
+    assert r.status_code == 422 and r.json()['error'].startswith("the form field 'file' holds text, not a file"), r.text
+    r = client.post('/predict', data={'file': 'xray.png'})  # a urlencoded form: no file can be in it
+    assert r.status_code == 415 and 'a body of type application/x-www-form-urlencoded' in r.json()['error'], r.text
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
 
 def test_a_dicom_claiming_more_pixels_than_the_server_takes_is_refused_before_decoding(client, xray, tmp_path):
@@ -317,8 +318,8 @@ def test_requests_without_a_file_or_too_large_by_header(client, xray):
     assert r.status_code == 415 and 'application/x-www-form-urlencoded' in r.json()['error'] and 'curl -F file=@' in r.json()['error']
     r = client.post('/predict', content=xray[0], headers={'content-type': 'image/png'})  # the image's bytes as the body
     assert r.status_code == 415 and "a body of type image/png; send the X-ray as the multipart form field 'file'" in r.json()['error']
-    r = client.post('/predict', data={'file': 'text, not a file'})
-    assert r.status_code == 422 and "field 'file'" in r.json()['error']
+    r = client.post('/predict', data={'file': 'text, not a file'})  # the field's name, but urlencoded: as any form that cannot carry a file
+    assert r.status_code == 415 and 'application/x-www-form-urlencoded' in r.json()['error'] and "field 'file'" in r.json()['error']
     r = client.post('/predict?gradcam=maybe', files={'file': ('ok.png', xray[0])})
     assert r.status_code == 422 and 'gradcam' in r.json()['error'] and 'heatmap takes true or false' in r.json()['error'] and "field 'file'" not in r.json()['error']
     r = client.post('/predict', content=b'\0' * 400_000, headers={'content-type': 'application/octet-stream'})
@@ -534,6 +535,12 @@ def test_the_pixel_budget_makes_large_decodes_wait_and_frees_what_fails():
         t = threading.Thread(target=later); t.start(); time.sleep(0.2)
         assert not seen  # 70 + 50 > 100: it waits
     t.join(5); assert seen == [50] and b.used == 0
+
+def test_make_app_takes_its_pixel_limit(ckpt, xray):
+    from fastapi.testclient import TestClient
+    small = TestClient(deploy.make_app(ckpt, max_pixels=1000))  # the synthetic X-ray has 64 x 64 = 4,096
+    r = small.post('/predict', files={'file': ('x.png', xray[0])})
+    assert r.status_code == 413 and '64 x 64 pixels is more than this server accepts (1,000)' in r.json()['error'], r.text
 
 def test_a_blank_image_is_refused_never_called_not_fractured(client, ckpt, onnx_file, xray, tmp_path, capsys):
     "An empty export, or a DICOM whose window clips every pixel, decodes fine and holds nothing: the API and predict refuse it by name"

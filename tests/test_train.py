@@ -168,15 +168,28 @@ def test_a_run_that_stops_half_way_leaves_the_earlier_run_whole(tiny, tmp_path, 
     with monkeypatch.context() as m:
         m.setattr(train, 'evaluate_run', interrupted)
         with pytest.raises(KeyboardInterrupt): train_run('simple_cnn', tiny, out, replace(cfg, seed=3), progress=False, recipe_overrides={'epochs': 2})
-    assert {f: (out/f).read_bytes() for f in before} == before and sorted(p.name for p in out.parent.iterdir()) == ['a']  # no scratch left
+    assert {f: (out/f).read_bytes() for f in before} == before and not list(out.glob('.staging-*'))  # untouched, no scratch left
     note = train.earlier_run_note(out)
     assert 'holds an earlier run' in note and 'eval-test/ in it describe the earlier model' in note and train.earlier_run_note(tmp_path) is None
     r = train_run('simple_cnn', tiny, out, replace(cfg, seed=3), progress=False, recipe_overrides={'epochs': 2})
     assert all((out/f).read_bytes() != b for f, b in before.items()) and r['paths']['checkpoint'] == str((out/'best.pt').resolve())
     assert json.loads((out/'metrics.json').read_text())['settings']['seed'] == 3 and load_checkpoint(out/'best.pt')[1]['trained_on']['seed'] == 3
 
+def test_a_run_that_cannot_be_moved_into_its_folder_stays_whole_where_the_error_says(tmp_path, monkeypatch):
+    "A move that fails (a file in the way, a full disk) loses nothing: the run stays complete in its scratch folder, named in the error"
+    out = tmp_path/'run'; out.mkdir(); (out/'best.pt').write_text('old')
+    def refuse(src, dst): raise OSError(18, 'Invalid cross-device link')
+    monkeypatch.setattr(train.os, 'replace', refuse)
+    with pytest.raises(OSError, match='could not be moved into .* it is complete in .*staging-') as e:
+        with train.staged(out) as f: (f/'best.pt').write_text('new'); (f/'metrics.json').write_text('{}')
+    kept = Path(str(e.value).rsplit('complete in ', 1)[1])
+    assert (out/'best.pt').read_text() == 'old' and sorted(p.name for p in kept.iterdir()) == ['best.pt', 'metrics.json']
+    assert train.earlier_run_note(out) is not None and 'staging' not in train.earlier_run_note(out)
+
 @pytest.mark.parametrize('override, says', [({'epochs': 0}, 'epochs=0'), ({'epochs': -3}, 'epochs=-3'), ({'lr': 0.0}, 'lr=0.0'),
-    ({'freeze_epochs': -1}, 'freeze_epochs=-1'), ({'target_sensitivity': 1.5}, 'target_sensitivity=1.5'), ({'sizes': (32, 64)}, 'one fixed size')])
+    ({'freeze_epochs': -1}, 'freeze_epochs=-1'), ({'target_sensitivity': 1.5}, 'target_sensitivity=1.5'), ({'sizes': (32, 64)}, 'one fixed size'),
+    ({'monitor': 'valid_auc'}, "monitor='valid_auc'"), ({'sizes': (0,)}, r'sizes=\(0,\)'), ({'div': 0.0}, 'div=0.0'), ({'ema': 1.0}, 'ema=1.0'),
+    ({'aug': 'strong'}, "Unknown augmentation level 'strong'")])
 def test_recipe_values_that_cannot_train_are_refused_before_any_image_is_read(override, says):
     with pytest.raises(ValueError, match=says): run_plan('simple_cnn', get_config('quick'), override)
 

@@ -244,6 +244,10 @@ def test_a_truncated_image_is_decoded_partly_and_named_in_a_warning(tmp_path):
             kept = ImageCache([Item(tmp_path/'whole.jpg', 0), Item(tmp_path/'cut.jpg', 1)], grey_preset(32), cache_dir=tmp_path/'cache')
         assert kept.truncated == [str(tmp_path/'cut.jpg')]
     assert 'loaded' in kept.source
+    for side in (tmp_path/'cache').glob('*.truncated.json'): side.unlink()  # a cache from before the list was kept
+    with pytest.warns(DamagedImageWarning, match='cut.jpg'):
+        again = ImageCache([Item(tmp_path/'whole.jpg', 0), Item(tmp_path/'cut.jpg', 1)], grey_preset(32), cache_dir=tmp_path/'cache')
+    assert again.source.startswith('decoded') and again.truncated == [str(tmp_path/'cut.jpg')]  # decoded again, to know which
 
 def test_a_preset_that_cannot_make_inputs_is_refused_with_the_reason():
     import numpy as np

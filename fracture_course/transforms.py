@@ -138,8 +138,12 @@ def _kept_truncated(path:Path) -> list|None:
     except (OSError, ValueError): return None
     return kept if isinstance(kept, list) else None
 
-def _warn_truncated(paths:list):
-    "One warning naming the truncated images a cache holds: each time the cache is used, since training uses what decodes of them"
+_WARNED = set()  # the cache files whose truncated images this process has named already
+
+def _warn_truncated(paths:list, cache:Path|None=None):
+    "One warning naming the truncated images a cache holds, once a process for a kept cache: training uses what decodes of them"
+    if cache is not None and cache in _WARNED: return
+    if cache is not None: _WARNED.add(cache)
     if paths: warnings.warn(f"{len(paths)} truncated image(s) decoded only partly, used with what could be decoded: "
                             + ', '.join(paths[:5]) + (', ...' if len(paths) > 5 else ''), DamagedImageWarning, stacklevel=3)
 
@@ -161,7 +165,7 @@ class ImageCache:
         path = Path(cache_dir)/f'images-{_cache_key(self.items, preset)}.npy' if cache_dir else None
         if path is not None and path.is_file() and (kept := _kept_truncated(path)) is not None:  # a cache without its list is decoded again
             self.arr, self.source, self.truncated = np.load(path, mmap_mode='r'), f'loaded {path}', kept
-            _warn_truncated(self.truncated); return
+            _warn_truncated(self.truncated, path); return
         t0 = time.perf_counter()
         arr = np.empty((len(self.items), 1, preset.resize, preset.resize), np.uint8)
         partly = []
@@ -171,7 +175,7 @@ class ImageCache:
         it = range(len(self.items))
         if progress: it = progress_bar(it, desc='decoding', leave=False)
         with ThreadPoolExecutor(threads or os.cpu_count()) as ex: list(ex.map(fill, it))  # PIL decodes without the GIL
-        self.truncated = sorted(partly); _warn_truncated(self.truncated)
+        self.truncated = sorted(partly); _warn_truncated(self.truncated, path)
         self.source = f'decoded {len(arr)} images in {time.perf_counter() - t0:.1f} s'
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #1ec05b69
 from __future__ import annotations
-import argparse, importlib, json, platform, sys
+import argparse, importlib, json, platform, sys, warnings
 from importlib import metadata
 
 # %% auto #0
@@ -84,8 +84,13 @@ def _command_in(argv:list[str]) -> list[str]:
 
 
 # %% ../nbs/90_cli.ipynb #ed6d3192
+def _plain_warning(message, category, filename, lineno, file=None, line=None):
+    "A warning as the commands print their own messages (`warning: ...`), without the library's file, line and source"
+    print(f'warning: {message}', file=file or sys.stderr)
+
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `fracture-course` console script"
+    if argv is None: warnings.showwarning = _plain_warning  # the console script: its users read messages, not library source lines
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_command_in(argv)).parse_args(argv)
     try: return args.func(args) or 0

@@ -1065,7 +1065,7 @@ class AuditReport:
         L.append(f"  exact duplicate groups: {len(self.duplicates)} ({len(self.leaks())} across splits, {len(self.mixed_labels())} with different labels)")
         L.append(f"  near-duplicate groups: {len(self.near_duplicates)} ({len(self.leaks('near_duplicates'))} across splits, "
                  f"{len(self.mixed_labels('near_duplicates'))} with different labels)")
-        L.append(f"  label disagreements: {len(self.label_disagreements)}")
+        L.append(f"  label disagreements (the dataset states a file's label twice, e.g. folder and CSV, and they differ): {len(self.label_disagreements)}")
         if self.split_digest: L.append(f"  split digest: {self.split_digest} (a checkpoint trained on these splits records the same in trained_on)")
         for n in self.notes: L.append(f"  note: {n}")
         for g in (self.mixed_labels() + self.mixed_labels('near_duplicates'))[:5]:

@@ -595,6 +595,8 @@ def evaluate_command(args) -> int:
     device = pick_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
     out = _ready_out(args.out if args.out else Path(args.checkpoint).parent/f'eval-{args.split}')  # before the scoring, not after
+    if (out/'metrics.json').is_file():  # another evaluation's results (another seed, threshold or dataset?) are about to go
+        print(f"note: {out} holds an earlier evaluation; this one replaces its metrics.json, predictions.csv and plots (give --out to keep both)", file=sys.stderr)
     preset, op = _checked_preset(info, args.checkpoint), saved_operating_point(info, args.checkpoint)
     args.tta, tta_note = tta_for(args.tta, op, args.threshold is None and args.target_sensitivity is None)
     if tta_note: print(f"warning: {tta_note}", file=sys.stderr)

@@ -27,6 +27,14 @@ def test_help_lists_every_command_without_importing_the_chapters():
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert 'heavy: []' in r.stdout and all(name in r.stdout for name, *_ in COMMANDS), r.stdout + r.stderr
 
+def test_the_console_script_prints_warnings_as_plain_lines():
+    "A user of the command reads `warning: ...`, not the library's file, line number and source line; in-process callers keep Python's own"
+    code = ('import sys, warnings\nfrom fracture_course.cli import main\nmain(["audit", "/nonexistent"])\nwarnings.warn("5 truncated image(s)")\n'
+            'sys.argv = ["fracture-course", "audit", "/nonexistent"]\nmain()\nwarnings.warn("3 truncated image(s)")')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert 'UserWarning: 5 truncated image(s)' in r.stderr and 'warning: 3 truncated image(s)' in r.stderr, r.stderr
+    assert 'UserWarning: 3' not in r.stderr
+
 def test_unknown_subcommand_and_bad_values_exit_non_zero_with_choices():
     r = run('bogus')
     assert r.returncode == 2 and "choose from" in r.stderr and 'info' in r.stderr

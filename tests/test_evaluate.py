@@ -304,7 +304,10 @@ def test_cli_evaluate_when_wired(tiny, tmp_path):
     r = subprocess.run([CLI, 'evaluate', str(tiny/'model.pt'), '--data', str(tiny/'data'), '--out', str(tmp_path/'o'), '--n-boot', '0'],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path/'o'/'metrics.json').is_file()
+    assert (tmp_path/'o'/'metrics.json').is_file() and 'earlier evaluation' not in r.stderr
+    r = subprocess.run([CLI, 'evaluate', str(tiny/'model.pt'), '--data', str(tiny/'data'), '--out', str(tmp_path/'o'), '--n-boot', '0', '--threshold', '0.3'],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and f"note: {tmp_path/'o'} holds an earlier evaluation; this one replaces" in r.stderr, r.stderr
     r = subprocess.run([CLI, 'evaluate', str(tmp_path/'missing.pt'), '--data', str(tiny/'data')], capture_output=True, text=True)
     assert r.returncode == 1 and 'missing.pt' in r.stderr
 

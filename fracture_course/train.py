@@ -277,12 +277,12 @@ def write_run(res:dict, # what the run measured (made JSON-safe here)
 @contextlib.contextmanager
 def staged(out:Path|str|None # the run's folder (None: the run writes nothing)
           ):
-    "A scratch folder beside `out` to write a run into: on success its files replace those in `out`; on failure it is removed"
+    "A hidden scratch folder inside `out` to write a run into: on success its files replace those in `out`; on failure it is removed"
     if out is None: yield None; return
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob('.staging-*'):  # a killed run's, a day later (a run still going touches its folder at every save)
+    for old in out.glob('.staging-*'):  # a killed run's, once nothing in it has changed for a day (a run still going saves into it)
         with contextlib.suppress(OSError):
-            if time.time() - old.stat().st_mtime > 86400: shutil.rmtree(old)
+            if time.time() - max(p.stat().st_mtime for p in (old, *old.iterdir())) > 86400: shutil.rmtree(old)
     tmp = Path(tempfile.mkdtemp(prefix='.staging-', dir=out))
     try: yield tmp
     except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
@@ -334,7 +334,7 @@ def train_run(model:str='simple_cnn', # a registered model name
     seed_everything(cfg.seed)
     net = build_model(model, preset, **{**rc.model_kwargs, **model_kwargs})
     if rc.channels_last: net = net.to(memory_format=torch.channels_last)
-    with staged(out) as folder:  # the run is written beside `out` and moved in only when it is complete
+    with staged(out) as folder:  # the run is written to a scratch folder and moved into `out` only when it is complete
         best = SaveBestCB(folder/'best.pt' if folder else None, monitor=rc.monitor, preprocessing=preset.to_dict(),
                           class_names=list(by_size[sizes[-1]].classes))
         learn = Learner(net, by_size[sizes[0]], loss_func=loss_func, lr=lr, device=cfg.device, progress=progress,

@@ -1,5 +1,5 @@
 "`fracture-course train` and `train_run`: a full run on a tiny dataset, its outputs, and bad options."
-import json, os, shutil, subprocess, sys
+import json, os, shutil, subprocess, sys, time
 from dataclasses import replace
 from pathlib import Path
 import numpy as np
@@ -158,7 +158,7 @@ def test_cli_train_takes_local_imagenet_weights_or_none_for_a_pretrained_model(t
         assert r.returncode in (1, 2) and says in r.stderr, (args, r.stderr[-800:])
 
 def test_a_run_that_stops_half_way_leaves_the_earlier_run_whole(tiny, tmp_path, monkeypatch):
-    "best.pt is written at every improvement, the measurements at the end: a run is staged beside --out and moved in complete, or not at all"
+    "best.pt is written at every improvement, the measurements at the end: a run is staged in a scratch folder inside --out and moved in complete, or not at all"
     monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
     cfg, out = get_config('quick', image_size=32, batch_size=16), tmp_path/'runs'/'a'
     train_run('simple_cnn', tiny, out, cfg, progress=False, recipe_overrides={'epochs': 1})
@@ -185,6 +185,14 @@ def test_a_run_that_cannot_be_moved_into_its_folder_stays_whole_where_the_error_
     kept = Path(str(e.value).rsplit('complete in ', 1)[1])
     assert (out/'best.pt').read_text() == 'old' and sorted(p.name for p in kept.iterdir()) == ['best.pt', 'metrics.json']
     assert train.earlier_run_note(out) is not None and 'staging' not in train.earlier_run_note(out)
+
+def test_a_killed_runs_scratch_folder_is_removed_once_nothing_in_it_changed_for_a_day(tmp_path):
+    out, day = tmp_path/'run', 86400
+    for name, file_age in (('.staging-dead', 2 * day), ('.staging-alive', 60)):  # both folders old; one still has a file just saved
+        (out/name).mkdir(parents=True); (out/name/'best.pt').write_text('x')
+        os.utime(out/name/'best.pt', (time.time() - file_age,) * 2); os.utime(out/name, (time.time() - 2 * day,) * 2)
+    with train.staged(out) as f: (f/'best.pt').write_text('new')
+    assert sorted(p.name for p in out.iterdir()) == ['.staging-alive', 'best.pt']
 
 @pytest.mark.parametrize('override, says', [({'epochs': 0}, 'epochs=0'), ({'epochs': -3}, 'epochs=-3'), ({'lr': 0.0}, 'lr=0.0'),
     ({'freeze_epochs': -1}, 'freeze_epochs=-1'), ({'target_sensitivity': 1.5}, 'target_sensitivity=1.5'), ({'sizes': (32, 64)}, 'one fixed size'),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from filelock import FileLock, Timeout
 
 from .config import ENV_PREFIX, get_config, seed_everything, CourseConfig
 from .data import FractureData, load_dataset, load_course_data, trivial_baseline, describe_source, split_digest
@@ -26,8 +27,8 @@ from .evaluate import few_fractures_warning, threshold_for_sensitivity, _json_re
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'MONITORS', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model',
            'epoch_sizes', 'SizeScheduleCB', 'whole_side', 'check_zoom', 'check_recipe', 'box_plan', 'run_loaders',
            'fit_recipe', 'evaluate_run', 'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'staged',
-           'run_plan', 'train_run', 'run_key', 'cached_run', 'prune_runs', 'run_note', 'add_train_args',
-           'starting_weights', 'asked_for', 'earlier_run_note', 'train_command']
+           'run_plan', 'train_run', 'run_key', 'run_lock', 'one_trainer', 'cached_run', 'prune_runs', 'run_note',
+           'add_train_args', 'starting_weights', 'asked_for', 'earlier_run_note', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -431,6 +432,46 @@ def _keep(tmp:Path, folder:Path, model:str, data:FractureData) -> Path:
                 shutil.rmtree(tmp, ignore_errors=True); return folder
     return tmp  # the folder could not be replaced (a file held open elsewhere?): the run stays in its scratch folder
 
+def _train_and_keep(folder:Path, model:str, data:FractureData, cfg:CourseConfig, progress:bool, recipe_overrides:dict|None,
+                    **model_kwargs) -> dict:
+    "`train_run` into a scratch folder beside `folder`, then kept as `folder`; what it returned, with `cached` False"
+    tmp = folder.parent/f'.{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}'  # a scratch folder: never half a run under the key
+    tmp.mkdir(parents=True)  # (made with the user's umask, so that others sharing the cache can read the run)
+    try: res = train_run(model, data, tmp, cfg, progress, recipe_overrides, **model_kwargs)
+    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
+    where = _keep(tmp, folder, model, data)
+    prune_runs(folder.parent)
+    res['paths'] = {k: str(where/Path(v).name) for k, v in res['paths'].items()}
+    return {**res, 'cached': False}
+
+def run_lock(folder:Path # a kept run's folder (it need not exist yet)
+            ) -> Path:
+    "The lock file of the run kept in `folder`: a hidden file beside it"
+    return folder.parent/f'.{folder.name}.lock'
+
+def _take(lock:FileLock, folder:Path, say) -> bool:
+    "Acquire `lock`, waiting (after saying so) while another process holds it; False where it cannot be made"
+    try: lock.acquire(timeout=0); return True
+    except Timeout:
+        say(f"Another process is training this run ({folder.name}); waiting for it to finish, to load it instead of training it again.")
+        lock.acquire(); return True
+    except OSError: return False  # a cache we may read but not write (an instructor's, shared): nothing to guard
+
+@contextlib.contextmanager
+def one_trainer(folder:Path, # a kept run's folder
+                say=print # called with a sentence when another process holds the run
+               ):
+    "Hold the run's lock: while one process trains the run, another asking for it waits, then loads it instead of training it too"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_lock(folder))
+    held = _take(lock, folder, say)
+    try:
+        if held:
+            with contextlib.suppress(OSError): os.utime(lock.lock_file)  # used now: `prune_runs` keeps it as long as the run
+        yield
+    finally:
+        if held: lock.release()
+
 def cached_run(model:str='simple_cnn', # a registered model name
                data:FractureData|Path|str|None=None, # a dataset, a path for `load_dataset`, or None for the configured one
                cfg:CourseConfig|None=None, # settings (default: `get_config()`); the runs are kept under `cfg.cache_dir/'runs'`
@@ -441,28 +482,24 @@ def cached_run(model:str='simple_cnn', # a registered model name
     cfg = cfg or get_config()
     data = _as_data(data, cfg, progress)
     folder = cfg.cache_dir/'runs'/f'{model}-{run_key(model, data, cfg, recipe_overrides, **model_kwargs)}'
-    kept = _kept_run(folder, model, data)
-    if kept is not None: return _as_loaded(*kept, folder, model, data, cfg, recipe_overrides, progress)
-    tmp = folder.parent/f'.{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}'  # a scratch folder: never half a run under the key
-    tmp.mkdir(parents=True)  # (made with the user's umask, so that others sharing the cache can read the run)
-    try: res = train_run(model, data, tmp, cfg, progress, recipe_overrides, **model_kwargs)
-    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
-    where = _keep(tmp, folder, model, data)
-    prune_runs(folder.parent)
-    res['paths'] = {k: str(where/Path(v).name) for k, v in res['paths'].items()}
-    return {**res, 'cached': False}
+    with one_trainer(folder):
+        kept = _kept_run(folder, model, data)
+        if kept is None: return _train_and_keep(folder, model, data, cfg, progress, recipe_overrides, **model_kwargs)
+    return _as_loaded(*kept, folder, model, data, cfg, recipe_overrides, progress)
 
 def prune_runs(runs:Path|str, # the folder of kept runs, `cfg.cache_dir/'runs'`
                days:float=30, # remove runs neither trained nor loaded for this long
                scratch_hours:float=24 # remove scratch folders of runs that never finished (a killed process) after this long
               ) -> list[str]:
-    "Remove kept runs unused for `days` and abandoned scratch folders; return the names of those removed"
+    "Remove kept runs and their lock files unused for `days`, and abandoned scratch folders; return the names of those removed"
     now, gone = time.time(), []
     for p in Path(runs).iterdir():
-        try: old = p.is_dir() and now - p.stat().st_mtime > (scratch_hours * 3600 if p.name.startswith('.') else days * 86400)
+        lock = p.is_file() and p.name.startswith('.') and p.suffix == '.lock'
+        try: old = (p.is_dir() or lock) and now - p.stat().st_mtime > (scratch_hours * 3600 if p.name.startswith('.') and not lock else days * 86400)
         except OSError: continue  # removed meanwhile by another process
         if old:
-            shutil.rmtree(p, ignore_errors=True)
+            if lock: p.unlink(missing_ok=True)
+            else: shutil.rmtree(p, ignore_errors=True)
             if not p.exists(): gone.append(p.name)
     return gone
 

@@ -252,7 +252,7 @@ def test_cached_run_trains_again_over_an_unreadable_run_and_leaves_no_half_run(t
     def fails(*a, **k): raise RuntimeError('out of memory')
     monkeypatch.setattr(train, 'train_run', fails)
     with pytest.raises(RuntimeError, match='out of memory'): _cached(tiny, small_cfg, hidden=32)
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # nothing kept of the failed run, not even its scratch folder
+    assert [p.name for p in folder.parent.iterdir() if p.is_dir()] == [folder.name]  # nothing kept of the failed run, not even its scratch folder
 
 def test_cached_run_keeps_the_run_of_another_process_that_finished_first(tiny, small_cfg, monkeypatch):
     data = load_dataset(tiny, seed=small_cfg.seed)
@@ -266,7 +266,36 @@ def test_cached_run_keeps_the_run_of_another_process_that_finished_first(tiny, s
     monkeypatch.setattr(train, 'train_run', racing)
     r = _cached(data, small_cfg)
     assert not r['cached'] and Path(r['paths']['checkpoint']) == final/'best.pt' and (final/'theirs').is_file()
-    assert [p.name for p in final.parent.iterdir()] == [final.name]
+    assert sorted(p.name for p in final.parent.iterdir()) == [f'.{final.name}.lock', final.name]
+
+RACER = """
+import json, sys, time
+from pathlib import Path
+from fracture_course import train
+from fracture_course.config import get_config
+root, me, other = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+real = train.train_run
+def slow(*a, **k): time.sleep(3); return real(*a, **k)  # long enough for the other process to arrive while this one trains
+train.train_run = slow
+cfg = get_config('quick', image_size=32, batch_size=16)
+(root/me).touch()
+while not (root/other).exists(): time.sleep(0.05)  # both start together
+r = train.cached_run('simple_cnn', root/'tiny', cfg, progress=False, recipe_overrides={'epochs': 1})
+print(json.dumps({'cached': r['cached'], 'auroc': r['test']['auroc']}))
+"""
+
+def test_two_processes_asking_for_one_run_train_it_once(tiny, tmp_path):
+    env = {**os.environ, 'FRACTURE_CACHE_DIR': str(tmp_path/'cache')}
+    procs = [subprocess.Popen([sys.executable, '-c', RACER, str(tmp_path), me, other], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for me, other in (('a', 'b'), ('b', 'a'))]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert sorted(r['cached'] for r in results) == [False, True] and results[0]['auroc'] == results[1]['auroc'], results
+    waited = next(out for (out, _), r in zip(outs, results) if r['cached'])
+    assert 'Another process is training this run (simple_cnn-' in waited and 'waiting for it to finish' in waited
+    runs = [p.name for p in (tmp_path/'cache'/'runs').iterdir()]
+    assert len(runs) == 2 and sum(n.endswith('.lock') for n in runs) == 1  # the run and its lock; no scratch folder left
 
 def test_cached_run_repairs_a_kept_run_missing_a_file_and_keeps_a_run_it_cannot_mark(tiny, small_cfg, monkeypatch):
     folder = Path(_cached(tiny, small_cfg)['paths']['checkpoint']).parent

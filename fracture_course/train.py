@@ -487,6 +487,15 @@ def cached_run(model:str='simple_cnn', # a registered model name
         if kept is None: return _train_and_keep(folder, model, data, cfg, progress, recipe_overrides, **model_kwargs)
     return _as_loaded(*kept, folder, model, data, cfg, recipe_overrides, progress)
 
+def _being_trained(folder:Path) -> bool:
+    "Whether a process holds the lock of the run kept in `folder`, as it does while training it"
+    if not run_lock(folder).exists(): return False  # (a training makes the lock file before its scratch folder)
+    lock = FileLock(run_lock(folder))
+    try: lock.acquire(timeout=0)
+    except Timeout: return True
+    except OSError: return False
+    lock.release(); return False
+
 def prune_runs(runs:Path|str, # the folder of kept runs, `cfg.cache_dir/'runs'`
                days:float=30, # remove runs neither trained nor loaded for this long
                scratch_hours:float=24 # remove scratch folders of runs that never finished (a killed process) after this long
@@ -494,9 +503,10 @@ def prune_runs(runs:Path|str, # the folder of kept runs, `cfg.cache_dir/'runs'`
     "Remove kept runs and their lock files unused for `days`, and abandoned scratch folders; return the names of those removed"
     now, gone = time.time(), []
     for p in Path(runs).iterdir():
-        lock = p.is_file() and p.name.startswith('.') and p.suffix == '.lock'
-        try: old = (p.is_dir() or lock) and now - p.stat().st_mtime > (scratch_hours * 3600 if p.name.startswith('.') and not lock else days * 86400)
+        lock, scratch = p.is_file() and p.name.startswith('.') and p.suffix == '.lock', p.is_dir() and p.name.startswith('.')
+        try: old = (p.is_dir() or lock) and now - p.stat().st_mtime > (scratch_hours * 3600 if scratch else days * 86400)
         except OSError: continue  # removed meanwhile by another process
+        if old and scratch and _being_trained(Path(runs)/p.name[1:].rsplit('-', 2)[0]): continue  # a long training's own folder
         if old:
             if lock: p.unlink(missing_ok=True)
             else: shutil.rmtree(p, ignore_errors=True)

@@ -22,9 +22,9 @@ __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SID
            'dicom_summary', 'read_dicom', 'modality_warning', 'file_digest', 'fingerprints', 'split_items',
            'split_digest', 'split_of', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest',
            'item_boxes', 'looks_like_dicom', 'header_problem', 'LeftOutWarning', 'drop_unopenable', 'load_dataset',
-           'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport', 'audit',
-           'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats',
-           'plot_image_stats']
+           'kaggle_datasets', 'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport',
+           'audit', 'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples',
+           'image_stats', 'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -885,6 +885,7 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
     data.skipped += [{'path': str(p), 'reason': f"augmented copies beside {data.root}: not read (copies of one picture in several splits would leak; "
                       "augment the training split with the course's transforms instead)" if 'augment' in p.name.lower() else
                       f"another dataset beside {data.root}: not read (point at it to use it)"} for p in others]
+    if others: data.notes.append("not read, beside it: " + '; '.join(f"{p} ({'augmented copies, which a random split would leak' if 'augment' in p.name.lower() else 'another dataset: point at it to use it'})" for p in others))
     data.source = str(path.absolute())
     if kind != 'fracatlas' and root.name.lower() == 'images' and (root.parent/'dataset.csv').is_file():
         data.notes.append(f"{root} looks like FracAtlas's images folder: point at {root.parent} instead, for its region-stratified split, "
@@ -899,17 +900,42 @@ KNOWN_KAGGLE = {
 }
 KAGGLE_INPUT = Path('/kaggle/input')
 
-def _kaggle_attached(slug:str|None=None, base:Path|None=None) -> Path|None:
-    "An attached Kaggle dataset folder (for `slug`, or the first recognisable one)"
+def kaggle_datasets(base:Path|None=None, # Kaggle's input folder (default: `KAGGLE_INPUT`, /kaggle/input)
+                   ) -> tuple[list, list]:
+    "The folders attached to a Kaggle notebook, as (those in a layout the course reads, the others)"
+    base = base or KAGGLE_INPUT
+    if not base.is_dir(): return [], []
+    # Kaggle mounts a dataset at /kaggle/input/NAME (newer images: /kaggle/input/datasets/OWNER/NAME, models under models/)
+    attached = [d for d in [*sorted(base.glob('datasets/*/*')), *sorted(p for p in base.iterdir() if p.name not in ('datasets', 'models'))] if d.is_dir()]
+    readable = [d for d in attached if _find_root(d)]
+    return readable, [d for d in attached if d not in readable]
+
+def _kaggle_attached(slug:str, base:Path|None=None) -> Path|None:
+    "The attached folder of Kaggle dataset `slug` (OWNER/NAME), in whatever layout, or None"
     base = base or KAGGLE_INPUT
     if not base.is_dir(): return None
-    name = slug.split('/')[1] if slug else None  # OWNER/NAME, or OWNER/NAME/versions/N
-    # Kaggle mounts a dataset at /kaggle/input/NAME (newer images: /kaggle/input/datasets/OWNER/NAME)
-    cands = ([p for pat in (name, f'*/{name}', f'*/*/{name}') for p in sorted(base.glob(pat))] if name else
-             [*sorted(base.glob('datasets/*/*')), *sorted(p for p in base.iterdir() if p.name != 'datasets')])
-    cands = [d for d in cands if d.is_dir()]
+    name = slug.split('/')[1]  # OWNER/NAME, or OWNER/NAME/versions/N
+    cands = [d for pat in (name, f'*/{name}', f'*/*/{name}') for d in sorted(base.glob(pat)) if d.is_dir()]
     # the one asked for is returned even in a layout the course does not know, so that reading it says what it holds
-    return next((d for d in cands if _find_root(d)), cands[0] if name and cands else None)
+    return next((d for d in cands if _find_root(d)), cands[0] if cands else None)
+
+def _kaggle_setting(d:Path, base:Path|None=None) -> str:
+    "What to set FRACTURE_DATASET to for attached folder `d`: kaggle:OWNER/NAME when its owner is known, else its path"
+    parts = d.relative_to(base or KAGGLE_INPUT).parts
+    if len(parts) == 3 and parts[0] == 'datasets': return f'kaggle:{parts[1]}/{parts[2]}'
+    return next((f'kaggle:{s}' for s in KNOWN_KAGGLE if s.split('/')[1] == d.name), str(d))
+
+def _auto_warning(cfg) -> str|None:
+    "What the `auto` setting must say about Kaggle's input: datasets in no layout the course reads, or several it reads; None otherwise"
+    if cfg.dataset.strip() != 'auto': return None
+    readable, others = kaggle_datasets()
+    if others and not readable:
+        return (f"{', '.join(map(str, others))} {'is' if len(others) == 1 else 'are'} attached but in no layout the course reads: "
+                f"run `fracture-course audit {others[0]}` to see why, or set FRACTURE_DATASET to the folder or CSV manifest of its labelled images")
+    if len(readable) > 1:
+        return (f"{len(readable)} datasets the course reads are attached; {readable[0]} is used (the first by name). To use another, set "
+                "FRACTURE_DATASET to " + ' or '.join(_kaggle_setting(d) for d in readable[1:]))
+    return None
 
 def _kagglehub_download(slug:str) -> Path:
     try: import kagglehub
@@ -929,8 +955,8 @@ def resolve_source(cfg=None, # course settings (default: `get_config()`)
     ds = cfg.dataset.strip()
     if ds == 'synthetic': return 'synthetic', None
     if ds == 'auto':
-        found = _kaggle_attached()
-        return ('kaggle', found) if found else ('synthetic', None)
+        readable, _ = kaggle_datasets()
+        return ('kaggle', readable[0]) if readable else ('synthetic', None)
     if ds.startswith('kaggle:'):
         return 'kaggle', _kaggle_attached(ds[7:])
     return 'path', Path(ds).expanduser()
@@ -940,11 +966,12 @@ def describe_source(cfg=None) -> str:
     from fracture_course.config import get_config
     cfg = cfg or get_config()
     kind, p = resolve_source(cfg)
-    if kind == 'synthetic': return 'built-in synthetic radiographs (no real dataset configured or attached)'
+    said = _auto_warning(cfg)
+    if kind == 'synthetic': return f"built-in synthetic radiographs ({said or 'no real dataset configured or attached'})"
     if kind == 'kaggle' and p is None: return f'{cfg.dataset}: not attached; would be downloaded with kagglehub'
     if not p.exists(): return f'{kind} dataset at {p} (MISSING: fix FRACTURE_DATASET)'
     usable = p.suffix.lower() == '.csv' if p.is_file() else _find_root(p) is not None
-    return f'{kind} dataset at {p}' + ('' if usable else f' (NO DATASET LAYOUT FOUND there: run `fracture-course audit {p}` to see why)')
+    return f'{kind} dataset at {p}' + ('' if usable else f' (NO DATASET LAYOUT FOUND there: run `fracture-course audit {p}` to see why)') + (f' ({said})' if said else '')
 
 # %% ../nbs/02_data.ipynb #13692db8
 def load_course_data(cfg=None, # course settings (default: `get_config()`)
@@ -953,6 +980,8 @@ def load_course_data(cfg=None, # course settings (default: `get_config()`)
     from fracture_course.config import get_config
     cfg = cfg or get_config()
     kind, p = resolve_source(cfg)
+    if (said := _auto_warning(cfg)):  # never a silent choice among attached datasets
+        warnings.warn(('the built-in synthetic radiographs are used: ' if kind == 'synthetic' else '') + said, UserWarning, stacklevel=2)
     if kind == 'synthetic':
         from fracture_course.synthetic import default_synthetic_dir
         p = default_synthetic_dir(cfg)

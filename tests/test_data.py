@@ -548,3 +548,39 @@ def test_a_split_too_small_for_every_part_says_which_part_is_empty(tmp_path):
     for i in range(4): Image.fromarray(np.full((32, 32), 40 * i, np.uint8)).save(tmp_path/f'{i}.png')
     items = [Item(tmp_path/f'{i}.png', i % 2) for i in range(4)]
     with pytest.warns(UserWarning, match=r'4 images( \(\d distinct picture\(s\)\))? are too few for a 70/10/20 split: the (valid and )?test splits? gets? none'): split_items(items, cache_dir=tmp_path/'c')
+
+
+def test_auto_names_attached_datasets_it_cannot_read_and_the_others_it_could_have_chosen(tmp_path, monkeypatch):
+    "An attached dataset in an unknown layout was replaced by the synthetic data without a word; of two readable ones, one was taken in silence"
+    import fracture_course.data as D
+    from fracture_course.data import describe_source, load_course_data
+    monkeypatch.setattr(D, 'KAGGLE_INPUT', tmp_path/'input')
+    monkeypatch.setenv('FRACTURE_SYNTHETIC_N', '120')
+    yolo = tmp_path/'input'/'bone-fracture-detection'
+    for s in ('train', 'valid'): img(yolo/s/'images'/'a.jpg'); (yolo/s/'labels').mkdir(); (yolo/s/'labels'/'a.txt').write_text('0 0.5 0.5 0.1 0.1\n')
+    (tmp_path/'input'/'models'/'someone'/'weights').mkdir(parents=True)  # a model attached too: not a dataset
+    auto = get_config(dataset='auto', profile='quick')
+    assert resolve_source(auto) == ('synthetic', None)
+    said = describe_source(auto)
+    assert 'no real dataset configured or attached' not in said and f'{yolo} is attached but in no layout the course reads' in said
+    assert f'fracture-course audit {yolo}' in said and 'FRACTURE_DATASET' in said and 'models' not in said
+    with pytest.warns(UserWarning, match=f'the built-in synthetic radiographs are used: {yolo} is attached but in no layout'):
+        assert load_course_data(auto, verbose=False).name == 'synthetic'
+    multi = tree(tmp_path/'input'/'fracture-multi-region-x-ray-data'/'Bone'/'Bone', ['train', 'val', 'test'], n=2)
+    mine = tree(tmp_path/'input'/'datasets'/'me'/'my-xrays', ['train', 'val', 'test'], n=2)
+    assert resolve_source(auto) == ('kaggle', mine)
+    said = describe_source(auto)
+    assert f'2 datasets the course reads are attached; {mine} is used' in said, said
+    assert 'FRACTURE_DATASET to kaggle:bmadushanirodrigo/fracture-multi-region-x-ray-data' in said  # its owner, from the datasets the course names
+    with pytest.warns(UserWarning, match='2 datasets the course reads are attached'):
+        assert load_course_data(auto, verbose=False).root == mine
+    assert load_course_data(get_config(dataset='kaggle:bmadushanirodrigo/fracture-multi-region-x-ray-data'), verbose=False).root == multi
+
+
+def test_a_dataset_beside_the_one_read_is_named_in_the_summary(tmp_path, monkeypatch, capsys):
+    "Two datasets in one folder: the one not read was only in data.skipped; load_course_data's summary names it"
+    from fracture_course.data import load_course_data
+    tree(tmp_path/'two'/'a', ['train', 'val', 'test'], n=2); tree(tmp_path/'two'/'b', ['train', 'val', 'test'], n=2)
+    load_course_data(get_config(dataset=str(tmp_path/'two')))
+    out = capsys.readouterr().out
+    assert f"note: not read, beside it: {tmp_path/'two'/'b'} (another dataset: point at it to use it)" in out, out

@@ -28,8 +28,9 @@ __all__ = ['METRICS', 'DEFAULT_METRICS', 'EVENTS', 'CHECKPOINT_FORMAT', 'CHECKPO
            'specificity', 'precision', 'f1', 'auroc', 'binary_metrics', 'CancelFitException', 'CancelEpochException',
            'CancelBatchException', 'Callback', 'checked_lr', 'param_groups', 'Learner', 'DeviceCB', 'MixedPrecisionCB',
            'TrainingDiverged', 'Recorder', 'ProgressCB', 'plot_history', 'LRFindResult', 'lr_suggestion', 'LRFinderCB',
-           'BatchSchedulerCB', 'OneCycleCB', 'SaveBestCB', 'EarlyStoppingCB', 'GradClipCB', 'freeze', 'unfreeze',
-           'trainable', 'count_params', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'update_checkpoint']
+           'constant_loss', 'BatchSchedulerCB', 'OneCycleCB', 'SaveBestCB', 'EarlyStoppingCB', 'GradClipCB', 'freeze',
+           'unfreeze', 'trainable', 'count_params', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
+           'update_checkpoint']
 
 # %% ../nbs/05_learner.ipynb #fcb77291
 def _nan_unless(ok:bool, f):
@@ -486,6 +487,14 @@ def _lr_find(self:Learner,
     res = finder.result()
     if plot: res.plot()
     return res
+
+# %% ../nbs/05_learner.ipynb #4d48187d
+def constant_loss(labels # the training labels, 1 = fractured (a tensor, a list, or items with a `.label`)
+                 ) -> float:
+    "Cross-entropy of the best constant answer (the share of fractures in `labels`, for every image): the level to get below"
+    y = [float(getattr(o, 'label', o)) for o in labels]
+    p = sum(y) / len(y)
+    return 0. if p in (0., 1.) else -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 # %% ../nbs/05_learner.ipynb #124a7b30
 class BatchSchedulerCB(Callback):

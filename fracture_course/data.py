@@ -22,9 +22,9 @@ __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SID
            'dicom_summary', 'read_dicom', 'modality_warning', 'file_digest', 'fingerprints', 'split_items',
            'split_digest', 'split_of', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest',
            'item_boxes', 'looks_like_dicom', 'header_problem', 'LeftOutWarning', 'drop_unopenable', 'load_dataset',
-           'kaggle_datasets', 'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport',
-           'audit', 'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance', 'show_samples',
-           'image_stats', 'plot_image_stats']
+           'write_manifest', 'kaggle_datasets', 'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset',
+           'AuditReport', 'audit', 'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance',
+           'show_samples', 'image_stats', 'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -837,13 +837,40 @@ def looks_like_dicom(path:Path|str) -> bool:
         with open(path, 'rb') as f: return f.read(2) in _HEADER_FIRST
     except OSError: return False
 
+def _dicom_problem(path:Path) -> str|None:
+    "Why a DICOM file cannot be decoded, from its header alone (the pixel data stay on disk), or None"
+    try:
+        ds = _dcmread(path, path, defer_size=1024)
+        try: _check_supported(ds, path)  # several frames, colour, no pixel data, 8-16 bits stored, a decoder installed
+        except UnreadableImage: raise
+        except Exception as e: raise _bad_header(path, e) from None
+    except UnreadableImage as e: return e.reason
+    px = ds.get_item('PixelData', keep_deferred=True)
+    end = getattr(px, 'value_tell', None)
+    if end is None or px.length == 0xFFFFFFFF: return None  # compressed (encapsulated) pixels: their decoder judges them
+    if end + px.length > path.stat().st_size: return "the file ends inside its pixel data (cut short); copy or download it again"
+    need = int(ds.Rows) * int(ds.Columns) * int(ds.get('NumberOfFrames') or 1) * int(ds.get('SamplesPerPixel') or 1) * -(-int(ds.BitsAllocated) // 8)
+    if px.length < need: return f"{px.length:,} bytes of pixel data where its header describes {need:,}; export the file again"
+    return None
+
 def header_problem(path:Path|str) -> str|None:
-    "Why an image file cannot even be opened (empty, cut inside its header, not an image), or None; reads the header only, no pixel"
+    "Why a listed image file cannot be used (empty, unreadable, not an image, several frames, a damaged PNG, a DICOM the course cannot decode), or None; reads headers and checksums, decodes no pixel"
     path = Path(path)
     try:
-        if path.stat().st_size == 0: return 'empty file (0 bytes)'
-        if looks_like_dicom(path): return None  # pydicom names its own problems when the file is read
-        with Image.open(path) as im: im.size
+        with open(path, 'rb') as f: head = f.read(132)
+    except OSError as e: return f"cannot read the file ({e.strerror})"
+    if not head: return 'empty file (0 bytes)'
+    if is_dicom(path, head) or head[:2] in _HEADER_FIRST: return _dicom_problem(path)  # a DICOM, perhaps without preamble (IM0001)
+    try:
+        with Image.open(path) as im:
+            try: frames = getattr(im, 'n_frames', 1)
+            except Exception: frames = 1  # counting them failed: the checks below, or the decode, say why
+            if frames > 1 and im.format != 'MPO':
+                return f"{frames} frames ({im.format}): the course reads single radiographs; save the frame you need as its own file"
+            try: im.verify()  # a PNG's chunk checksums, without decoding (nothing for JPEGs)
+            except Exception as e:
+                if 'truncated' in str(e).lower(): return None  # a cut file: loaded with what decodes, as load_image does
+                return f"damaged image ({' '.join(str(e).split())[:120]})"
     except UnidentifiedImageError: return 'not an image Pillow can read'
     except Exception as e: return f"unreadable image header ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
     return None
@@ -852,7 +879,7 @@ class LeftOutWarning(UserWarning):
     "Image files of a dataset that could not be opened, and were left out of it"
 
 def drop_unopenable(data:FractureData) -> FractureData:
-    "Move the items whose file cannot be opened (`header_problem`) to `data.skipped`, with the reason, and warn naming them: they cannot stop a training run half-way"
+    "Move the items whose file cannot be used (`header_problem`) to `data.skipped`, with the reason, and warn naming them: they cannot stop a training run half-way"
     keep, bad = [], []
     for o in data.items:
         if (why := header_problem(o.path)): bad.append({'path': str(o.path), 'reason': why, 'unreadable': True})
@@ -891,6 +918,26 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
         data.notes.append(f"{root} looks like FracAtlas's images folder: point at {root.parent} instead, for its region-stratified split, "
                           "its fracture boxes and the check of the folder labels against dataset.csv")
     return drop_unopenable(data)
+
+# %% ../nbs/02_data.ipynb #4929d279
+def write_manifest(data:FractureData, # a loaded dataset
+                   csv_path:Path|str, # the CSV to write, outside a read-only dataset (on Kaggle: under /kaggle/working)
+                   leave_out:list=(), # image files to leave out, as `data.items` lists them
+                  ) -> Path:
+    "Write `data` as a CSV manifest (absolute paths, labels, splits, and boxes and regions when known), without the files in `leave_out`"
+    csv_path, listed = Path(csv_path), {os.path.abspath(o.path) for o in data.items}
+    if csv_path.suffix.lower() != '.csv': raise ValueError(f"{csv_path}: a manifest's name ends in .csv")
+    if (unknown := [str(p) for p in leave_out if os.path.abspath(p) not in listed]):
+        raise ValueError(f"{', '.join(unknown[:3])}: not an image of {data.name} ({data.root}); give the paths as data.items lists them")
+    drop = {os.path.abspath(p) for p in leave_out}
+    keep = [o for o in data.items if os.path.abspath(o.path) not in drop]
+    extra = [k for k in ('boxes', 'region') if any(o.meta.get(k) or (k == 'boxes' and o.meta.get('boxes_norm')) for o in keep)]
+    with open(csv_path, 'w', newline='') as f:
+        w = csv.writer(f); w.writerow(['path', 'label', 'split', *extra])
+        for o in keep:
+            more = {'boxes': json.dumps(item_boxes(o)) if o.meta.get('boxes') or o.meta.get('boxes_norm') else '', 'region': o.meta.get('region', '')}
+            w.writerow([os.path.abspath(o.path), o.label, o.split, *(more[k] for k in extra)])
+    return csv_path
 
 # %% ../nbs/02_data.ipynb #e1238179
 KNOWN_KAGGLE = {
@@ -1012,14 +1059,15 @@ def _file_facts(path:Path) -> dict:
     try: data = path.read_bytes()
     except OSError as e: return {**d, 'error': f'cannot read ({e.strerror})'}
     d['sha1'] = hashlib.sha1(data).hexdigest(); d['bytes'] = len(data)
-    try:
-        with Image.open(io.BytesIO(data)) as im: d.update(width=im.width, height=im.height, mode=im.mode, format=im.format)
-    except Exception: pass
-    if is_dicom(path, data[:132]):
+    if is_dicom(path, data[:132]) or data[:2] in _HEADER_FIRST:  # pydicom's: Pillow would try it, and warn 'Corrupt EXIF data' naming no file
         try: s = dicom_summary(path)
         except UnreadableImage: s = None  # load_image below gives the reason
         if s: d.update(format='DICOM', mode='DICOM', width=s['columns'], height=s['rows'],
                        dicom={k: s[k] for k in ('modality', 'photometric_interpretation', 'bits_stored', 'transfer_syntax')})
+    else:
+        try:
+            with Image.open(io.BytesIO(data)) as im: d.update(width=im.width, height=im.height, mode=im.mode, format=im.format)
+        except Exception: pass
     try: img = load_image(path, partial=False)
     except TruncatedImage: img, d['damaged'] = load_image(path, warn=False), 'truncated'  # the audit reports it
     except UnreadableImage as e: return {**d, 'error': e.reason}
@@ -1131,7 +1179,8 @@ def audit(data:FractureData|Path|str, # a loaded dataset, or a path for `load_da
     dicom = {'files': len(dcm), **{k: dict(Counter(str(o[k]) for o in dcm)) for k in ('photometric_interpretation', 'bits_stored', 'modality', 'transfer_syntax')}} if dcm else {}
     conflicts = [{'path': str(o.path), 'folder_label': o.label_name, 'other_label': CLASSES[o.meta['csv_label']]}
                  for o in data.items if 'csv_label' in o.meta and o.meta['csv_label'] != o.label]
-    return AuditReport(data.name, str(data.root), data.counts(), sizes, dict(Counter(f.get('mode', '?') for f in ok)),
+    counted = FractureData(data.name, data.root, [o for o, f in zip(data.items, facts) if 'error' not in f]).counts()  # what decodes
+    return AuditReport(data.name, str(data.root), counted, sizes, dict(Counter(f.get('mode', '?') for f in ok)),
                        [{'path': s['path'], 'reason': s['reason']} for s in data.skipped if s.get('unreadable')]  # left out by load_dataset
                        + [{'path': f['path'], 'reason': f['error']} for f in facts if 'error' in f],
                        [f['path'] for f in facts if f.get('damaged')], [s for s in data.skipped if not s.get('unreadable')], dups, near, conflicts,

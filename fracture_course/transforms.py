@@ -154,6 +154,13 @@ def _cache_key(items:list, preset:Preset) -> str:
         st = Path(o.path).stat(); h.update(f'{o.path}|{st.st_size}|{st.st_mtime_ns}'.encode())
     return h.hexdigest()[:20]
 
+def _undecodable(failed:list) -> ValueError:
+    "The error for images that passed the checks of `load_dataset` but do not decode, with what to do"
+    return ValueError(f"{len(failed)} image(s) do not decode: {'; '.join(failed[:5])}{'; ...' if len(failed) > 5 else ''}. Training needs every "
+                      "image it is given: delete or replace these files, or, where the dataset cannot be changed (Kaggle's input is read-only), "
+                      "leave them out with a CSV manifest, `write_manifest(data, '/kaggle/working/manifest.csv', leave_out=[...])` (chapter 2), "
+                      "and set FRACTURE_DATASET to it.")
+
 class ImageCache:
     "Every image of `items` decoded once to uint8 [N, 1, R, R], in memory or memory-mapped from disk"
     def __init__(self, items:list, # `Item`s from the data chapter
@@ -168,13 +175,17 @@ class ImageCache:
             _warn_truncated(self.truncated, path); return
         t0 = time.perf_counter()
         arr = np.empty((len(self.items), 1, preset.resize, preset.resize), np.uint8)
-        partly = []
+        partly, failed = [], []
         def fill(i):
-            try: arr[i] = decode_resize(self.items[i].path, preset, partial=False).numpy()
-            except TruncatedImage: arr[i] = decode_resize(self.items[i].path, preset).numpy(); partly.append(str(self.items[i].path))  # what decodes
+            p = self.items[i].path
+            try:
+                try: arr[i] = decode_resize(p, preset, partial=False).numpy()
+                except TruncatedImage: arr[i] = decode_resize(p, preset).numpy(); partly.append(str(p))  # what decodes
+            except UnreadableImage as e: failed.append(f'{p} ({e.reason})')
         it = range(len(self.items))
         if progress: it = progress_bar(it, desc='decoding', leave=False)
         with ThreadPoolExecutor(threads or os.cpu_count()) as ex: list(ex.map(fill, it))  # PIL decodes without the GIL
+        if failed: raise _undecodable(sorted(failed))
         self.truncated = sorted(partly); _warn_truncated(self.truncated, path)
         self.source = f'decoded {len(arr)} images in {time.perf_counter() - t0:.1f} s'
         if path is not None:

@@ -584,3 +584,52 @@ def test_a_dataset_beside_the_one_read_is_named_in_the_summary(tmp_path, monkeyp
     load_course_data(get_config(dataset=str(tmp_path/'two')))
     out = capsys.readouterr().out
     assert f"note: not read, beside it: {tmp_path/'two'/'b'} (another dataset: point at it to use it)" in out, out
+
+
+def _damaged_png(src, dst):
+    "A copy of PNG `src` with one byte of its pixel data changed: its header reads, its checksum fails, its decode stops"
+    b = bytearray(Path(src).read_bytes()); b[-20] ^= 0xFF; Path(dst).write_bytes(b); return Path(dst)
+
+def test_files_whose_pixels_cannot_be_decoded_are_left_out_at_load_not_met_in_training(tmp_path):
+    "A damaged PNG, a multi-frame GIF, multi-frame, colour or cut DICOMs passed the header check and stopped `train` at the image cache"
+    from fracture_course.data import LeftOutWarning, write_dicom, header_problem
+    from fracture_course.transforms import ImageCache, grey_preset
+    root = tree(tmp_path/'ds', [''], n=6, ext='.png')
+    f, n = root/'fractured', root/'not fractured'
+    _damaged_png(f/'0_0.png', f/'damaged.png')
+    frames = [Image.fromarray(np.full((40, 40), v, np.uint8)) for v in (0, 128, 255)]
+    frames[0].save(n/'cine.gif', save_all=True, append_images=frames[1:])
+    write_dicom(np.zeros((3, 40, 40), np.uint8), f/'series.dcm')
+    write_dicom(np.zeros((40, 40, 3), np.uint8), f/'colour.dcm', photometric='RGB')
+    whole = write_dicom(np.arange(1600, dtype=np.uint16).reshape(40, 40), n/'whole.dcm')
+    (n/'cut.dcm').write_bytes(whole.read_bytes()[:-300])
+    with pytest.warns(LeftOutWarning, match='could not be opened and were left out'):
+        data = load_dataset(root)
+    why = {Path(s['path']).name: s['reason'] for s in data.skipped}
+    assert why['damaged.png'].startswith('damaged image (broken PNG file') and why['cine.gif'].startswith('3 frames (GIF)')
+    assert why['series.dcm'].startswith('multi-frame DICOM (3 frames)') and why['colour.dcm'].startswith('colour DICOM (RGB')
+    assert why['cut.dcm'].startswith('the file ends inside its pixel data') and all(s.get('unreadable') for s in data.skipped)
+    assert len(data) == 13 and header_problem(whole) is None  # the 12 PNGs and the whole DICOM stay
+    assert len(ImageCache(data.items, grey_preset(32)).arr) == 13  # decodes every item left, as `train` does
+    cut = bytearray((f/'0_1.png').read_bytes()); (f/'half.png').write_bytes(cut[:len(cut) // 2])  # a cut PNG stays: it loads partly
+    assert header_problem(f/'half.png') is None
+
+def test_the_audit_counts_only_the_images_that_decode(tmp_path):
+    "An image that does not decode was listed as unreadable and counted in its split too"
+    from fracture_course.data import FractureData
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=3, ext='.png')
+    data = load_dataset(root)
+    bad = _damaged_png(root/'test'/'fractured'/'0_0.png', root/'test'/'fractured'/'bad.png')
+    data.items.append(Item(bad, 1, 'test'))  # as if it had passed the checks at load
+    rep = audit(data)
+    assert [u['path'] for u in rep.unreadable] == [str(bad)] and rep.counts['test'] == {'not fractured': 3, 'fractured': 3}
+
+def test_write_manifest_leaves_out_named_files_and_keeps_the_splits(tmp_path):
+    from fracture_course.data import write_manifest
+    root = tree(tmp_path/'ds', [''], n=10, ext='.png')
+    data = load_dataset(root)
+    out = data.items[3].path
+    fewer = load_dataset(write_manifest(data, tmp_path/'m.csv', leave_out=[out]))
+    assert len(fewer) == 19 and {str(o.path): (o.label, o.split) for o in fewer.items} == {str(o.path): (o.label, o.split) for o in data.items if o.path != out}
+    with pytest.raises(ValueError, match=r'nowhere.png: not an image of ds'): write_manifest(data, tmp_path/'m2.csv', leave_out=[tmp_path/'nowhere.png'])
+    with pytest.raises(ValueError, match=r"a manifest's name ends in .csv"): write_manifest(data, tmp_path/'m.txt')

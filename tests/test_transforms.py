@@ -270,3 +270,14 @@ def test_channel_stats_refuses_float_images_it_would_scale_twice():
     from fracture_course.transforms import channel_stats
     assert channel_stats([torch.full((1, 4, 4), 255, dtype=torch.uint8)]) == (1.0, 0.0)
     with pytest.raises(TypeError, match='takes uint8 images .* got torch.float32'): channel_stats([torch.rand(1, 4, 4)])
+
+def test_images_that_do_not_decode_stop_the_cache_with_every_file_named_and_what_to_do(tmp_path):
+    "A file that passed load_dataset's checks but does not decode: a raw UnreadableImage for the first one only, and no advice"
+    from fracture_course.data import Item
+    for i in range(3): Image.fromarray(np.full((40, 40), 50 * i, np.uint8)).save(tmp_path/f'{i}.png')
+    for i in (1, 2):
+        b = bytearray((tmp_path/f'{i}.png').read_bytes()); b[-20] ^= 0xFF; (tmp_path/f'bad{i}.png').write_bytes(b)
+    items = [Item(tmp_path/'0.png', 0), Item(tmp_path/'bad1.png', 1), Item(tmp_path/'bad2.png', 0)]
+    with pytest.raises(ValueError, match=r"2 image\(s\) do not decode: .*bad1.png \(damaged image.*; .*bad2.png .*write_manifest\(data, .*leave_out") as e:
+        ImageCache(items, grey_preset(32))
+    assert 'FRACTURE_DATASET' in str(e.value)

@@ -481,10 +481,11 @@ def file_digest(path:Path|str) -> str:
     "SHA-1 of a file's bytes: equal digests mean identical files"
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
-def _fingerprint(path:Path) -> tuple:
-    "(sha1, perceptual hash or None) of one file"
+def _fingerprint(path:Path) -> tuple|None:
+    "(sha1, perceptual hash or None) of one file, or None if it cannot be read (`load_dataset` then leaves it out, saying why)"
     import imagehash
-    data = path.read_bytes()
+    try: data = path.read_bytes()
+    except OSError: return None
     try:
         ph = str(imagehash.phash(load_image(path, warn=False)))
     except UnreadableImage: ph = None
@@ -493,7 +494,7 @@ def _fingerprint(path:Path) -> tuple:
 def fingerprints(paths:list, # image files
                  cache_dir:Path|str|None=None, # where to keep the cache (default: the course cache folder)
                 ) -> list:
-    "(sha1, phash) of every file, cached by path, size and modification time"
+    "(sha1, phash) of every file, cached by path, size and modification time; (None, None) for a file that cannot be read"
     if cache_dir is None:
         from fracture_course.config import get_config
         cache_dir = get_config().cache_dir
@@ -503,8 +504,12 @@ def fingerprints(paths:list, # image files
     except (OSError, ValueError): cache = {}
     out, dirty = [], False
     for p in paths:
-        st = p.stat(); key = f'{p}|{st.st_size}|{st.st_mtime_ns}'
-        if key not in cache: cache[key] = _fingerprint(p); dirty = True
+        try: st = p.stat()
+        except OSError: st = None
+        key = st and f'{p}|{st.st_size}|{st.st_mtime_ns}'
+        if key not in cache:
+            if key is None or (fp := _fingerprint(p)) is None: out.append((None, None)); continue  # not kept: once readable, it is read
+            cache[key] = fp; dirty = True
         out.append(tuple(cache[key]))
     if dirty:
         cf.parent.mkdir(parents=True, exist_ok=True)
@@ -522,7 +527,7 @@ def _content_groups(items:list, cache_dir=None) -> list:
     first = {}
     for i, (o, (sha, ph)) in enumerate(zip(items, fps)):
         o.meta['sha1'] = sha
-        for k in (('s', sha), ('p', ph)) if ph else (('s', sha),):
+        for k in [k for k in (('s', sha), ('p', ph)) if k[1]]:  # a file that cannot be read has neither: a group of its own
             if k in first: parent[root(i)] = root(first[k])
             else: first[k] = i
     g = defaultdict(list)
@@ -580,15 +585,18 @@ def _class_dirs(d:Path) -> dict:
     "Subfolders of `d` that name a class, as {label: [folders]}"
     out = defaultdict(list)
     if not d.is_dir(): return out
-    for sub in sorted(p for p in d.iterdir() if p.is_dir()):
+    try: subs = sorted(p for p in d.iterdir() if p.is_dir())
+    except OSError as e: raise ValueError(f"{d}: cannot read the folder ({e.strerror}); make it readable (chmod), or copy the dataset where you can read it") from None
+    for sub in subs:
         l = label_from_name(sub.name)
         if l is not None: out[l].append(sub)
     return out
 
 def _files_under(d:Path, skipped:list) -> list:
-    "Every file under `d`, following linked folders (each real folder once, so a link loop ends); a dangling link goes to `skipped`"
+    "Every file under `d`, following linked folders (each real folder once, so a link loop ends); a dangling link or a folder that cannot be read goes to `skipped`"
     files, seen = [], set()
-    for top, dirs, names in os.walk(d, followlinks=True):
+    def unreadable(e:OSError): skipped.append({'path': e.filename, 'reason': f"cannot read the folder ({e.strerror}): whatever images it holds were not read"})
+    for top, dirs, names in os.walk(d, onerror=unreadable, followlinks=True):
         real = os.path.realpath(top)
         if real in seen: dirs[:] = []; continue
         seen.add(real); dirs.sort()

@@ -633,3 +633,42 @@ def test_write_manifest_leaves_out_named_files_and_keeps_the_splits(tmp_path):
     assert len(fewer) == 19 and {str(o.path): (o.label, o.split) for o in fewer.items} == {str(o.path): (o.label, o.split) for o in data.items if o.path != out}
     with pytest.raises(ValueError, match=r'nowhere.png: not an image of ds'): write_manifest(data, tmp_path/'m2.csv', leave_out=[tmp_path/'nowhere.png'])
     with pytest.raises(ValueError, match=r"a manifest's name ends in .csv"): write_manifest(data, tmp_path/'m.txt')
+
+
+def _deny(monkeypatch, *denied):
+    "Reading these files or folders raises PermissionError, as for a user without the right to (the tests run as root, who has every right)"
+    import builtins, io, os
+    denied = {os.path.abspath(p) for p in denied}
+    def check(p):
+        if isinstance(p, (str, bytes, os.PathLike)) and os.path.abspath(os.fsdecode(p)) in denied:
+            raise PermissionError(13, 'Permission denied', os.fsdecode(p))
+    real_open, real_scandir, real_listdir = builtins.open, os.scandir, os.listdir
+    def open_(f, *a, **k): check(f); return real_open(f, *a, **k)
+    def scandir(p='.'): check(p); return real_scandir(p)
+    def listdir(p='.'): check(p); return real_listdir(p)
+    for mod, name, fn in ((builtins, 'open', open_), (io, 'open', open_), (os, 'scandir', scandir), (os, 'listdir', listdir)):
+        monkeypatch.setattr(mod, name, fn)
+
+def test_a_file_that_cannot_be_read_is_left_out_of_a_dataset_the_course_splits(tmp_path, monkeypatch):
+    "Fingerprinting for the split read every file: one without read permission stopped load_dataset with a raw PermissionError"
+    from fracture_course.data import LeftOutWarning
+    root = tree(tmp_path/'ds', [''], n=10, ext='.png')
+    locked = root/'fractured'/'0_3.png'
+    _deny(monkeypatch, locked)
+    with pytest.warns(LeftOutWarning, match=r'0_3.png \(cannot read the file \(Permission denied\)\)'):
+        data = load_dataset(root)
+    assert len(data) == 19 and locked not in {o.path for o in data.items}
+    assert data.skipped == [{'path': str(locked), 'reason': 'cannot read the file (Permission denied)', 'unreadable': True}]
+    monkeypatch.undo(); monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    assert len(load_dataset(root)) == 20  # readable again: fingerprinted then (the failure was not cached)
+
+def test_images_in_a_folder_that_cannot_be_read_are_said_not_lost(tmp_path, monkeypatch):
+    "os.walk skipped an unreadable subfolder in silence; an unreadable split folder raised a raw PermissionError"
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=3, ext='.png')
+    img(root/'train'/'fractured'/'batch2'/'x.png')
+    _deny(monkeypatch, root/'train'/'fractured'/'batch2')
+    data = load_dataset(root)
+    assert data.skipped == [{'path': str(root/'train'/'fractured'/'batch2'),
+                             'reason': 'cannot read the folder (Permission denied): whatever images it holds were not read'}]
+    _deny(monkeypatch, root/'val')
+    with pytest.raises(ValueError, match=r"ds/val: cannot read the folder \(Permission denied\); make it readable"): load_dataset(root)

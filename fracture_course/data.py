@@ -676,7 +676,10 @@ def read_class_folders(root:Path|str, # folder with one subfolder per class and 
         raise _no_class_folders(root)
     items = split_items(_scan_class_dirs(dirs, None, skipped), fracs, seed, strata_key=None)
     _unread_here(root, skipped, root.name)
-    return FractureData(name or root.name, root, items, skipped, [f'no split given: made a stratified {"/".join(f"{f:.0%}" for f in fracs)} split (seed {seed})'])
+    notes = [f'no split given: made a stratified {"/".join(f"{f:.0%}" for f in fracs)} split (seed {seed})']
+    notes += [f"{' and '.join(f'{d.name}/' for d in dirs[l])} holds no {CLASSES[l]} image: every split has one class, and AUROC, sensitivity "
+              "or specificity on it are undefined" for l in (0, 1) if items and not any(o.label == l for o in items)]
+    return FractureData(name or root.name, root, items, skipped, notes)
 
 # %% ../nbs/02_data.ipynb #ad3aebd5
 REGIONS = ('hand', 'leg', 'hip', 'shoulder')
@@ -777,6 +780,7 @@ def read_manifest(csv_path:Path|str, seed:int=42, fracs:tuple=(0.7, 0.1, 0.2), n
                                            "yes or no, true or false, or a class name such as 'fractured' and 'not fractured' (or 'normal').")
         split = _row_split(csv_path, i, r, splits_given)
         p = root/r[pcol]
+        if not p.is_file() and '\\' in r[pcol]: p = root/r[pcol].replace('\\', '/')  # written on Windows: images\a.png
         if not p.is_file(): skipped.append({'path': str(p), 'reason': f'listed in {csv_path.name} line {i} but missing'}); continue
         if p.resolve() in seen:  # the same file listed twice
             j, first_label, first_split = seen[p.resolve()]
@@ -906,12 +910,14 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
     if path.is_file():
         if path.suffix.lower() != '.csv': raise ValueError(f"{path} is a file but not a CSV manifest.\n{LAYOUTS}")
         data = drop_unopenable(read_manifest(path, seed)); data.source = str(path.absolute())
-        return data
+        return _usable(data)
     others = []
     found = _find_root(path, others=others)
     if found is None:
-        seen = sorted(p.name for p in path.iterdir())[:10]
-        raise ValueError(f"No fracture dataset layout found in {path} (it holds {seen}).\n{LAYOUTS}")
+        seen, one = sorted(p.name for p in path.iterdir())[:10], _class_dirs(path)
+        alone = (f" Its only class folder is {next(iter(one.values()))[0].name}/: a classifier learns from both classes, so add a folder "
+                 f"of {CLASSES[1 - next(iter(one))]} images beside it.") if len(one) == 1 else ''
+        raise ValueError(f"No fracture dataset layout found in {path} (it holds {seen}).{alone}\n{LAYOUTS}")
     kind, root = found
     if kind == 'fracatlas': data = read_fracatlas(root, seed=seed)
     elif kind == 'manifest': data = read_manifest(root, seed, name=root.parent.name)
@@ -925,7 +931,16 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
     if kind != 'fracatlas' and root.name.lower() == 'images' and (root.parent/'dataset.csv').is_file():
         data.notes.append(f"{root} looks like FracAtlas's images folder: point at {root.parent} instead, for its region-stratified split, "
                           "its fracture boxes and the check of the folder labels against dataset.csv")
-    return drop_unopenable(data)
+    return _usable(drop_unopenable(data))
+
+def _usable(data:FractureData) -> FractureData:
+    "`data`, or an error naming why nothing is left when none of its images can be used"
+    if data.items: return data
+    if not data.skipped: raise ValueError(f"{data.source or data.root}: no image file in the folders its layout names; put the images there, or point at the folder that holds them.")
+    why = Counter(re.sub(r'line \d+', 'line N', s['reason']) for s in data.skipped)
+    raise ValueError(f"{data.source or data.root}: no usable image; {len(data.skipped)} file(s) skipped: "
+                     + '; '.join(f'{n} x {r}' for r, n in why.most_common(3)) + ('; ...' if len(why) > 3 else '')
+                     + f" (the first: {data.skipped[0]['path']}). Fix what the reasons say, then load it again.")
 
 # %% ../nbs/02_data.ipynb #4929d279
 def write_manifest(data:FractureData, # a loaded dataset

@@ -696,11 +696,27 @@ def _yolo_boxes(txt:Path, w:int|None=None, h:int|None=None) -> list:
         boxes.append([b[0]*w, b[1]*h, b[2]*w, b[3]*h] if w and h else b)
     return boxes
 
+def _entry(d:Path, name:str) -> Path:
+    "`d/name` in whatever capitalisation `d` holds it (`Images/` for `images/`), else `d/name`"
+    if (d/name).exists(): return d/name
+    try: return next((p for p in sorted(d.iterdir()) if p.name.lower() == name), d/name)
+    except OSError: return d/name
+
+def _flat_fracatlas(images:Path, rows:dict, csv_path:Path, flag:Callable, skipped:list, notes:list) -> list:
+    "Items of a FracAtlas copy whose images/ holds the files without class folders: labelled by dataset.csv's fractured column"
+    items = []
+    for f in _files_under(images, skipped):
+        i, r = rows.get(f.name, (None, None))
+        if not _is_image(f): skipped.append({'path': str(f), 'reason': f'not an image file ({f.suffix or "no extension"})'})
+        elif r is None: skipped.append({'path': str(f), 'reason': f"no row in {csv_path.name}, so no label (no class folders either): not read"})
+        else: items.append(Item(f, flag(i, r, 'fractured')))
+    notes.append(f"{images.name}/ has no Fractured and Non_fractured folders: the labels are {csv_path.name}'s fractured column")
+    return items
+
 def read_fracatlas(root:Path|str, fracs:tuple=(0.7, 0.1, 0.2), seed:int=42) -> FractureData:
     "FracAtlas: folder labels, `dataset.csv` metadata (regions, views, hardware) and YOLO boxes; a 70/10/20 split stratified by label and region"
-    root = Path(root); skipped = []
-    items = _scan_class_dirs(_class_dirs(root/'images'), None, skipped)
-    rows, csv_path = {}, root/'dataset.csv'
+    root = Path(root); skipped, notes = [], []
+    images, csv_path, rows = _entry(root, 'images'), _entry(root, 'dataset.csv'), {}
     with open(csv_path, newline='') as f:
         reader = csv.DictReader(f)
         missing = {'image_id', 'fractured'} - set(reader.fieldnames or [])
@@ -711,6 +727,10 @@ def read_fracatlas(root:Path|str, fracs:tuple=(0.7, 0.1, 0.2), seed:int=42) -> F
         v = '0' if col not in r else str(r[col] or '').strip()
         if v not in ('0', '1'): raise ValueError(f"{csv_path} line {i}: {col} is {v!r}; FracAtlas marks it 0 or 1.")
         return int(v)
+    if (dirs := _class_dirs(images)):
+        items = _scan_class_dirs(dirs, None, skipped)
+        _unread_here(images, skipped, f'{images.name}/')  # an image beside the class folders, a folder of unlabelled ones
+    else: items = _flat_fracatlas(images, rows, csv_path, flag, skipped, notes)
     for o in items:
         i, r = rows.get(o.path.name, (None, None))
         if r is None: o.meta['csv'] = 'missing'; continue
@@ -721,10 +741,10 @@ def read_fracatlas(root:Path|str, fracs:tuple=(0.7, 0.1, 0.2), seed:int=42) -> F
     found = {o.path.name for o in items}
     for image_id, (i, r) in rows.items():  # a row whose image is not in images/: said, as a manifest's missing file is
         if image_id not in found:
-            folder = 'Fractured' if str(r.get('fractured', '')).strip() == '1' else 'Non_fractured'
-            skipped.append({'path': str(root/'images'/folder/image_id), 'reason': f'listed in {csv_path.name} line {i} but missing'})
+            folder = ('Fractured' if str(r.get('fractured', '')).strip() == '1' else 'Non_fractured') if dirs else ''
+            skipped.append({'path': str(images/folder/image_id), 'reason': f'listed in {csv_path.name} line {i} but missing'})
     split_items(items, fracs, seed, strata_key='region')
-    notes = [f'no split given: made a 70/10/20 split stratified by label and body region (seed {seed})']
+    notes.insert(0, f'no split given: made a 70/10/20 split stratified by label and body region (seed {seed})')
     if (no_row := [o.path.name for o in items if o.meta.get('csv') == 'missing']):
         notes.append(f"{len(no_row)} image(s) have no row in {csv_path.name}, so no body region, boxes or hardware flag (trained on by their "
                      f"folder's label): {', '.join(no_row[:5])}{'...' if len(no_row) > 5 else ''}")
@@ -812,7 +832,7 @@ def item_boxes(item) -> list:
 LAYOUTS = """Expected one of:
   - split folders: ROOT/{train,val,test}/{fractured,not fractured}/*.jpg (test optional: val then serves as test)
   - class folders: ROOT/{fractured,not fractured}/*.jpg (a 70/10/20 split is made)
-  - FracAtlas: ROOT/images/{Fractured,Non_fractured}, ROOT/dataset.csv
+  - FracAtlas: ROOT/images/{Fractured,Non_fractured}, ROOT/dataset.csv (or all images in ROOT/images, labelled by dataset.csv)
   - a CSV manifest with path and label columns (and optional split)"""
 
 def _is_manifest(csv_path:Path) -> bool:
@@ -823,8 +843,9 @@ def _is_manifest(csv_path:Path) -> bool:
 
 def _layout(p:Path) -> tuple[str, Path]|None:
     "The layout of folder `p` itself, as (kind, folder or manifest), or None"
-    if (p/'dataset.csv').is_file() and (p/'images').is_dir():  # FracAtlas's table, or a manifest that happens to share its name
-        return ('manifest', p/'dataset.csv') if _is_manifest(p/'dataset.csv') else ('fracatlas', p)
+    table, images = _entry(p, 'dataset.csv'), _entry(p, 'images')  # any capitalisation: Images/
+    if table.is_file() and images.is_dir():  # FracAtlas's table, or a manifest that happens to share its name
+        return ('manifest', table) if _is_manifest(table) else ('fracatlas', p)
     if (p/'manifest.csv').is_file(): return 'manifest', p/'manifest.csv'
     if any(s.is_dir() and split_of(s.name) and _class_dirs(s) for s in p.iterdir()): return 'split', p
     if set(_class_dirs(p)) == {0, 1}: return 'classes', p
@@ -928,7 +949,7 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
                       f"another dataset beside {data.root}: not read (point at it to use it)"} for p in others]
     if others: data.notes.append("not read, beside it: " + '; '.join(f"{p} ({'augmented copies, which a random split would leak' if 'augment' in p.name.lower() else 'another dataset: point at it to use it'})" for p in others))
     data.source = str(path.absolute())
-    if kind != 'fracatlas' and root.name.lower() == 'images' and (root.parent/'dataset.csv').is_file():
+    if kind != 'fracatlas' and root.name.lower() == 'images' and _entry(root.parent, 'dataset.csv').is_file():
         data.notes.append(f"{root} looks like FracAtlas's images folder: point at {root.parent} instead, for its region-stratified split, "
                           "its fracture boxes and the check of the folder labels against dataset.csv")
     return _usable(drop_unopenable(data))

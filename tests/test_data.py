@@ -694,3 +694,32 @@ def test_unsplit_class_folders_with_one_class_get_a_note_and_a_lone_class_folder
     (root/'not fractured').rmdir()
     with pytest.raises(ValueError, match=r'Its only class folder is fractured/: a classifier learns from both classes, so add a folder of not fractured images'):
         load_dataset(root)
+
+
+def _fracatlas(root, classes=True, images='images', n=6):
+    "A small FracAtlas copy: IMG0..IMG{n-1}, the first half fractured, in class folders (or not), with its dataset.csv"
+    rows = ['image_id,hand,leg,hip,shoulder,mixed,hardware,multiscan,fractured']
+    for i in range(n):
+        frac = i < n // 2
+        img(Path(root, images, ('Fractured' if frac else 'Non_fractured') if classes else '', f'IMG{i}.jpg'), seed=i)
+        rows.append(f'IMG{i}.jpg,{i % 2},{1 - i % 2},0,0,0,0,0,{int(frac)}')
+    Path(root, 'dataset.csv').write_text('\n'.join(rows) + '\n')
+    return Path(root)
+
+def test_fracatlas_images_outside_its_class_folders_a_flat_copy_and_a_capitalised_images_folder(tmp_path):
+    "Images beside Fractured/ and Non_fractured/ were ignored in silence; a flat images/ was 'listed but missing' row by row; Images/ was read as class folders, with advice to point at where we were"
+    root = _fracatlas(tmp_path/'fa')
+    img(root/'images'/'Unlabelled'/'u.jpg'); img(root/'images'/'loose.jpg')
+    why = {Path(s['path']).name: s['reason'] for s in load_dataset(root).skipped}
+    assert why == {'Unlabelled': "folder 'Unlabelled' in images/ is not a class folder (fractured or not fractured, in any usual spelling): its 1 image(s) were not read",
+                   'loose.jpg': 'an image in images/ but not in a class folder (fractured or not fractured, in any usual spelling): not read'}
+    flat = _fracatlas(tmp_path/'flat', classes=False)
+    img(flat/'images'/'IMG99.jpg')  # no row: no label
+    d = load_dataset(flat)
+    assert d.name == 'FracAtlas' and len(d) == 6 and sorted((o.path.name, o.label) for o in d.items) == [(f'IMG{i}.jpg', int(i < 3)) for i in range(6)]
+    assert [(Path(s['path']).name, s['reason']) for s in d.skipped] == [('IMG99.jpg', 'no row in dataset.csv, so no label (no class folders either): not read')]
+    assert "images/ has no Fractured and Non_fractured folders: the labels are dataset.csv's fractured column" in d.notes
+    assert {o.meta['region'] for o in d.items} == {'hand', 'leg'}  # its metadata read as for the usual layout
+    caps = load_dataset(_fracatlas(tmp_path/'caps', images='Images'))
+    assert caps.name == 'FracAtlas' and len(caps) == 6 and not any('looks like FracAtlas' in n for n in caps.notes)
+    assert {o.meta['region'] for o in caps.items} == {'hand', 'leg'}

@@ -30,7 +30,7 @@ __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SID
 CLASSES = ('not fractured', 'fractured')
 POSITIVE = 1
 _NEG = {'not fractured', 'non fractured', 'nonfractured', 'no fracture', 'no fractures', 'unfractured',
-        'normal', 'healthy', 'negative', 'not fracture'}
+        'normal', 'healthy', 'negative', 'not fracture', 'non fracture', 'nonfracture', 'nofracture'}
 _POS = {'fractured', 'fracture', 'fractures', 'broken', 'positive', 'abnormal'}
 
 def label_from_name(name:str # a class folder name or a label value from a CSV
@@ -44,7 +44,7 @@ def label_from_name(name:str # a class folder name or a label value from a CSV
 # %% ../nbs/02_data.ipynb #c70a648e
 SPLITS = ('train', 'valid', 'test')
 DICOM_EXTS = ('.dcm', '.dicom')
-IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.gif', '.webp', *DICOM_EXTS}
+IMAGE_EXTS = {'.png', '.jpg', '.jpeg', '.jfif', '.jpe', '.bmp', '.tif', '.tiff', '.gif', '.webp', *DICOM_EXTS}
 
 @dataclass
 class Item:
@@ -612,7 +612,7 @@ def _no_class_folders(d:Path) -> ValueError:
     return ValueError(f"{d} should hold one folder per class (e.g. 'fractured' and 'not fractured'); found {[p.name for p in d.iterdir() if p.is_dir()]}. "
                       "Images without labels cannot be trained or tested on: move them out, or list the labelled ones in a CSV manifest (path,label[,split]).")
 
-def _is_image(f:Path) -> bool: return f.suffix.lower() in IMAGE_EXTS or is_dicom(f)
+def _is_image(f:Path) -> bool: return f.suffix.lower() in IMAGE_EXTS or looks_like_dicom(f)  # an archive's IM0001 has no suffix
 
 def _unread_here(d:Path, skipped:list, what:str, # the folder, the list to record in, and how to name the folder
                  known:Callable=lambda name: label_from_name(name) is not None, # the subfolder names the layout reads
@@ -926,9 +926,10 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
                  seed:int=42, # seed for splits the dataset does not provide
                 ) -> FractureData:
     "Read a fracture dataset in any layout the course knows"
-    path = Path(path).expanduser()
-    if not path.exists(): raise FileNotFoundError(f"Dataset path {path} does not exist; give the folder (or CSV manifest) of a dataset: FRACTURE_DATASET, --data, or audit's PATH.")
+    given, path = str(path), Path(path).expanduser()
+    if not path.exists(): raise FileNotFoundError(f"Dataset path {path} does not exist; give the folder (or CSV manifest) of a dataset: FRACTURE_DATASET, --data, or audit's PATH.{_meant(given)}")
     if path.is_file():
+        if path.suffix.lower() in _ARCHIVES: raise ValueError(f"{path} is an archive: extract it first ({_ARCHIVES[path.suffix.lower()].format(path, path.parent/path.stem)}), then point at the folder it makes.")
         if path.suffix.lower() != '.csv': raise ValueError(f"{path} is a file but not a CSV manifest.\n{LAYOUTS}")
         data = drop_unopenable(read_manifest(path, seed)); data.source = str(path.absolute())
         return _usable(data)
@@ -952,7 +953,21 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
     if kind != 'fracatlas' and root.name.lower() == 'images' and _entry(root.parent, 'dataset.csv').is_file():
         data.notes.append(f"{root} looks like FracAtlas's images folder: point at {root.parent} instead, for its region-stratified split, "
                           "its fracture boxes and the check of the folder labels against dataset.csv")
+    if kind == 'classes' and (split := split_of(root.name)) and (beside := sorted(s.name for s in root.parent.iterdir() if s.is_dir() and s != root and split_of(s.name))):
+        data.notes.append(f"{root.name}/ is the {split} split of the dataset in {root.parent} (beside {', '.join(s + '/' for s in beside)}): point at {root.parent} "
+                          f"to read its splits as they are; here {root.name}/ alone was split")
     return _usable(drop_unopenable(data))
+
+_ARCHIVES = {'.zip': '`unzip "{0}" -d "{1}"`', '.tar': '`mkdir "{1}" && tar -xf "{0}" -C "{1}"`', '.tgz': '`mkdir "{1}" && tar -xzf "{0}" -C "{1}"`',
+             '.gz': 'e.g. `tar -xzf "{0}"`', '.7z': 'e.g. `7z x "{0}"`', '.rar': 'e.g. `unrar x "{0}"`'}
+
+def _meant(setting:str) -> str:
+    "A hint for a dataset setting that is no path but looks like another kind of setting ('' if none)"
+    s = setting.strip()
+    if s.lower() in ('synthetic', 'auto'): return f" Did you mean {s.lower()} (in lower case)?"
+    if (m := re.search(r'kaggle\.com/(?:datasets/)?([\w.-]+/[\w.-]+)', s)): return f" A Kaggle dataset is named kaggle:{m[1]}, not by its web address."
+    if re.fullmatch(r'[\w.-]+/[\w.-]+', s): return f" If {s} is a Kaggle dataset, name it kaggle:{s}."
+    return 
 
 def _usable(data:FractureData) -> FractureData:
     "`data`, or an error naming why nothing is left when none of its images can be used"
@@ -1060,7 +1075,8 @@ def describe_source(cfg=None) -> str:
     said = _auto_warning(cfg)
     if kind == 'synthetic': return f"built-in synthetic radiographs ({said or 'no real dataset configured or attached'})"
     if kind == 'kaggle' and p is None: return f'{cfg.dataset}: not attached; would be downloaded with kagglehub'
-    if not p.exists(): return f'{kind} dataset at {p} (MISSING: fix FRACTURE_DATASET)'
+    if not p.exists(): return f'{kind} dataset at {p} (MISSING: fix FRACTURE_DATASET.{_meant(cfg.dataset)})'
+    if p.is_file() and p.suffix.lower() in _ARCHIVES: return f'{kind} dataset at {p} (AN ARCHIVE: extract it, then set FRACTURE_DATASET to its folder)'
     usable = p.suffix.lower() == '.csv' if p.is_file() else _find_root(p) is not None
     return f'{kind} dataset at {p}' + ('' if usable else f' (NO DATASET LAYOUT FOUND there: run `fracture-course audit {p}` to see why)') + (f' ({said})' if said else '')
 

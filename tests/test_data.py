@@ -723,3 +723,37 @@ def test_fracatlas_images_outside_its_class_folders_a_flat_copy_and_a_capitalise
     caps = load_dataset(_fracatlas(tmp_path/'caps', images='Images'))
     assert caps.name == 'FracAtlas' and len(caps) == 6 and not any('looks like FracAtlas' in n for n in caps.notes)
     assert {o.meta['region'] for o in caps.items} == {'hand', 'leg'}
+
+
+def test_small_things_a_student_meets(tmp_path):
+    "JPEGs named .jfif or .jpe, a DICOM without suffix, 'nofracture' folders, a zip, settings that look like another kind, a train/ folder given alone"
+    import shutil, zipfile
+    from fracture_course.data import describe_source, write_dicom
+    assert [label_from_name(n) for n in ('non-fracture', 'nonfracture', 'nofracture', 'Non Fracture')] == [0, 0, 0, 0]
+    root = tree(tmp_path/'ds', [''], classes=('fracture', 'nofracture'), n=4)
+    shutil.copy(root/'fracture'/'0_0.jpg', root/'fracture'/'a.jfif'); shutil.copy(root/'fracture'/'0_1.jpg', root/'fracture'/'b.jpe')
+    dcm = write_dicom(np.arange(1600, dtype=np.uint16).reshape(40, 40), tmp_path/'x.dcm')
+    (root/'nofracture'/'IM0002').write_bytes(dcm.read_bytes()[132:])  # as an archive writes it: no preamble, no suffix
+    data = load_dataset(root)
+    assert not data.skipped and {'a.jfif', 'b.jpe', 'IM0002'} <= {o.path.name for o in data.items} and len(data) == 11
+    with zipfile.ZipFile(tmp_path/'archive.zip', 'w') as z: z.write(root/'fracture'/'0_0.jpg', 'fracture/0_0.jpg')
+    with pytest.raises(ValueError, match=r'archive.zip is an archive: extract it first \(`unzip .*archive.zip" -d .*archive"`\)'): load_dataset(tmp_path/'archive.zip')
+    assert 'AN ARCHIVE: extract it' in describe_source(get_config(dataset=str(tmp_path/'archive.zip')))
+    for setting, hint in (('Synthetic', 'Did you mean synthetic'), ('someone/xrays', 'name it kaggle:someone/xrays'),
+                          ('https://www.kaggle.com/datasets/someone/xrays', 'A Kaggle dataset is named kaggle:someone/xrays, not by its web address')):
+        with pytest.raises(FileNotFoundError, match=hint): load_dataset(setting)
+        assert hint in describe_source(get_config(dataset=setting))
+    split = tree(tmp_path/'split', ['train', 'val', 'test'], n=4)
+    notes = load_dataset(split/'train').notes
+    assert any(n.startswith(f"train/ is the train split of the dataset in {split} (beside test/, val/): point at {split}") for n in notes), notes
+
+def test_the_audit_leaves_dicoms_to_pydicom(tmp_path):
+    "Pillow, handed a DICOM first, warned 'Corrupt EXIF data' without naming the file"
+    import shutil
+    from pydicom.data import get_testdata_file
+    root = tree(tmp_path/'ds', [''], n=3, ext='.png')
+    shutil.copy(get_testdata_file('CT_small.dcm'), root/'fractured'/'ct.dcm')
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        rep = audit(root)
+    assert rep.dicom['files'] == 1 and not [x for x in w if 'EXIF' in str(x.message)], [str(x.message) for x in w]

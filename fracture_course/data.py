@@ -932,7 +932,7 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
         if path.suffix.lower() in _ARCHIVES: raise ValueError(f"{path} is an archive: extract it first ({_ARCHIVES[path.suffix.lower()].format(path, path.parent/path.stem)}), then point at the folder it makes.")
         if path.suffix.lower() != '.csv': raise ValueError(f"{path} is a file but not a CSV manifest.\n{LAYOUTS}")
         data = drop_unopenable(read_manifest(path, seed)); data.source = str(path.absolute())
-        return _usable(data)
+        return _warn_copies_across_splits(_usable(data))
     others = []
     found = _find_root(path, others=others)
     if found is None:
@@ -956,7 +956,27 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
     if kind == 'classes' and (split := split_of(root.name)) and (beside := sorted(s.name for s in root.parent.iterdir() if s.is_dir() and s != root and split_of(s.name))):
         data.notes.append(f"{root.name}/ is the {split} split of the dataset in {root.parent} (beside {', '.join(s + '/' for s in beside)}): point at {root.parent} "
                           f"to read its splits as they are; here {root.name}/ alone was split")
-    return _usable(drop_unopenable(data))
+    return _warn_copies_across_splits(_usable(drop_unopenable(data)))
+
+def _copies_across_splits(items:list) -> list:
+    "Groups of byte-identical files that sit in more than one split; only files whose size another file in another split shares are read"
+    by_size = defaultdict(list)
+    for o in items:
+        with contextlib.suppress(OSError): by_size[os.stat(o.path).st_size].append(o)
+    same = defaultdict(list)
+    for group in by_size.values():
+        if len({o.split for o in group}) < 2: continue
+        for o in group:
+            with contextlib.suppress(OSError): same[o.meta.get('sha1') or file_digest(o.path)].append(o)
+    return [g for g in same.values() if len({o.split for o in g}) > 1]
+
+def _warn_copies_across_splits(data:FractureData) -> FractureData:
+    "Warn when the dataset's own splits hold copies of one file: its test figures are optimistic (the course keeps a given split as it is)"
+    if (groups := _copies_across_splits(data.items)):
+        eg = ' = '.join(f'{o.path} ({o.split})' for o in sorted(groups[0], key=lambda o: SPLITS.index(o.split))[:3])
+        warnings.warn(f"{data.source or data.root}: {len(groups)} file(s) have byte-identical copies in another of its splits (e.g. {eg}); "
+                      f"a model is then tested on images it trained on. `fracture-course audit {data.source or data.root}` lists them all.", UserWarning, stacklevel=3)
+    return data
 
 _ARCHIVES = {'.zip': '`unzip "{0}" -d "{1}"`', '.tar': '`mkdir "{1}" && tar -xf "{0}" -C "{1}"`', '.tgz': '`mkdir "{1}" && tar -xzf "{0}" -C "{1}"`',
              '.gz': 'e.g. `tar -xzf "{0}"`', '.7z': 'e.g. `7z x "{0}"`', '.rar': 'e.g. `unrar x "{0}"`'}

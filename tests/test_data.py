@@ -757,3 +757,13 @@ def test_the_audit_leaves_dicoms_to_pydicom(tmp_path):
         warnings.simplefilter('always')
         rep = audit(root)
     assert rep.dicom['files'] == 1 and not [x for x in w if 'EXIF' in str(x.message)], [str(x.message) for x in w]
+
+def test_a_dataset_whose_own_splits_share_a_file_is_warned_about_at_load(tmp_path):
+    "The course keeps a split the dataset gives; a byte-identical copy in train and test was only found by the audit"
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=3, ext='.png')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        load_dataset(root)  # nothing to say
+    (root/'test'/'fractured'/'again.png').write_bytes((root/'train'/'fractured'/'0_0.png').read_bytes())
+    with pytest.warns(UserWarning, match=r"1 file\(s\) have byte-identical copies in another of its splits \(e.g. .*0_0.png \(train\) = .*again.png \(test\)\).*fracture-course audit"):
+        load_dataset(root)

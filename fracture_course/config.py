@@ -16,7 +16,7 @@ import torch
 # %% auto #0
 __all__ = ['DEFAULTS', 'QUICK', 'ENV_PREFIX', 'ENV_OTHERS', 'parse_value', 'find_settings', 'read_settings', 'has_gpu',
            'choose_profile', 'pick_device', 'seed_everything', 'bars_redraw', 'progress_bar', 'bars_switched_off',
-           'CourseConfig', 'get_config', 'settings_value', 'setup_chapter']
+           'CourseConfig', 'get_config', 'settings_value', 'course_warnings', 'setup_chapter']
 
 # %% ../nbs/00_setup.ipynb #7e615016
 DEFAULTS = dict(
@@ -233,11 +233,19 @@ def settings_value(key:str, # a settings key, e.g. 'seed'
     return _setting_values(profile)[0][key]
 
 # %% ../nbs/00_setup.ipynb #3b3abbd2
+_python_format = warnings.formatwarning  # Python's own, for every warning that is not the course's
+
+def course_warnings(message, category, filename, lineno, line=None) -> str:
+    "Format a warning as `warnings.formatwarning` does, but the course's own as `Category: message`, without file, line and source"
+    if category.__module__.split('.')[0] == 'fracture_course': return f'{category.__name__}: {message}\n'
+    return _python_format(message, category, filename, lineno, line)
+
 def setup_chapter(profile:str|None=None, # 'quick', 'full' or 'auto'
                   **overrides) -> CourseConfig: # any settings key
     "Resolve the settings, seed every generator, and print one line saying what was chosen"
     cfg = get_config(profile, **overrides)
     seed_everything(cfg.seed)
     if cfg.device == 'cpu' and (cfg.profile == 'quick' or os.environ.get('IN_TEST')): torch.set_num_threads(1)  # see above
+    warnings.formatwarning = course_warnings
     print(cfg.summary())
     return cfg

@@ -934,7 +934,8 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
         data = drop_unopenable(read_manifest(path, seed)); data.source = str(path.absolute())
         return _warn_copies_across_splits(_usable(data))
     others = []
-    found = _find_root(path, others=others)
+    try: found = _find_root(path, others=others)
+    except PermissionError as e: raise ValueError(f"{e.filename}: cannot read the folder ({e.strerror}); make it readable (chmod), or copy the dataset where you can read it") from None
     if found is None:
         seen, one = sorted(p.name for p in path.iterdir())[:10], _class_dirs(path)
         alone = (f" Its only class folder is {next(iter(one.values()))[0].name}/: a classifier learns from both classes, so add a folder "
@@ -987,7 +988,7 @@ def _meant(setting:str) -> str:
     if s.lower() in ('synthetic', 'auto'): return f" Did you mean {s.lower()} (in lower case)?"
     if (m := re.search(r'kaggle\.com/(?:datasets/)?([\w.-]+/[\w.-]+)', s)): return f" A Kaggle dataset is named kaggle:{m[1]}, not by its web address."
     if re.fullmatch(r'[\w.-]+/[\w.-]+', s): return f" If {s} is a Kaggle dataset, name it kaggle:{s}."
-    return 
+    return ""
 
 def _usable(data:FractureData) -> FractureData:
     "`data`, or an error naming why nothing is left when none of its images can be used"

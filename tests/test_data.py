@@ -671,6 +671,8 @@ def test_images_in_a_folder_that_cannot_be_read_are_said_not_lost(tmp_path, monk
                              'reason': 'cannot read the folder (Permission denied): whatever images it holds were not read'}]
     _deny(monkeypatch, root/'val')
     with pytest.raises(ValueError, match=r"ds/val: cannot read the folder \(Permission denied\); make it readable"): load_dataset(root)
+    _deny(monkeypatch, root)
+    with pytest.raises(ValueError, match=r"ds: cannot read the folder \(Permission denied\); make it readable"): load_dataset(root)
 
 
 def test_a_dataset_with_nothing_usable_says_why_and_a_windows_manifest_reads(tmp_path):
@@ -743,6 +745,8 @@ def test_small_things_a_student_meets(tmp_path):
                           ('https://www.kaggle.com/datasets/someone/xrays', 'A Kaggle dataset is named kaggle:someone/xrays, not by its web address')):
         with pytest.raises(FileNotFoundError, match=hint): load_dataset(setting)
         assert hint in describe_source(get_config(dataset=setting))
+    with pytest.raises(FileNotFoundError) as e: load_dataset(tmp_path/'nowhere')  # a plain path: no hint, and no 'None' for one
+    assert str(e.value).endswith("or audit's PATH.") and describe_source(get_config(dataset=str(tmp_path/'nowhere'))).endswith('(MISSING: fix FRACTURE_DATASET.)')
     split = tree(tmp_path/'split', ['train', 'val', 'test'], n=4)
     notes = load_dataset(split/'train').notes
     assert any(n.startswith(f"train/ is the train split of the dataset in {split} (beside test/, val/): point at {split}") for n in notes), notes

@@ -16,7 +16,7 @@ import torch
 # %% auto #0
 __all__ = ['DEFAULTS', 'QUICK', 'ENV_PREFIX', 'ENV_OTHERS', 'parse_value', 'find_settings', 'read_settings', 'has_gpu',
            'choose_profile', 'pick_device', 'seed_everything', 'bars_redraw', 'progress_bar', 'bars_switched_off',
-           'CourseConfig', 'get_config', 'settings_value', 'course_warnings', 'setup_chapter']
+           'CourseConfig', 'SettingWarning', 'get_config', 'settings_value', 'course_warnings', 'setup_chapter']
 
 # %% ../nbs/00_setup.ipynb #7e615016
 DEFAULTS = dict(
@@ -191,6 +191,8 @@ def _resolve_workers(value, device:torch.device) -> int:
 ENV_OTHERS = ('SETTINGS', 'PROFILE', 'COURSE_PIP')  # FRACTURE_ variables that are no settings key: the file, the profile, the Colab install
 _warned_env = set()
 
+class SettingWarning(UserWarning): "A `FRACTURE_` variable that is no course setting: it is ignored"
+
 def _warn_unknown_env():
     "Warn (once each) about a `FRACTURE_` variable that is no course setting, e.g. FRACTURE_EPOCH for FRACTURE_EPOCHS: it would be ignored"
     known = [ENV_PREFIX + k.upper() for k in (*DEFAULTS, *ENV_OTHERS)]
@@ -198,7 +200,7 @@ def _warn_unknown_env():
         _warned_env.add(name)
         near = [ENV_PREFIX + m for m in difflib.get_close_matches(name[len(ENV_PREFIX):], [k[len(ENV_PREFIX):] for k in known], n=1, cutoff=0.75)]
         warnings.warn(f"{name} is not a course setting and is ignored" + (f"; did you mean {near[0]}?" if near else
-                      f"; the settings are {', '.join(known)}"), stacklevel=3)
+                      f"; the settings are {', '.join(known)}"), SettingWarning, stacklevel=3)
 
 def _setting_values(profile:str|None=None, settings:Path|str|None=None, overrides:dict|None=None) -> tuple[dict, str, str, Path|None]:
     "Every setting's value (file, then `FRACTURE_*` variables, then `overrides`; nothing resolved yet), the profile, why, and the file"

@@ -18,13 +18,13 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 # %% auto #0
 __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SIDE', 'NOT_RADIOGRAPHS', 'REGIONS', 'LAYOUTS',
            'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'label_from_name', 'Item', 'FractureData', 'UnreadableImage',
-           'DamagedImageWarning', 'TruncatedImage', 'is_dicom', 'load_image', 'deflated_size', 'write_dicom',
-           'dicom_summary', 'read_dicom', 'modality_warning', 'file_digest', 'fingerprints', 'split_items',
-           'split_digest', 'split_of', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest',
-           'item_boxes', 'looks_like_dicom', 'header_problem', 'LeftOutWarning', 'drop_unopenable', 'load_dataset',
-           'write_manifest', 'kaggle_datasets', 'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset',
-           'AuditReport', 'audit', 'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance',
-           'show_samples', 'image_stats', 'plot_image_stats']
+           'DamagedImageWarning', 'DataWarning', 'TruncatedImage', 'is_dicom', 'load_image', 'deflated_size',
+           'write_dicom', 'dicom_summary', 'read_dicom', 'modality_warning', 'file_digest', 'fingerprints',
+           'split_items', 'split_digest', 'split_of', 'read_split_folders', 'read_class_folders', 'read_fracatlas',
+           'read_manifest', 'item_boxes', 'looks_like_dicom', 'header_problem', 'LeftOutWarning', 'drop_unopenable',
+           'load_dataset', 'write_manifest', 'kaggle_datasets', 'resolve_source', 'describe_source', 'load_course_data',
+           'ImageDataset', 'AuditReport', 'audit', 'add_audit_args', 'audit_command', 'trivial_baseline',
+           'plot_class_balance', 'show_samples', 'image_stats', 'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -89,6 +89,9 @@ class UnreadableImage(ValueError):
 
 class DamagedImageWarning(UserWarning):
     "An image that decoded only partly (for example a truncated JPEG)"
+
+class DataWarning(UserWarning):
+    "Something about a dataset to know before training on it (too few images for a split, copies across its splits)"
 
 class TruncatedImage(UnreadableImage):
     "A file that ends early (a cut-off download or copy): only the top of its image decodes"
@@ -557,7 +560,7 @@ def split_items(items:list, # `Item`s; their `split` is overwritten
         n_pics = sum(len(gs) for gs in strata.values())  # copies of one picture share a split: they count once
         warnings.warn(f"{len(items)} images{f' ({n_pics} distinct picture(s))' if n_pics < len(items) else ''} are too few for a "
                       f"{'/'.join(f'{round(100 * f)}' for f in fracs)} split: the {' and '.join(empty)} "
-                      f"split{'s get' if len(empty) > 1 else ' gets'} none. Add images, or give the splits yourself (split folders or a manifest's split column).")
+                      f"split{'s get' if len(empty) > 1 else ' gets'} none. Add images, or give the splits yourself (split folders or a manifest's split column).", DataWarning)
     return items
 
 # %% ../nbs/02_data.ipynb #45313bda
@@ -976,7 +979,7 @@ def _warn_copies_across_splits(data:FractureData) -> FractureData:
     if (groups := _copies_across_splits(data.items)):
         eg = ' = '.join(f'{o.path} ({o.split})' for o in sorted(groups[0], key=lambda o: SPLITS.index(o.split))[:3])
         warnings.warn(f"{data.source or data.root}: {len(groups)} file(s) have byte-identical copies in another of its splits (e.g. {eg}); "
-                      f"a model is then tested on images it trained on. `fracture-course audit {data.source or data.root}` lists them all.", UserWarning, stacklevel=3)
+                      f"a model is then tested on images it trained on. `fracture-course audit {data.source or data.root}` lists them all.", DataWarning, stacklevel=3)
     return data
 
 _ARCHIVES = {'.zip': '`unzip "{0}" -d "{1}"`', '.tar': '`mkdir "{1}" && tar -xf "{0}" -C "{1}"`', '.tgz': '`mkdir "{1}" && tar -xzf "{0}" -C "{1}"`',
@@ -1196,6 +1199,7 @@ class AuditReport:
     too_small:list=field(default_factory=list)  # images under `MIN_SIDE` pixels a side: trained on, refused by the scoring tools
     split_digest:str=''  # which file is in which split (`split_digest`): a checkpoint's `trained_on` records the one it was trained with
     notes:list=field(default_factory=list)  # what reading the dataset decided or noticed (a split it drew, rows without images, ...)
+    damaged_by_class:dict=field(default_factory=dict)  # how many of `damaged` each class holds: a damage only one class shows is a shortcut
 
     def leaks(self, kind:str='duplicates') -> list:
         "Groups of `kind` ('duplicates' or 'near_duplicates') whose files sit in more than one split"
@@ -1218,7 +1222,8 @@ class AuditReport:
             c = lambda k: ', '.join(f'{v}: {n}' for v, n in self.dicom[k].items())
             L.append(f"  DICOM files: {self.dicom['files']} (photometric {c('photometric_interpretation')}; bits stored {c('bits_stored')}; "
                      f"modality {c('modality')}; transfer syntax {c('transfer_syntax')})")
-        L.append(f"  unreadable: {len(self.unreadable)}; decoded only partly: {len(self.damaged)}; "
+        by_class = f" ({', '.join(f'{c} {n}' for c, n in self.damaged_by_class.items())})" if self.damaged else ''
+        L.append(f"  unreadable: {len(self.unreadable)}; decoded only partly: {len(self.damaged)}{by_class}; "
                  f"too small to score (under {MIN_SIDE} px a side): {len(self.too_small)}; other files skipped: {len(self.skipped)}")
         L.append(f"  exact duplicate groups: {len(self.duplicates)} ({len(self.leaks())} across splits, {len(self.mixed_labels())} with different labels)")
         L.append(f"  near-duplicate groups: {len(self.near_duplicates)} ({len(self.leaks('near_duplicates'))} across splits, "
@@ -1228,6 +1233,8 @@ class AuditReport:
         for n in self.notes: L.append(f"  note: {n}")
         for g in (self.mixed_labels() + self.mixed_labels('near_duplicates'))[:5]:
             L.append("    different labels: " + ', '.join(f"{o['path']} ({o['label']})" for o in g))
+        for g in (self.leaks() + self.leaks('near_duplicates'))[:5]:
+            L.append("    across splits: " + ', '.join(f"{o['path']} ({o['split']}, {o['label']})" for o in g))
         for d in self.label_disagreements[:5]: L.append(f"    label disagreement {d['path']}: folder {d['folder_label']}, other {d['other_label']}")
         for u in self.unreadable[:5]: L.append(f"    unreadable {u['path']}: {u['reason']}")
         for u in self.too_small[:5]: L.append(f"    too small {u['path']}: {u['width']} x {u['height']} pixels")
@@ -1266,7 +1273,8 @@ def audit(data:FractureData|Path|str, # a loaded dataset, or a path for `load_da
                        + [{'path': f['path'], 'reason': f['error']} for f in facts if 'error' in f],
                        [f['path'] for f in facts if f.get('damaged')], [s for s in data.skipped if not s.get('unreadable')], dups, near, conflicts,
                        round(time.perf_counter() - t0, 2), dicom,
-                       [{k: f[k] for k in ('path', 'width', 'height')} for f in facts if f.get('small')], split_digest(data), list(data.notes))
+                       [{k: f[k] for k in ('path', 'width', 'height')} for f in facts if f.get('small')], split_digest(data), list(data.notes),
+                       dict(Counter(f['label'] for f in facts if f.get('damaged'))))
 
 # %% ../nbs/02_data.ipynb #639ea90d
 def add_audit_args(p):

@@ -30,11 +30,11 @@ from .tta import hflip
 # %% auto #0
 __all__ = ['METRIC_NAMES', 'MIN_BOOT', 'FEW_FRACTURES', 'fracture_probs', 'evaluation_metrics', 'confusion_matrix',
            'classification_report', 'trivial_probs', 'metrics_table', 'weighted_metrics', 'bootstrap_ci',
-           'plot_confusion', 'plot_roc', 'plot_pr', 'threshold_for_sensitivity', 'operating_point', 'reliability_table',
-           'expected_calibration_error', 'nll', 'fit_temperature', 'plot_reliability', 'item_losses', 'top_losses',
-           'borderline', 'show_cases', 'group_metrics', 'load_inputs', 'predict_inputs', 'saved_operating_point',
-           'tta_for', 'evaluation_report', 'few_fractures_warning', 'add_evaluate_args', 'training_data_check',
-           'evaluate_command']
+           'plot_confusion', 'plot_roc', 'plot_pr', 'EvaluationWarning', 'threshold_for_sensitivity', 'operating_point',
+           'reliability_table', 'expected_calibration_error', 'nll', 'fit_temperature', 'plot_reliability',
+           'item_losses', 'top_losses', 'borderline', 'show_cases', 'group_metrics', 'load_inputs', 'predict_inputs',
+           'saved_operating_point', 'tta_for', 'evaluation_report', 'few_fractures_warning', 'add_evaluate_args',
+           'training_data_check', 'evaluate_command']
 
 # %% ../nbs/09_evaluation.ipynb #3cb3db88
 def fracture_probs(logits:torch.Tensor, # [N, 2]
@@ -219,6 +219,8 @@ def plot_pr(probs:torch.Tensor, targets:torch.Tensor, ax=None, threshold:float|N
     return ax
 
 # %% ../nbs/09_evaluation.ipynb #13b0b994
+class EvaluationWarning(UserWarning): "A measurement that holds with a caveat (a sensitivity no threshold reaches, a temperature with no optimum)"
+
 def threshold_for_sensitivity(probs:torch.Tensor, # probability of `fractured` (validation split)
                               targets:torch.Tensor, # true labels
                               target:float=0.9 # sensitivity to reach, in (0, 1]
@@ -233,7 +235,7 @@ def threshold_for_sensitivity(probs:torch.Tensor, # probability of `fractured` (
     if pk <= 0:  # no threshold of 0 or more calls a probability of exactly 0 fractured
         reached = float((pos > 0).float().mean())
         warnings.warn(f"{int((pos <= 0).sum())} of {len(pos)} fractures have probability 0: no threshold reaches sensitivity {target:g}; "
-                      f"threshold 0 finds {reached:.3f} of them.")
+                      f"threshold 0 finds {reached:.3f} of them.", EvaluationWarning)
         return 0.0
     below = p[p < pk]
     if len(below) == 0: return float(torch.nextafter(pk, torch.tensor(-1.0)))  # nothing lower: just below it
@@ -282,7 +284,7 @@ def fit_temperature(logits:torch.Tensor, # [N, 2], validation split
     margin = logits[:, 1] - logits[:, 0]
     if margin[targets == 1].min() > margin[targets == 0].max():
         warnings.warn("These logits separate the classes perfectly: the NLL falls as T shrinks, with no best temperature; "
-                      "T is where the optimiser stopped. Fit it on a larger or harder validation split.")
+                      "T is where the optimiser stopped. Fit it on a larger or harder validation split.", EvaluationWarning)
     log_t = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn='strong_wolfe')
     def closure():

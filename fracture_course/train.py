@@ -27,8 +27,8 @@ from .evaluate import few_fractures_warning, threshold_for_sensitivity, _json_re
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'MONITORS', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model',
            'epoch_sizes', 'SizeScheduleCB', 'whole_side', 'check_zoom', 'check_recipe', 'box_plan', 'run_loaders',
            'fit_recipe', 'evaluate_run', 'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'staged',
-           'run_plan', 'train_run', 'run_key', 'run_lock', 'one_trainer', 'cached_run', 'prune_runs', 'run_note',
-           'add_train_args', 'starting_weights', 'asked_for', 'earlier_run_note', 'train_command']
+           'run_plan', 'train_run', 'run_key', 'KeptRunWarning', 'run_lock', 'one_trainer', 'cached_run', 'prune_runs',
+           'run_note', 'add_train_args', 'starting_weights', 'asked_for', 'earlier_run_note', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -397,13 +397,15 @@ def _read_run(folder:Path, model:str, data:FractureData) -> tuple[dict, torch.nn
     except (OSError, ValueError, KeyError, RuntimeError) as e: raise ValueError(f"best.pt: {e}") from None
     return res, net
 
+class KeptRunWarning(UserWarning): "A run kept in the cache that cannot be loaded, and is trained again"
+
 def _kept_run(folder:Path, model:str, data:FractureData) -> tuple[dict, torch.nn.Module]|None:
     "The run kept in `folder` and its model; None when there is none, after removing (with a warning) one that cannot be read"
     try:
         if not folder.exists(): return None
         return _read_run(folder, model, data)
     except (ValueError, OSError) as e:
-        warnings.warn(f"The run kept in {folder} could not be loaded ({e}); training it again.")
+        warnings.warn(f"The run kept in {folder} could not be loaded ({e}); training it again.", KeptRunWarning)
         shutil.rmtree(folder, ignore_errors=True)
         return None
 

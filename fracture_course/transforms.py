@@ -138,12 +138,13 @@ def _kept_truncated(path:Path) -> list|None:
     except (OSError, ValueError): return None
     return kept if isinstance(kept, list) else None
 
-_WARNED = set()  # the cache files whose truncated images this process has named already
+_WARNED = set()  # the cache files (or, for caches in memory, the lists of files) whose truncated images this process has named
 
 def _warn_truncated(paths:list, cache:Path|None=None):
-    "One warning naming the truncated images a cache holds, once a process for a kept cache: training uses what decodes of them"
-    if cache is not None and cache in _WARNED: return
-    if cache is not None: _WARNED.add(cache)
+    "One warning naming the truncated images a cache holds, once a process for a kept cache or a list of files: training uses what decodes of them"
+    key = cache if cache is not None else tuple(paths)
+    if key in _WARNED: return
+    _WARNED.add(key)
     if paths: warnings.warn(f"{len(paths)} truncated image(s) decoded only partly, used with what could be decoded: "
                             + ', '.join(paths[:5]) + (', ...' if len(paths) > 5 else ''), DamagedImageWarning, stacklevel=3)
 

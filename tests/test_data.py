@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from fracture_course.data import (CLASSES, Item, TruncatedImage, UnreadableImage, DamagedImageWarning, audit, label_from_name,
+from fracture_course.data import (CLASSES, Item, TruncatedImage, UnreadableImage, DamagedImageWarning, DataWarning, audit, label_from_name,
                                   load_dataset, load_image, split_items, read_manifest, trivial_baseline, resolve_source)
 from fracture_course.config import get_config
 
@@ -153,6 +153,9 @@ def test_audit_finds_unreadable_damaged_duplicates_leaks_and_stray_files(tmp_pat
     assert any({Path(o['path']).name for o in g} >= {'resaved.png'} for g in rep.near_duplicates)
     assert rep.skipped[0]['path'].endswith('readme.txt')
     assert rep.counts['train']['fractured'] == 4 and 'exact duplicate groups: 1 (1 across splits, 0 with different labels)' in rep.summary()
+    assert rep.damaged_by_class == {'not fractured': 1} and 'decoded only partly: 1 (not fractured 1)' in rep.summary()
+    leak = next(l for l in rep.summary().splitlines() if l.strip().startswith('across splits:'))  # the leaking copies, named
+    assert f"{src} (train, fractured)" in leak and f"{root/'test'/'fractured'/'leak.jpg'} (test, fractured)" in leak
     json.dumps(rep.to_dict())
 
 def test_trivial_baseline_on_imbalanced_items():
@@ -185,6 +188,7 @@ def test_real_fracatlas_loads_and_audits(fracatlas_dir):
     assert len(w) == 48
     rep = audit(d)
     assert len(rep.duplicates) == 8 and not rep.leaks() and not rep.leaks('near_duplicates') and not rep.unreadable
+    assert rep.damaged_by_class == {'not fractured': 48}  # every truncated file is healthy: a shortcut chapter 2 warns of
     assert rep.seconds < 60
 
 def test_audit_cli_writes_json(tmp_path):
@@ -546,7 +550,7 @@ def test_notes_for_a_one_class_split_a_fracatlas_images_folder_and_an_unusable_p
 def test_a_split_too_small_for_every_part_says_which_part_is_empty(tmp_path):
     for i in range(4): Image.fromarray(np.full((32, 32), 40 * i, np.uint8)).save(tmp_path/f'{i}.png')
     items = [Item(tmp_path/f'{i}.png', i % 2) for i in range(4)]
-    with pytest.warns(UserWarning, match=r'4 images( \(\d distinct picture\(s\)\))? are too few for a 70/10/20 split: the (valid and )?test splits? gets? none'): split_items(items, cache_dir=tmp_path/'c')
+    with pytest.warns(DataWarning, match=r'4 images( \(\d distinct picture\(s\)\))? are too few for a 70/10/20 split: the (valid and )?test splits? gets? none'): split_items(items, cache_dir=tmp_path/'c')
 
 
 def test_auto_names_attached_datasets_it_cannot_read_and_the_others_it_could_have_chosen(tmp_path, monkeypatch):
@@ -769,5 +773,5 @@ def test_a_dataset_whose_own_splits_share_a_file_is_warned_about_at_load(tmp_pat
         warnings.simplefilter('error')
         load_dataset(root)  # nothing to say
     (root/'test'/'fractured'/'again.png').write_bytes((root/'train'/'fractured'/'0_0.png').read_bytes())
-    with pytest.warns(UserWarning, match=r"1 file\(s\) have byte-identical copies in another of its splits \(e.g. .*0_0.png \(train\) = .*again.png \(test\)\).*fracture-course audit"):
+    with pytest.warns(DataWarning, match=r"1 file\(s\) have byte-identical copies in another of its splits \(e.g. .*0_0.png \(train\) = .*again.png \(test\)\).*fracture-course audit"):
         load_dataset(root)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchmetrics.functional.classification import binary_calibration_error
 
-from fracture_course.evaluate import (METRIC_NAMES, add_evaluate_args, borderline, bootstrap_ci, classification_report,
+from fracture_course.evaluate import (EvaluationWarning, METRIC_NAMES, add_evaluate_args, borderline, bootstrap_ci, classification_report,
                                       confusion_matrix, evaluate_command, evaluation_metrics, expected_calibration_error,
                                       fit_temperature, group_metrics, load_inputs, nll, operating_point,
                                       reliability_table, threshold_for_sensitivity, top_losses, trivial_probs,
@@ -515,7 +515,7 @@ def test_every_metric_function_refuses_what_is_not_a_probability_and_says_undefi
     assert math.isnan(evaluation_metrics([.1, .2], [0, 0])['f1'])
     assert bootstrap_ci(torch.tensor([.1, .2, .9]), torch.tensor([0, 0, 1]), n_boot=500).loc['f1', ['low', 'high']].tolist() == [1.0, 1.0]
     # a fracture scored exactly 0 cannot be called at any threshold of 0 or more: said, and the threshold stays a probability
-    with pytest.warns(UserWarning, match='1 of 2 fractures have probability 0: no threshold reaches sensitivity 1'):
+    with pytest.warns(EvaluationWarning, match='1 of 2 fractures have probability 0: no threshold reaches sensitivity 1'):
         assert threshold_for_sensitivity([.9, .3, 0., .5], [1, 0, 1, 0], 1.0) == 0.0
     # a class with no images: its recall and F1 are undefined, and the macro average is over the defined ones
     rep = classification_report([.9, .8], [1, 1])
@@ -524,7 +524,7 @@ def test_every_metric_function_refuses_what_is_not_a_probability_and_says_undefi
                                  (torch.tensor([[0., float('nan')], [0, 1]]), torch.tensor([1, 0]), 'NaN or infinite'),
                                  (torch.tensor([[0., 1], [0, 2]]), torch.tensor([1, 1]), 'needs both classes')):
         with pytest.raises(ValueError, match=msg): fit_temperature(logits, targets)
-    with pytest.warns(UserWarning, match='separate the classes perfectly'): fit_temperature(torch.tensor([[0., 3], [0, -3]]), torch.tensor([1, 0]))
+    with pytest.warns(EvaluationWarning, match='separate the classes perfectly'): fit_temperature(torch.tensor([[0., 3], [0, -3]]), torch.tensor([1, 0]))
 
 def test_evaluate_refuses_a_negative_seed_before_scoring(tmp_path):
     p = argparse.ArgumentParser(); add_evaluate_args(p)

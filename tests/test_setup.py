@@ -109,7 +109,7 @@ def test_a_quick_section_adds_to_the_quick_defaults_and_unknown_sections_are_nam
 def test_a_misspelt_fracture_variable_is_named_not_ignored_in_silence(monkeypatch):
     monkeypatch.setenv('FRACTURE_EPOCH', '1'); monkeypatch.setenv('FRACTURE_COURSE_PIP', 'x')
     config._warned_env.discard('FRACTURE_EPOCH')
-    with pytest.warns(UserWarning, match='FRACTURE_EPOCH is not a course setting and is ignored; did you mean FRACTURE_EPOCHS') as w:
+    with pytest.warns(config.SettingWarning, match='FRACTURE_EPOCH is not a course setting and is ignored; did you mean FRACTURE_EPOCHS') as w:
         config.get_config()
     assert not any('COURSE_PIP' in str(x.message) for x in w)
     monkeypatch.delenv('FRACTURE_EPOCH'); monkeypatch.setenv('FRACTURE_HOME', '/x'); config._warned_env.discard('FRACTURE_HOME')

@@ -11,7 +11,7 @@ from fracture_course.config import get_config
 from fracture_course.learner import load_checkpoint
 from fracture_course import train
 from fracture_course.data import FractureData, load_dataset
-from fracture_course.train import cached_run, prune_runs, recipe_for, run_key, run_note, run_plan, train_run
+from fracture_course.train import KeptRunWarning, cached_run, prune_runs, recipe_for, run_key, run_note, run_plan, train_run
 
 CLI = str(Path(sys.executable).parent/'fracture-course')
 
@@ -247,7 +247,7 @@ def test_run_key_changes_with_what_shapes_the_weights_and_only_that(tiny, small_
 def test_cached_run_trains_again_over_an_unreadable_run_and_leaves_no_half_run(tiny, small_cfg, monkeypatch):
     folder = Path(_cached(tiny, small_cfg)['paths']['checkpoint']).parent
     (folder/'metrics.json').write_text('{"model": "simple_cnn", cut')
-    with pytest.warns(UserWarning, match=f'{folder.name} could not be loaded .*training it again'): again = _cached(tiny, small_cfg)
+    with pytest.warns(KeptRunWarning, match=f'{folder.name} could not be loaded .*training it again'): again = _cached(tiny, small_cfg)
     assert not again['cached'] and json.loads((folder/'metrics.json').read_text())['model'] == 'simple_cnn'
     def fails(*a, **k): raise RuntimeError('out of memory')
     monkeypatch.setattr(train, 'train_run', fails)

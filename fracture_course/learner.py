@@ -493,6 +493,7 @@ def constant_loss(labels # the training labels, 1 = fractured (a tensor, a list,
                  ) -> float:
     "Cross-entropy of the best constant answer (the share of fractures in `labels`, for every image): the level to get below"
     y = [float(getattr(o, 'label', o)) for o in labels]
+    if not y: raise ValueError("constant_loss needs at least one label (is the training split empty?)")
     p = sum(y) / len(y)
     return 0. if p in (0., 1.) else -(p * math.log(p) + (1 - p) * math.log(1 - p))
 

@@ -484,9 +484,11 @@ def cached_run(model:str='simple_cnn', # a registered model name
     cfg = cfg or get_config()
     data = _as_data(data, cfg, progress)
     folder = cfg.cache_dir/'runs'/f'{model}-{run_key(model, data, cfg, recipe_overrides, **model_kwargs)}'
-    with one_trainer(folder):
-        kept = _kept_run(folder, model, data)
-        if kept is None: return _train_and_keep(folder, model, data, cfg, progress, recipe_overrides, **model_kwargs)
+    kept = _kept_run(folder, model, data)
+    if kept is None:
+        with one_trainer(folder):  # nothing kept: train, unless another process is training it (then wait, and load its run)
+            kept = _kept_run(folder, model, data)
+            if kept is None: return _train_and_keep(folder, model, data, cfg, progress, recipe_overrides, **model_kwargs)
     return _as_loaded(*kept, folder, model, data, cfg, recipe_overrides, progress)
 
 def _being_trained(folder:Path) -> bool:
@@ -510,7 +512,8 @@ def prune_runs(runs:Path|str, # the folder of kept runs, `cfg.cache_dir/'runs'`
         except OSError: continue  # removed meanwhile by another process
         if old and scratch and _being_trained(Path(runs)/p.name[1:].rsplit('-', 2)[0]): continue  # a long training's own folder
         if old:
-            if lock: p.unlink(missing_ok=True)
+            if lock:
+                with contextlib.suppress(OSError): p.unlink(missing_ok=True)  # another user's, on a shared cache: theirs to remove
             else: shutil.rmtree(p, ignore_errors=True)
             if not p.exists(): gone.append(p.name)
     return gone

@@ -297,6 +297,22 @@ def test_two_processes_asking_for_one_run_train_it_once(tiny, tmp_path):
     runs = [p.name for p in (tmp_path/'cache'/'runs').iterdir()]
     assert len(runs) == 2 and sum(n.endswith('.lock') for n in runs) == 1  # the run and its lock; no scratch folder left
 
+def test_a_kept_run_loads_without_waiting_for_its_lock_and_pruning_survives_a_lock_it_cannot_remove(tiny, small_cfg, monkeypatch, capsys):
+    import threading
+    first = _cached(tiny, small_cfg)
+    folder = Path(first['paths']['checkpoint']).parent
+    got = []
+    with train.one_trainer(folder):  # another caller holds the lock (training, or checking): a kept run still loads at once
+        t = threading.Thread(target=lambda: got.append(_cached(tiny, small_cfg))); t.start(); t.join(timeout=60)
+    assert got and got[0]['cached'] and 'waiting' not in capsys.readouterr().out
+    lock = train.run_lock(folder); os.utime(lock, (1e9, 1e9))  # a month unused: prune_runs removes it...
+    real_unlink = Path.unlink
+    def denied(self, *a, **k):
+        if self.suffix == '.lock': raise PermissionError(13, 'Permission denied', str(self))  # ...unless it is another user's
+        return real_unlink(self, *a, **k)
+    monkeypatch.setattr(Path, 'unlink', denied)
+    assert prune_runs(folder.parent) == [] and lock.exists()
+
 def test_cached_run_repairs_a_kept_run_missing_a_file_and_keeps_a_run_it_cannot_mark(tiny, small_cfg, monkeypatch):
     folder = Path(_cached(tiny, small_cfg)['paths']['checkpoint']).parent
     (folder/'best.pt').unlink()  # a user tidying up, or a copy cut short

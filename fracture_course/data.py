@@ -365,11 +365,16 @@ def _decoder_hint(ts) -> str:
         opts.append('`pip install ' + ' '.join(_PIP_NAMES.get(p, p) for p in pkgs if p != 'numpy') + '`')
     return 'install a decoder: ' + ' or '.join(opts) if opts else 'no other decoder is known to pydicom'
 
+def _blank(v) -> bool: return v is None or (hasattr(v, '__len__') and len(v) == 0)  # a DICOM element absent, or present and empty
+
 def _check_supported(ds, path:Path):
     "Raise `UnreadableImage` for a DICOM object that is not one greyscale radiograph the course can decode"
     if 'PixelData' not in ds:
         if 'Rows' in ds: raise UnreadableImage(path, "DICOM image header without pixel data: the file is probably cut short (re-export or re-download it)")
         raise UnreadableImage(path, "DICOM file without pixel data (a report, structure set or other non-image object)")
+    if (gone := [t for t in ('Rows', 'Columns', 'BitsAllocated') if _blank(ds.get(t))]):
+        raise UnreadableImage(path, f"DICOM image header without {' or '.join(gone)} (required to lay out its pixels): the file is damaged; "
+                                    "export it again from the archive (PACS) or the X-ray system")
     frames, limit = int(ds.get('NumberOfFrames') or 1), Image.MAX_IMAGE_PIXELS
     rows, cols = int(ds.get('Rows') or 0), int(ds.get('Columns') or 0)
     if limit and rows * cols * frames > 2 * limit:  # as Pillow refuses a decompression bomb: the pixels are never decoded
@@ -584,12 +589,16 @@ def split_of(name:str) -> str|None:
     "The split a folder (or manifest value) names: `train`, `valid` or `test`, in the usual spellings (`Training_data`, `test set`, `VAL`), or None"
     return _SPLIT_NAMES.get(re.sub(r'[\s_-]*(data|set|images|split)$', '', name.strip().lower()))
 
+def _cannot_read(d:Path, e:OSError) -> ValueError:
+    "The error for a dataset folder that cannot be read, naming it and what to do"
+    return ValueError(f"{d}: cannot read the folder ({e.strerror}); make it readable (chmod), or copy the dataset where you can read it")
+
 def _class_dirs(d:Path) -> dict:
     "Subfolders of `d` that name a class, as {label: [folders]}"
     out = defaultdict(list)
     if not d.is_dir(): return out
     try: subs = sorted(p for p in d.iterdir() if p.is_dir())
-    except OSError as e: raise ValueError(f"{d}: cannot read the folder ({e.strerror}); make it readable (chmod), or copy the dataset where you can read it") from None
+    except OSError as e: raise _cannot_read(d, e) from None
     for sub in subs:
         l = label_from_name(sub.name)
         if l is not None: out[l].append(sub)
@@ -633,6 +642,10 @@ def _scan_class_dirs(dirs:dict, split, skipped:list) -> list:
     items = []
     for label, ds in dirs.items():
         for d in ds:
+            try: os.scandir(d).close()
+            except OSError as e:  # all of a class left out would change the task, not just the counts
+                raise ValueError(f"{d}: cannot read this {CLASSES[label]} class folder ({e.strerror}), so none of its images would be read; "
+                                 "make it readable (chmod -R u+rX), or copy the dataset where you can read it") from None
             for f in _files_under(d, skipped):
                 if _is_image(f): items.append(Item(f, label, split, {'class_folder': d.name}))
                 else: skipped.append({'path': str(f), 'reason': f'not an image file ({f.suffix or "no extension"})'})
@@ -844,26 +857,48 @@ def _is_manifest(csv_path:Path) -> bool:
     except (OSError, ValueError): return False
     return not {'image_id', 'fractured'} <= cols and 'label' in cols and bool(cols & set(_PATH_COLUMNS))
 
+_ATLAS_COLUMNS = {'image_id', 'fractured'}  # what makes a dataset.csv FracAtlas's table
+
+def _columns(csv_path:Path) -> set:
+    "The column names of a CSV table, trimmed and lower-cased (none if it cannot be read)"
+    try:
+        with open(csv_path, newline='', encoding='utf-8-sig') as f: return {c.strip().lower() for c in next(csv.reader(f), [])}
+    except (OSError, UnicodeDecodeError, csv.Error): return set()
+
 def _layout(p:Path) -> tuple[str, Path]|None:
     "The layout of folder `p` itself, as (kind, folder or manifest), or None"
     table, images = _entry(p, 'dataset.csv'), _entry(p, 'images')  # any capitalisation: Images/
-    if table.is_file() and images.is_dir():  # FracAtlas's table, or a manifest that happens to share its name
-        return ('manifest', table) if _is_manifest(table) else ('fracatlas', p)
+    cols = _columns(table) if table.is_file() and images.is_dir() else set()  # FracAtlas's table, a manifest of that name, or other metadata
+    if cols and _is_manifest(table): return 'manifest', table
+    if _ATLAS_COLUMNS <= cols: return 'fracatlas', p
     if (p/'manifest.csv').is_file(): return 'manifest', p/'manifest.csv'
     if any(s.is_dir() and split_of(s.name) and _class_dirs(s) for s in p.iterdir()): return 'split', p
     if set(_class_dirs(p)) == {0, 1}: return 'classes', p
+    if _ATLAS_COLUMNS & cols: return 'fracatlas', p  # FracAtlas's table with a column renamed, and no other layout: read_fracatlas names the column
     return None
+
+def _layout_below(p:Path, top:Path) -> tuple[str, Path]|None:
+    "`_layout(p)` during a search from `top`: a folder below `top` that cannot be read has none (lost+found beside a dataset); `top` itself is an error naming it"
+    try: return _layout(p)
+    except OSError as e:
+        if p == top: raise _cannot_read(p, e) from None
+        return None
+
+def _subfolders(p:Path) -> list:
+    "The folders in `p` a search descends into, in name order (none if `p` cannot be read)"
+    try: return [s for s in sorted(p.iterdir()) if s.is_dir() and not s.name.startswith(('.', '__'))]
+    except OSError: return []
 
 def _find_root(d:Path, depth:int=4, others:list|None=None) -> tuple[str, Path]|None:
     "The layout found at or below `d` (breadth first), as (kind, folder); other datasets at the same depth go to `others`"
     level = [d]
     for _ in range(depth):
-        found = [(p, f) for p in level if (f := _layout(p))]
+        found = [(p, f) for p in level if (f := _layout_below(p, d))]
         found.sort(key=lambda pf: 'augment' in pf[0].name.lower())  # an original set before its augmented copies, which a random split would leak
         if found:
             if others is not None: others += [p for p, _ in found[1:]]
             return found[0][1]
-        level = [s for p in level for s in sorted(p.iterdir()) if s.is_dir() and not s.name.startswith(('.', '__'))]
+        level = [s for p in level for s in _subfolders(p)]
     return None
 
 def looks_like_dicom(path:Path|str) -> bool:
@@ -874,23 +909,28 @@ def looks_like_dicom(path:Path|str) -> bool:
     except OSError: return False
 
 def _dicom_problem(path:Path) -> str|None:
-    "Why a DICOM file cannot be decoded, from its header alone (the pixel data stay on disk), or None"
+    "Why a DICOM file cannot be decoded, from its header alone (the pixel data stay on disk), or None; never an exception: one file cannot stop a dataset"
     try:
         ds = _dcmread(path, path, defer_size=1024)
-        try: _check_supported(ds, path)  # several frames, colour, no pixel data, 8-16 bits stored, a decoder installed
+        try: return _pixel_data_problem(ds, path)
         except UnreadableImage: raise
-        except Exception as e: raise _bad_header(path, e) from None
+        except Exception as e: raise _bad_header(path, e) from None  # a value pydicom cannot interpret, e.g. Rows written '1A'
     except UnreadableImage as e: return e.reason
+
+def _pixel_data_problem(ds, path:Path) -> str|None:
+    "`_dicom_problem` of dataset `ds`, read with its pixel data left on disk: what `_check_supported` refuses, or pixel data cut short or too short"
+    _check_supported(ds, path)  # several frames, colour, no pixel data, no Rows, Columns or BitsAllocated, 8-16 bits stored, a decoder installed
     px = ds.get_item('PixelData', keep_deferred=True)
     end = getattr(px, 'value_tell', None)
     if end is None or px.length == 0xFFFFFFFF: return None  # compressed (encapsulated) pixels: their decoder judges them
-    if end + px.length > path.stat().st_size: return "the file ends inside its pixel data (cut short); copy or download it again"
+    size = deflated_size(path, end + px.length)  # a deflate-compressed file counts positions in its inflated data, not on disk
+    if end + px.length > (path.stat().st_size if size is None else size): return "the file ends inside its pixel data (cut short); copy or download it again"
     need = int(ds.Rows) * int(ds.Columns) * int(ds.get('NumberOfFrames') or 1) * int(ds.get('SamplesPerPixel') or 1) * -(-int(ds.BitsAllocated) // 8)
     if px.length < need: return f"{px.length:,} bytes of pixel data where its header describes {need:,}; export the file again"
     return None
 
 def header_problem(path:Path|str) -> str|None:
-    "Why a listed image file cannot be used (empty, unreadable, not an image, several frames, a damaged PNG, a DICOM the course cannot decode), or None; reads headers and checksums, decodes no pixel"
+    "Why a listed image file cannot be used (empty, unreadable, not an image, several frames, a DICOM the course cannot decode), or None; reads headers only, decodes no pixel"
     path = Path(path)
     try:
         with open(path, 'rb') as f: head = f.read(132)
@@ -903,10 +943,7 @@ def header_problem(path:Path|str) -> str|None:
             except Exception: frames = 1  # counting them failed: the checks below, or the decode, say why
             if frames > 1 and im.format != 'MPO':
                 return f"{frames} frames ({im.format}): the course reads single radiographs; save the frame you need as its own file"
-            try: im.verify()  # a PNG's chunk checksums, without decoding (nothing for JPEGs)
-            except Exception as e:
-                if 'truncated' in str(e).lower(): return None  # a cut file: loaded with what decodes, as load_image does
-                return f"damaged image ({' '.join(str(e).split())[:120]})"
+        # the body is not read here (a PNG's checksums cost a whole read of every file, at every load): a body that does not decode is named by the image cache
     except UnidentifiedImageError: return 'not an image Pillow can read'
     except Exception as e: return f"unreadable image header ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
     return None
@@ -938,7 +975,7 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
         return _warn_copies_across_splits(_usable(data))
     others = []
     try: found = _find_root(path, others=others)
-    except PermissionError as e: raise ValueError(f"{e.filename}: cannot read the folder ({e.strerror}); make it readable (chmod), or copy the dataset where you can read it") from None
+    except PermissionError as e: raise _cannot_read(e.filename, e) from None
     if found is None:
         seen, one = sorted(p.name for p in path.iterdir())[:10], _class_dirs(path)
         alone = (f" Its only class folder is {next(iter(one.values()))[0].name}/: a classifier learns from both classes, so add a folder "
@@ -962,17 +999,23 @@ def load_dataset(path:Path|str, # a dataset folder (any layout above) or a CSV m
                           f"to read its splits as they are; here {root.name}/ alone was split")
     return _warn_copies_across_splits(_usable(drop_unopenable(data)))
 
-def _copies_across_splits(items:list) -> list:
-    "Groups of byte-identical files that sit in more than one split; only files whose size another file in another split shares are read"
-    by_size = defaultdict(list)
-    for o in items:
-        with contextlib.suppress(OSError): by_size[os.stat(o.path).st_size].append(o)
+def _sample_digest(path:Path, n:int=2**16) -> str:
+    "SHA-1 of a file's first `n` bytes and of `n` bytes from its middle: files that differ there are no copies (a whole X-ray is rarely read)"
+    with open(path, 'rb') as f:
+        head = f.read(n); f.seek(max(os.fstat(f.fileno()).st_size // 2, n)); return hashlib.sha1(head + f.read(n)).hexdigest()
+
+def _across_splits(items:list, key:Callable) -> list:
+    "Lists of `items` with equal `key(item)` that span several splits (an item whose file cannot be read is in none)"
     same = defaultdict(list)
-    for group in by_size.values():
-        if len({o.split for o in group}) < 2: continue
-        for o in group:
-            with contextlib.suppress(OSError): same[o.meta.get('sha1') or file_digest(o.path)].append(o)
+    for o in items:
+        with contextlib.suppress(OSError): same[key(o)].append(o)
     return [g for g in same.values() if len({o.split for o in g}) > 1]
+
+def _copies_across_splits(items:list) -> list:
+    "Groups of byte-identical files that sit in more than one split; a file is read whole only when its size and sampled bytes match a file's in another split"
+    groups = _across_splits(items, lambda o: os.stat(o.path).st_size)  # fixed-size formats (BMP, raw TIFF or DICOM) all share one
+    groups = [h for g in groups for h in _across_splits(g, lambda o: _sample_digest(o.path))]
+    return [h for g in groups for h in _across_splits(g, lambda o: o.meta.get('sha1') or file_digest(o.path))]
 
 def _warn_copies_across_splits(data:FractureData) -> FractureData:
     "Warn when the dataset's own splits hold copies of one file: its test figures are optimistic (the course keeps a given split as it is)"
@@ -1099,10 +1142,16 @@ def describe_source(cfg=None) -> str:
     said = _auto_warning(cfg)
     if kind == 'synthetic': return f"built-in synthetic radiographs ({said or 'no real dataset configured or attached'})"
     if kind == 'kaggle' and p is None: return f'{cfg.dataset}: not attached; would be downloaded with kagglehub'
-    if not p.exists(): return f'{kind} dataset at {p} (MISSING: fix FRACTURE_DATASET.{_meant(cfg.dataset)})'
-    if p.is_file() and p.suffix.lower() in _ARCHIVES: return f'{kind} dataset at {p} (AN ARCHIVE: extract it, then set FRACTURE_DATASET to its folder)'
+    try: return f'{kind} dataset at {p}' + _path_problem(p, cfg.dataset) + (f' ({said})' if said else '')
+    except OSError as e: return f'{kind} dataset at {p} (CANNOT BE READ: {e.filename or p}: {e.strerror}; make it readable (chmod), or copy the dataset where you can read it)'
+    except ValueError as e: return f'{kind} dataset at {p} (CANNOT BE READ: {e})'
+
+def _path_problem(p:Path, setting:str) -> str:
+    "What is wrong with dataset path `p` (set as `setting`), as ' (SAID IN CAPITALS: what to do)', or '' when a dataset layout is found there"
+    if not p.exists(): return f' (MISSING: fix FRACTURE_DATASET.{_meant(setting)})'
+    if p.is_file() and p.suffix.lower() in _ARCHIVES: return ' (AN ARCHIVE: extract it, then set FRACTURE_DATASET to its folder)'
     usable = p.suffix.lower() == '.csv' if p.is_file() else _find_root(p) is not None
-    return f'{kind} dataset at {p}' + ('' if usable else f' (NO DATASET LAYOUT FOUND there: run `fracture-course audit {p}` to see why)') + (f' ({said})' if said else '')
+    return '' if usable else f' (NO DATASET LAYOUT FOUND there: run `fracture-course audit {p}` to see why)'
 
 # %% ../nbs/02_data.ipynb #13692db8
 def load_course_data(cfg=None, # course settings (default: `get_config()`)
@@ -1112,7 +1161,7 @@ def load_course_data(cfg=None, # course settings (default: `get_config()`)
     cfg = cfg or get_config()
     kind, p = resolve_source(cfg)
     if (said := _auto_warning(cfg)):  # never a silent choice among attached datasets
-        warnings.warn(('the built-in synthetic radiographs are used: ' if kind == 'synthetic' else '') + said, UserWarning, stacklevel=2)
+        warnings.warn(('the built-in synthetic radiographs are used: ' if kind == 'synthetic' else '') + said, DataWarning, stacklevel=2)
     if kind == 'synthetic':
         from fracture_course.synthetic import default_synthetic_dir
         p = default_synthetic_dir(cfg)

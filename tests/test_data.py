@@ -567,7 +567,7 @@ def test_auto_names_attached_datasets_it_cannot_read_and_the_others_it_could_hav
     said = describe_source(auto)
     assert 'no real dataset configured or attached' not in said and f'{yolo} is attached but in no layout the course reads' in said
     assert f'fracture-course audit {yolo}' in said and 'FRACTURE_DATASET' in said and 'models' not in said
-    with pytest.warns(UserWarning, match=f'the built-in synthetic radiographs are used: {yolo} is attached but in no layout'):
+    with pytest.warns(DataWarning, match=f"the built-in synthetic radiographs are used: {yolo} is attached but in no layout"):  # a course note, not a plain UserWarning
         assert load_course_data(auto, verbose=False).name == 'synthetic'
     multi = tree(tmp_path/'input'/'fracture-multi-region-x-ray-data'/'Bone'/'Bone', ['train', 'val', 'test'], n=2)
     mine = tree(tmp_path/'input'/'datasets'/'me'/'my-xrays', ['train', 'val', 'test'], n=2)
@@ -575,7 +575,7 @@ def test_auto_names_attached_datasets_it_cannot_read_and_the_others_it_could_hav
     said = describe_source(auto)
     assert f'2 datasets the course reads are attached; {mine} is used' in said, said
     assert 'FRACTURE_DATASET to kaggle:bmadushanirodrigo/fracture-multi-region-x-ray-data' in said  # its owner, from the datasets the course names
-    with pytest.warns(UserWarning, match='2 datasets the course reads are attached'):
+    with pytest.warns(DataWarning, match="2 datasets the course reads are attached"):
         assert load_course_data(auto, verbose=False).root == mine
     assert load_course_data(get_config(dataset='kaggle:bmadushanirodrigo/fracture-multi-region-x-ray-data'), verbose=False).root == multi
 
@@ -594,7 +594,8 @@ def _damaged_png(src, dst):
     b = bytearray(Path(src).read_bytes()); b[-20] ^= 0xFF; Path(dst).write_bytes(b); return Path(dst)
 
 def test_files_whose_pixels_cannot_be_decoded_are_left_out_at_load_not_met_in_training(tmp_path):
-    "A damaged PNG, a multi-frame GIF, multi-frame, colour or cut DICOMs passed the header check and stopped `train` at the image cache"
+    "A multi-frame GIF, multi-frame, colour or cut DICOMs passed the header check and stopped `train` at the image cache; "
+    "a PNG whose body is damaged passes the (header-only) check and the image cache names it, with what to do"
     from fracture_course.data import LeftOutWarning, write_dicom, header_problem
     from fracture_course.transforms import ImageCache, grey_preset
     root = tree(tmp_path/'ds', [''], n=6, ext='.png')
@@ -609,11 +610,13 @@ def test_files_whose_pixels_cannot_be_decoded_are_left_out_at_load_not_met_in_tr
     with pytest.warns(LeftOutWarning, match='could not be opened and were left out'):
         data = load_dataset(root)
     why = {Path(s['path']).name: s['reason'] for s in data.skipped}
-    assert why['damaged.png'].startswith('damaged image (broken PNG file') and why['cine.gif'].startswith('3 frames (GIF)')
+    assert 'damaged.png' not in why and why['cine.gif'].startswith('3 frames (GIF)')  # a PNG's body is not read at load (a whole read of every file)
     assert why['series.dcm'].startswith('multi-frame DICOM (3 frames)') and why['colour.dcm'].startswith('colour DICOM (RGB')
     assert why['cut.dcm'].startswith('the file ends inside its pixel data') and all(s.get('unreadable') for s in data.skipped)
-    assert len(data) == 13 and header_problem(whole) is None  # the 12 PNGs and the whole DICOM stay
-    assert len(ImageCache(data.items, grey_preset(32)).arr) == 13  # decodes every item left, as `train` does
+    assert len(data) == 14 and header_problem(whole) is None  # the 12 PNGs, the damaged one and the whole DICOM stay
+    with pytest.raises(ValueError, match=r"1 image\(s\) do not decode: .*damaged.png \(damaged image.*write_manifest\(data, .*leave_out"):
+        ImageCache(data.items, grey_preset(32))  # decodes every item, as `train` does: the damaged body named, with what to do
+    assert len(ImageCache([o for o in data.items if o.path.name != 'damaged.png'], grey_preset(32)).arr) == 13
     cut = bytearray((f/'0_1.png').read_bytes()); (f/'half.png').write_bytes(cut[:len(cut) // 2])  # a cut PNG stays: it loads partly
     assert header_problem(f/'half.png') is None
 
@@ -775,3 +778,94 @@ def test_a_dataset_whose_own_splits_share_a_file_is_warned_about_at_load(tmp_pat
     (root/'test'/'fractured'/'again.png').write_bytes((root/'train'/'fractured'/'0_0.png').read_bytes())
     with pytest.warns(DataWarning, match=r"1 file\(s\) have byte-identical copies in another of its splits \(e.g. .*0_0.png \(train\) = .*again.png \(test\)\).*fracture-course audit"):
         load_dataset(root)
+
+
+def _bound_by_permissions(code:str, tmp_path) -> dict:
+    "Run python `code` (whose last line of output is JSON) where file permissions bind: as this user when not root, else under setpriv "
+    "without the capabilities that override them; a skip, saying why, where neither can be had"
+    import os, shutil
+    cmd = [sys.executable, '-c', code]
+    if os.geteuid() == 0:
+        if not shutil.which('setpriv'): pytest.skip('tests run as root, which reads any folder, and setpriv (to drop that right) is missing')
+        cmd = ['setpriv', '--bounding-set=-dac_override,-dac_read_search', *cmd]
+    probe = tmp_path/'probe'; probe.mkdir(); probe.chmod(0)
+    try: r = subprocess.run([*cmd[:-2], sys.executable, '-c', f'import os; os.listdir({str(probe)!r})'], capture_output=True)
+    finally: probe.chmod(0o755)
+    if r.returncode == 0: pytest.skip('cannot drop the right to read any folder here (setpriv had no effect)')
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+_OUTCOMES = '''
+import json, warnings
+from fracture_course.data import load_dataset, describe_source
+from fracture_course.config import get_config
+def outcome(f):
+    try: return 'ok: ' + repr(f())
+    except Exception as e: return f'{type(e).__name__}: {e}'
+'''
+
+def test_folders_that_cannot_be_read_are_named_errors_or_passed_over(tmp_path):
+    "With real permissions: an unreadable class folder loaded as a one-class split; an unreadable dataset folder was named as "
+    "'.../dataset.csv'; an unreadable folder beside a dataset stopped the search; describe_source raised a raw PermissionError"
+    cls = tree(tmp_path/'cls', ['train', 'val', 'test'], n=2); (cls/'train'/'fractured').chmod(0)
+    top = tree(tmp_path/'top', ['train', 'val', 'test'], n=2); top.chmod(0)
+    beside = tmp_path/'parent'; tree(beside/'ds', ['train', 'val', 'test'], n=2); (beside/'lost+found').mkdir(); (beside/'lost+found').chmod(0)
+    try:
+        got = _bound_by_permissions(_OUTCOMES + f'''
+print(json.dumps(dict(cls=outcome(lambda: load_dataset({str(cls)!r})), top=outcome(lambda: load_dataset({str(top)!r})),
+                      beside=outcome(lambda: load_dataset({str(beside)!r}).root), said=describe_source(get_config(dataset={str(top)!r})),
+                      under=describe_source(get_config(dataset={str(top/'train')!r})))))''', tmp_path)
+    finally:
+        for d in (cls/'train'/'fractured', top, beside/'lost+found'): d.chmod(0o755)
+    assert got['cls'].startswith(f"ValueError: {cls/'train'/'fractured'}: cannot read this fractured class folder (Permission denied)"), got['cls']
+    assert 'chmod' in got['cls']
+    assert got['top'] == f"ValueError: {top}: cannot read the folder (Permission denied); make it readable (chmod), or copy the dataset where you can read it"
+    assert got['beside'] == f"ok: PosixPath({str(beside/'ds')!r})"
+    assert got['said'].startswith(f'path dataset at {top} (CANNOT BE READ: {top}: cannot read the folder (Permission denied)'), got['said']
+    assert got['under'].startswith(f"path dataset at {top/'train'} (CANNOT BE READ: {top/'train'}: Permission denied; make it readable"), got['under']
+
+
+def test_a_png_whose_checksum_fails_but_whose_pixels_decode_is_kept(tmp_path):
+    "Image.verify() read every PNG whole at each load (8 MB 16-bit PNG: 8 ms against 0.06 ms), and left out a PNG with one bad "
+    "IDAT checksum whose pixels decode exactly"
+    import zlib
+    from fracture_course.data import header_problem
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=2, ext='.png')
+    f = root/'train'/'fractured'/'0_0.png'; before = np.asarray(load_image(f))
+    b = bytearray(f.read_bytes()); i = b.index(b'IDAT'); n = int.from_bytes(b[i - 4:i], 'big')
+    assert int.from_bytes(b[i + 4 + n:i + 8 + n], 'big') == zlib.crc32(b[i:i + 4 + n])  # the IDAT checksum...
+    b[i + 4 + n] ^= 0xFF; f.write_bytes(b)                                            # ...spoilt, the pixels untouched
+    assert header_problem(f) is None and np.array_equal(np.asarray(load_image(f)), before)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no LeftOutWarning
+        assert f in {o.path for o in load_dataset(root).items}
+
+
+def test_files_of_one_size_are_not_read_whole_to_find_copies_across_splits(tmp_path, monkeypatch):
+    "Fixed-size formats (BMP, raw TIFF or DICOM) share one size: every file was hashed whole at every load; now only those whose "
+    "sampled bytes match too"
+    import shutil
+    import fracture_course.data as data_mod
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=3, ext='.bmp')
+    assert len({p.stat().st_size for p in root.rglob('*.bmp')}) == 1
+    read = []
+    monkeypatch.setattr(data_mod, 'file_digest', lambda p: read.append(Path(p).name) or data_mod.hashlib.sha1(Path(p).read_bytes()).hexdigest())
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no copy across splits: no DataWarning
+        load_dataset(root)
+    assert read == []
+    shutil.copy(root/'train'/'fractured'/'0_0.bmp', root/'test'/'fractured'/'copy.bmp')
+    with pytest.warns(DataWarning, match=r'1 file\(s\) have byte-identical copies in another of its splits'): load_dataset(root)
+    assert sorted(read) == ['0_0.bmp', 'copy.bmp']
+
+
+@pytest.mark.filterwarnings('ignore:.* too few for a')  # small sets, as the test needs
+def test_a_metadata_table_named_like_fracatlas_does_not_make_a_dataset_fracatlas(tmp_path):
+    "Dataset.csv (any table) and Images/ beside split folders were taken for FracAtlas and refused for lacking its columns"
+    root = tree(tmp_path/'ds', ['train', 'test'], n=3)
+    (root/'Dataset.csv').write_text('name,source\nx,y\n'); (root/'Images').mkdir(); img(root/'Images'/'example.jpg')
+    data = load_dataset(root)
+    assert len(data) == 12 and data.counts()['test'] == {'not fractured': 3, 'fractured': 3}
+    (root/'Dataset.csv').write_text('image_id,fractured\nexample.jpg,1\n')  # FracAtlas's columns: FracAtlas, read by its table
+    assert load_dataset(root).name == 'FracAtlas'

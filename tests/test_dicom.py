@@ -364,3 +364,40 @@ def test_a_damaged_header_value_is_an_unreadable_image_not_a_crash(tmp_path):
     shutil.copy(bad, tmp_path/'ds'/'train'/'fractured'/'bad.dcm')
     report = audit(load_dataset(tmp_path/'ds'))
     assert any('bad.dcm' in str(u['path']) for u in report.unreadable)
+
+
+def _dicom_set(root, names=()):
+    "Split folders of small written DICOMs (two of each class in each split), plus the files `names` maps to folders; returns `root`"
+    for split in ('train', 'val', 'test'):
+        for cls in ('fractured', 'not fractured'):
+            for i in range(2): write_dicom((np.arange(40 * 40).reshape(40, 40) * (i + 2)).astype(np.uint16), Path(root, split, cls, f'{i}.dcm'))
+    return Path(root)
+
+@pytest.mark.parametrize('tag', ['Rows', 'Columns', 'BitsAllocated'])
+@pytest.mark.parametrize('how', ['missing', 'empty'])
+def test_a_dicom_without_rows_columns_or_bits_allocated_is_left_out_not_a_crash(tmp_path, tag, how):
+    "Such a file made header_problem, and so load_dataset, raise a raw AttributeError or TypeError: one file stopped the whole dataset"
+    import pydicom
+    from fracture_course.data import LeftOutWarning, header_problem
+    root = _dicom_set(tmp_path/'ds')
+    ds = pydicom.dcmread(root/'train'/'fractured'/'0.dcm')
+    if how == 'missing': delattr(ds, tag)
+    else: ds[tag].value = None
+    bad = root/'train'/'fractured'/'bad.dcm'; ds.save_as(bad)
+    assert header_problem(bad).startswith(f'DICOM image header without {tag} (required to lay out its pixels)')
+    with pytest.warns(LeftOutWarning, match=f'bad.dcm \\(DICOM image header without {tag}'): data = load_dataset(root)
+    assert len(data) == 12 and [Path(s['path']).name for s in data.skipped] == ['bad.dcm']
+
+def test_a_deflate_compressed_dicom_loads_and_is_not_called_cut_short(tmp_path):
+    "image_dfl.dcm is valid, but its pixel data's position in the inflated data was compared with the compressed file's size"
+    import shutil
+    from fracture_course.data import header_problem
+    dfl = bundled('image_dfl.dcm')
+    assert header_problem(dfl) is None and load_image(dfl).size == (512, 512)
+    root = _dicom_set(tmp_path/'ds'); shutil.copy(dfl, root/'train'/'fractured'/'dfl.dcm')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no LeftOutWarning
+        data = load_dataset(root)
+    assert 'dfl.dcm' in {o.path.name for o in data.items} and not data.skipped
+    b = Path(dfl).read_bytes(); (tmp_path/'cut.dcm').write_bytes(b[:len(b) // 2])  # a cut one is still refused
+    assert header_problem(tmp_path/'cut.dcm').startswith('damaged DICOM file')

@@ -733,12 +733,16 @@ def read_fracatlas(root:Path|str, fracs:tuple=(0.7, 0.1, 0.2), seed:int=42) -> F
     "FracAtlas: folder labels, `dataset.csv` metadata (regions, views, hardware) and YOLO boxes; a 70/10/20 split stratified by label and region"
     root = Path(root); skipped, notes = [], []
     images, csv_path, rows = _entry(root, 'images'), _entry(root, 'dataset.csv'), {}
-    with open(csv_path, newline='') as f:
-        reader = csv.DictReader(f)
-        missing = {'image_id', 'fractured'} - set(reader.fieldnames or [])
-        if missing: raise ValueError(f"{csv_path} has no {sorted(missing)} column(s) (its columns: {reader.fieldnames}); "
-                                     "FracAtlas's own dataset.csv has them: copy it again.")
-        for i, r in enumerate(reader, 2): rows[r['image_id']] = (i, r)
+    try:
+        with open(csv_path, newline='', encoding='utf-8-sig') as f:
+            reader = csv.DictReader(f)
+            missing = {'image_id', 'fractured'} - set(reader.fieldnames or [])
+            if missing: raise ValueError(f"{csv_path} has no {sorted(missing)} column(s) (its columns: {reader.fieldnames}); "
+                                         "FracAtlas's own dataset.csv has them, separated by commas: copy it again.")
+            for i, r in enumerate(reader, 2): rows[r['image_id']] = (i, r)
+    except UnicodeDecodeError as e: raise ValueError(f"{csv_path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 CSV, "
+                                                     "or copy FracAtlas's own dataset.csv again.") from None
+    except OSError as e: raise ValueError(f"{csv_path}: cannot read it ({e.strerror}); make it readable (chmod), or copy the dataset where you can read it") from None
     def flag(i, r, col):  # FracAtlas marks fractured, hardware, multiscan with 0 or 1 (a column it lacks: 0)
         v = '0' if col not in r else str(r[col] or '').strip()
         if v not in ('0', '1'): raise ValueError(f"{csv_path} line {i}: {col} is {v!r}; FracAtlas marks it 0 or 1.")
@@ -859,16 +863,19 @@ def _is_manifest(csv_path:Path) -> bool:
 
 _ATLAS_COLUMNS = {'image_id', 'fractured'}  # what makes a dataset.csv FracAtlas's table
 
-def _columns(csv_path:Path) -> set:
-    "The column names of a CSV table, trimmed and lower-cased (none if it cannot be read)"
+def _columns(csv_path:Path) -> set|None:
+    "The column names in a CSV table's first line, trimmed and lower-cased; None if the file cannot be read"
     try:
-        with open(csv_path, newline='', encoding='utf-8-sig') as f: return {c.strip().lower() for c in next(csv.reader(f), [])}
-    except (OSError, UnicodeDecodeError, csv.Error): return set()
+        with open(csv_path, 'rb') as f: head = f.readline(1 << 16).decode('utf-8-sig', errors='replace')  # the header only: a later row's bytes cannot hide it
+        return {c.strip().lower() for c in next(csv.reader([head]), [])}
+    except (OSError, csv.Error): return None
 
 def _layout(p:Path) -> tuple[str, Path]|None:
     "The layout of folder `p` itself, as (kind, folder or manifest), or None"
     table, images = _entry(p, 'dataset.csv'), _entry(p, 'images')  # any capitalisation: Images/
     cols = _columns(table) if table.is_file() and images.is_dir() else set()  # FracAtlas's table, a manifest of that name, or other metadata
+    if cols is None or len(cols) == 1 and any(a in c for c in cols for a in _ATLAS_COLUMNS):
+        return 'fracatlas', p  # a table beside images/ that cannot be read, or not split into columns (';'): read_fracatlas names the problem
     if cols and _is_manifest(table): return 'manifest', table
     if _ATLAS_COLUMNS <= cols: return 'fracatlas', p
     if (p/'manifest.csv').is_file(): return 'manifest', p/'manifest.csv'
@@ -880,8 +887,8 @@ def _layout(p:Path) -> tuple[str, Path]|None:
 def _layout_below(p:Path, top:Path) -> tuple[str, Path]|None:
     "`_layout(p)` during a search from `top`: a folder below `top` that cannot be read has none (lost+found beside a dataset); `top` itself is an error naming it"
     try: return _layout(p)
-    except OSError as e:
-        if p == top: raise _cannot_read(p, e) from None
+    except (OSError, ValueError) as e:  # ValueError: a split or class folder inside `p` that cannot be read (`_class_dirs`)
+        if p == top: raise (_cannot_read(p, e) if isinstance(e, OSError) else e) from None
         return None
 
 def _subfolders(p:Path) -> list:

@@ -399,12 +399,13 @@ def _read_run(folder:Path, model:str, data:FractureData) -> tuple[dict, torch.nn
 
 class KeptRunWarning(UserWarning): "A run kept in the cache that cannot be loaded, and is trained again"
 
-def _kept_run(folder:Path, model:str, data:FractureData) -> tuple[dict, torch.nn.Module]|None:
-    "The run kept in `folder` and its model; None when there is none, after removing (with a warning) one that cannot be read"
+def _kept_run(folder:Path, model:str, data:FractureData, repair:bool=True) -> tuple[dict, torch.nn.Module]|None:
+    "The run kept in `folder` and its model; None when there is none, after removing (with a warning, if `repair`) one that cannot be read"
     try:
         if not folder.exists(): return None
         return _read_run(folder, model, data)
     except (ValueError, OSError) as e:
+        if not repair: return None  # without the run's lock: leave it to the check made under the lock
         warnings.warn(f"The run kept in {folder} could not be loaded ({e}); training it again.", KeptRunWarning)
         shutil.rmtree(folder, ignore_errors=True)
         return None
@@ -484,7 +485,7 @@ def cached_run(model:str='simple_cnn', # a registered model name
     cfg = cfg or get_config()
     data = _as_data(data, cfg, progress)
     folder = cfg.cache_dir/'runs'/f'{model}-{run_key(model, data, cfg, recipe_overrides, **model_kwargs)}'
-    kept = _kept_run(folder, model, data)
+    kept = _kept_run(folder, model, data, repair=False)  # a kept run loads without the lock; only its holder removes a broken one
     if kept is None:
         with one_trainer(folder):  # nothing kept: train, unless another process is training it (then wait, and load its run)
             kept = _kept_run(folder, model, data)

@@ -443,6 +443,30 @@ def test_fracatlas_rows_without_images_and_images_without_rows_are_said(tmp_path
     summary = audit(d).summary()
     assert 'IMG9.jpg: listed in dataset.csv line 5 but missing' in summary and 'note: 1 image(s) have no row' in summary
 
+def test_a_fracatlas_table_that_cannot_be_split_into_columns_is_named_not_read_as_class_folders(tmp_path):
+    "FracAtlas's images/ holds class folders: a dataset.csv saved with ';' (Excel in Europe), or with a stray byte in a row, must not turn it into a plain class-folder set"
+    from PIL import Image
+    root = tmp_path/'FracAtlas'
+    for cls, name in (('Fractured', 'IMG1.jpg'), ('Non_fractured', 'IMG2.jpg')):
+        (root/'images'/cls).mkdir(parents=True); Image.new('L', (40, 40), 100).save(root/'images'/cls/name)
+    (root/'dataset.csv').write_text('image_id;hand;fractured\nIMG1.jpg;1;1\nIMG2.jpg;0;0\n')
+    with pytest.raises(ValueError, match=r"dataset.csv has no \['fractured', 'image_id'\] column"): load_dataset(root)
+    (root/'dataset.csv').write_bytes(b'image_id,hand,fractured\nIMG1.jpg,1,1\nIMG2.jpg,0,0\xe9\n')  # a byte that is no UTF-8, in a row
+    with pytest.raises(ValueError) as e: load_dataset(root)
+    assert 'dataset.csv' in str(e.value)  # FracAtlas's reader names its table, rather than the images/ folder loading as class folders
+
+def test_a_sibling_whose_split_folders_cannot_be_read_does_not_hide_a_readable_dataset(tmp_path, monkeypatch):
+    import fracture_course.data as D
+    tree(tmp_path/'sib'/'ds', ['train', 'val', 'test'], n=3)
+    tree(tmp_path/'sib'/'old_copy', ['train', 'val', 'test'], n=3)
+    real = D._class_dirs
+    def unreadable(d):
+        if 'old_copy' in str(d) and d.name in ('train', 'val', 'test'): raise D._cannot_read(d, PermissionError(13, 'Permission denied'))
+        return real(d)
+    monkeypatch.setattr(D, '_class_dirs', unreadable)
+    d = load_dataset(tmp_path/'sib')
+    assert d.root == tmp_path/'sib'/'ds' and len(d) == 18
+
 def test_a_damaged_fracatlas_csv_is_named_with_its_line(tmp_path):
     "A renamed column or a flag other than 0/1 in FracAtlas's dataset.csv: an error naming the file (and line), not a bare KeyError"
     from PIL import Image

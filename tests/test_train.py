@@ -313,6 +313,17 @@ def test_a_kept_run_loads_without_waiting_for_its_lock_and_pruning_survives_a_lo
     monkeypatch.setattr(Path, 'unlink', denied)
     assert prune_runs(folder.parent) == [] and lock.exists()
 
+def test_a_broken_kept_run_is_repaired_only_under_its_lock(tiny, small_cfg):
+    import threading
+    folder = Path(_cached(tiny, small_cfg)['paths']['checkpoint']).parent
+    (folder/'metrics.json').write_text('{"cut')  # broken: it must be trained again, but only by the lock's holder
+    got = []
+    with train.one_trainer(folder):  # another process holds the lock
+        t = threading.Thread(target=lambda: got.append(_cached(tiny, small_cfg))); t.start(); t.join(timeout=2)
+        assert not got and (folder/'metrics.json').read_text() == '{"cut'  # it waits, and its unlocked look removed nothing
+    t.join(timeout=120)
+    assert got and not got[0]['cached'] and json.loads((folder/'metrics.json').read_text())['model'] == 'simple_cnn'
+
 def test_cached_run_repairs_a_kept_run_missing_a_file_and_keeps_a_run_it_cannot_mark(tiny, small_cfg, monkeypatch):
     folder = Path(_cached(tiny, small_cfg)['paths']['checkpoint']).parent
     (folder/'best.pt').unlink()  # a user tidying up, or a copy cut short

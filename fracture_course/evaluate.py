@@ -422,7 +422,8 @@ def saved_operating_point(info:dict, # checkpoint information, from `load_checkp
         raise ValueError(f"{where}the saved threshold is {thr!r}; it must be a probability between 0 and 1; {fix}.")
     tta = op.get('tta') or False  # whether the threshold was chosen on probabilities averaged with the mirror image's
     if not isinstance(tta, bool): raise ValueError(f"{where}the saved tta is {tta!r}; it must be true or false; {fix}.")
-    return {'threshold': thr, 'temperature': float(temp), 'tta': tta, 'source': src, 'target_sensitivity': op.get('target_sensitivity')}
+    return {'threshold': thr, 'temperature': float(temp), 'tta': tta, 'source': src, 'target_sensitivity': op.get('target_sensitivity'),
+            'validation': op.get('validation')}  # what the threshold gave where it was chosen (sensitivity, specificity, ...), when recorded
 
 def tta_for(asked:bool|None, # `--tta` (True), `--no-tta` (False) or neither (None)
             op:dict, # the saved operating point, from `saved_operating_point`

@@ -25,7 +25,7 @@ __all__ = ['CAMS', 'GradCAM', 'stage_sides', 'cam_layer', 'heatmaps', 'gradcam',
            'item_input_boxes', 'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split', 'pointing_baselines',
            'LayerCAM', 'pointing_by_layer', 'CamMethod', 'explain_layer', 'heatmap', 'add_predict_args',
            'report_predictions', 'overlays_would_be_read', 'heatmap_request', 'image_arguments', 'check_predict_args',
-           'write_overlays', 'predict_command']
+           'overlay_title', 'write_overlays', 'predict_command']
 
 # %% ../nbs/10_interpretation.ipynb #6d298345
 class GradCAM:
@@ -374,10 +374,24 @@ def check_predict_args(args):
     if getattr(args, 'csv', None) and (Path(args.csv).is_dir() or not Path(args.csv).absolute().parent.is_dir()):
         raise ValueError(f"--csv {args.csv}: {'a folder' if Path(args.csv).is_dir() else 'its folder does not exist'}; give a file in an existing folder")
 
+def overlay_title(p:float, # the image's probability of fracture
+                  threshold:float|None=None, # the operating threshold it is called at; None: the probability alone
+                  class_names:Sequence[str]=CLASSES # the names of the two calls, 0 then 1
+                 ) -> str:
+    "An overlay's title: P(fracture), or with `threshold` the call (fractured above it, as `report_predictions`) and why"
+    if threshold is None: return f"P(fracture) {p:.3f}"
+    d = 3
+    while d < 6 and f'{p:.{d}f}' == f'{threshold:.{d}f}': d += 1  # never two equal-looking numbers that decide a call
+    above = p > threshold
+    return f"{class_names[int(above)]}: P {p:.{d}f} {'>' if above else '<='} threshold {threshold:.{d}f}"
+
 def write_overlays(model:nn.Module, x:torch.Tensor, # the scored images, uint8 [N, 1, R, R] from `load_inputs`
                    images:Sequence, ok:list, probs:torch.Tensor, # the paths asked for, the positions of `x` in them, its probabilities
                    preset:Preset, cam:str, out:Path, # the model's preprocessing, the heat-map method (a key of `CAMS`), the folder
-                   batch_size:int=32, device:str|torch.device='cpu') -> str:
+                   batch_size:int=32, device:str|torch.device='cpu',
+                   threshold:float|None=None, # the operating threshold: each title states the call at it; None: the probability alone
+                   class_names:Sequence[str]=CLASSES # the names of the two calls, 0 then 1
+                  ) -> str:
     "Write a heat-map overlay PNG per scored image into `out`, named after the image and the method; the explained layer's name"
     layer_name, layer = explain_layer(model, preset.size, preset.channels, cam)
     tfm, written = eval_tfms(preset), set()
@@ -389,7 +403,7 @@ def write_overlays(model:nn.Module, x:torch.Tensor, # the scored images, uint8 [
             stem, n = Path(images[i]).stem, 1; name = f'{stem}_{cam}.png'
             while name in written: n += 1; name = f'{stem}_{n}_{cam}.png'  # images of the same name from different folders: none overwritten
             written.add(name)
-            _overlay_png(out/name, xb[j].cpu(), heat[j], preset, f"P(fracture) {probs[k + j]:.3f}")
+            _overlay_png(out/name, xb[j].cpu(), heat[j], preset, overlay_title(float(probs[k + j]), threshold, class_names))
     return layer_name
 
 def predict_command(args) -> int:
@@ -412,6 +426,6 @@ def predict_command(args) -> int:
     rc = report_predictions(f"# {info.get('arch')} from {args.checkpoint}; threshold {thr:.4f} ({source}){'; scored with flip TTA' if args.tta else ''}",
                             args.images, probs, ok, failed, thr, names, args.csv)
     if out is not None and ok:
-        layer_name = write_overlays(model, x, args.images, ok, probs, preset, cam, out, args.batch_size, device)
+        layer_name = write_overlays(model, x, args.images, ok, probs, preset, cam, out, args.batch_size, device, threshold=thr, class_names=names)
         print(f"{CAMS[cam].label} overlays ({layer_name}) written to {out}")
     return rc

@@ -13,7 +13,8 @@ from fracture_course.data import Item
 from fracture_course.evaluate import load_inputs
 from fracture_course.interpret import (CAMS, GradCAM, LayerCAM, add_predict_args, explain_layer, heatmap, pointing_by_layer, stage_sides,
                                        explain_split, boxes_on_input, cam_layer, gradcam, heatmap_peak, heatmaps,
-                                       item_input_boxes, point_in_boxes, pointing_baselines, pointing_game, predict_command, image_arguments)
+                                       item_input_boxes, point_in_boxes, pointing_baselines, pointing_game, predict_command, image_arguments,
+                                       overlay_title, write_overlays)
 from fracture_course.learner import save_checkpoint
 from fracture_course.models import create_model
 from fracture_course.transforms import decode_resize, eval_tfms, grey_preset, imagenet_preset
@@ -259,6 +260,46 @@ def test_predict_heatmap_overlays_and_bad_images(tiny, tmp_path, capsys):
     assert [p.name for p in (tmp_path/'gc').glob('*.png')] == ['img0_gradcam.png']
     with pytest.raises(ValueError, match='not both'): run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'a', '--gradcam', tmp_path/'b'])
     with pytest.raises(SystemExit): run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'x', '--cam', 'scorecam'])
+
+
+def test_overlay_title_states_the_call_at_the_threshold():
+    assert overlay_title(0.064) == 'P(fracture) 0.064'
+    assert overlay_title(0.064, 0.062) == 'fractured: P 0.064 > threshold 0.062'
+    assert overlay_title(0.041, 0.062) == 'not fractured: P 0.041 <= threshold 0.062'
+    assert overlay_title(0.062, 0.062) == 'not fractured: P 0.062000 <= threshold 0.062000'  # equal: not above, as report_predictions calls
+    assert overlay_title(0.0621, 0.06209) == 'fractured: P 0.06210 > threshold 0.06209'  # more decimals until the two differ
+    assert overlay_title(0.9, 0.5, ('ok', 'break')) == 'break: P 0.900 > threshold 0.500'
+
+
+def overlay_titles(monkeypatch):
+    "Collect the titles write_overlays gives its PNGs, {file name: title}, the PNGs still written"
+    import fracture_course.interpret as interpret
+    titles, draw = {}, interpret._overlay_png
+    def keep(path, x, heat, preset, title): titles[Path(path).name] = title; draw(path, x, heat, preset, title)
+    monkeypatch.setattr(interpret, '_overlay_png', keep)
+    return titles
+
+
+def test_write_overlays_titles_with_and_without_a_threshold(tiny, tmp_path, monkeypatch):
+    titles = overlay_titles(monkeypatch)
+    model, preset, files = create_model('simple_cnn', img_size=32, widths=(4, 8), hidden=8), grey_preset(32), [tiny/'img0.png', tiny/'img1.png']
+    x, ok, _ = load_inputs(files, preset)
+    probs = torch.tensor([0.064, 0.041])
+    write_overlays(model, x, files, ok, probs, preset, 'layercam', tmp_path/'a')
+    assert titles == {'img0_layercam.png': 'P(fracture) 0.064', 'img1_layercam.png': 'P(fracture) 0.041'}  # the default keeps the old title
+    titles.clear()
+    write_overlays(model, x, files, ok, probs, preset, 'layercam', tmp_path/'b', threshold=0.062)
+    assert titles == {'img0_layercam.png': 'fractured: P 0.064 > threshold 0.062', 'img1_layercam.png': 'not fractured: P 0.041 <= threshold 0.062'}
+    assert sorted(p.name for p in (tmp_path/'b').glob('*.png')) == ['img0_layercam.png', 'img1_layercam.png']
+
+
+def test_predict_overlays_state_the_call_at_the_threshold_it_printed(tiny, tmp_path, monkeypatch, capsys):
+    titles = overlay_titles(monkeypatch)
+    assert run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'s', '--device', 'cpu']) == 0
+    p, call = capsys.readouterr().out.splitlines()[2].split('\t')[:2]
+    assert titles['img0_layercam.png'].startswith(f'{call}: P ') and 'threshold 0.370' in titles['img0_layercam.png']  # the checkpoint's
+    assert run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'t', '--threshold', '0']) == 0
+    assert titles['img0_layercam.png'].startswith('fractured: P ') and titles['img0_layercam.png'].endswith('> threshold 0.000')
 
 
 def test_predict_refuses_overlays_where_they_would_be_read_as_radiographs(tiny, tmp_path):

@@ -16,15 +16,15 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SIDE', 'NOT_RADIOGRAPHS', 'REGIONS', 'LAYOUTS',
-           'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'label_from_name', 'Item', 'FractureData', 'UnreadableImage',
-           'DamagedImageWarning', 'DataWarning', 'TruncatedImage', 'is_dicom', 'load_image', 'deflated_size',
-           'write_dicom', 'dicom_summary', 'read_dicom', 'modality_warning', 'file_digest', 'fingerprints',
-           'split_items', 'split_digest', 'split_of', 'read_split_folders', 'read_class_folders', 'read_fracatlas',
-           'read_manifest', 'item_boxes', 'looks_like_dicom', 'header_problem', 'LeftOutWarning', 'drop_unopenable',
-           'load_dataset', 'write_manifest', 'kaggle_datasets', 'resolve_source', 'describe_source', 'load_course_data',
-           'ImageDataset', 'AuditReport', 'audit', 'add_audit_args', 'audit_command', 'trivial_baseline',
-           'plot_class_balance', 'show_samples', 'image_stats', 'plot_image_stats']
+__all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'MIN_SIDE', 'MAX_COLOUR', 'NOT_RADIOGRAPHS', 'REGIONS',
+           'LAYOUTS', 'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'label_from_name', 'Item', 'FractureData', 'UnreadableImage',
+           'DamagedImageWarning', 'DataWarning', 'TruncatedImage', 'is_dicom', 'colour_spread', 'load_image',
+           'deflated_size', 'write_dicom', 'dicom_summary', 'read_dicom', 'modality_warning', 'file_digest',
+           'fingerprints', 'split_items', 'split_digest', 'split_of', 'read_split_folders', 'read_class_folders',
+           'read_fracatlas', 'read_manifest', 'item_boxes', 'looks_like_dicom', 'header_problem', 'LeftOutWarning',
+           'drop_unopenable', 'load_dataset', 'write_manifest', 'kaggle_datasets', 'resolve_source', 'describe_source',
+           'load_course_data', 'ImageDataset', 'AuditReport', 'audit', 'add_audit_args', 'audit_command',
+           'trivial_baseline', 'plot_class_balance', 'show_samples', 'image_stats', 'plot_image_stats']
 
 # %% ../nbs/02_data.ipynb #20bc3e67
 CLASSES = ('not fractured', 'fractured')
@@ -135,6 +135,22 @@ def _file_bytes(path:Path) -> bytes:
     return data
 
 MIN_SIDE = 32  # the shortest side the tools that score an image accept: below it no fracture shows (the synthetic generator's floor too)
+MAX_COLOUR = 8.  # the most `colour_spread` the tools that score an image accept: grey levels, where grey files saved as RGB JPEGs measure 0-2
+
+def colour_spread(img:Image.Image # any PIL image
+                 ) -> float:
+    "How far from grey an image is: the mean over its pixels (a 128-pixel thumbnail's) of the largest difference between red, green and blue; 0 for grey"
+    if img.mode in ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'F'): return 0.
+    small = img if img.mode in ('RGB', 'RGBA') else img.convert('RGBA' if 'transparency' in img.info else 'RGB')
+    small = small.reduce(max(1, min(small.size) // 128))
+    a = np.asarray(small, dtype=np.int16)[..., :3]
+    return float(np.abs(a - np.roll(a, 1, axis=-1)).max(-1).mean())
+
+def _check_colour(img:Image.Image, path:Path, max_colour:float|None) -> None:
+    "`UnreadableImage` if `img` is further from grey than `max_colour` (None: any image passes)"
+    if max_colour is None or (s := colour_spread(img)) <= max_colour: return
+    raise UnreadableImage(path, f"a colour image (its red, green and blue differ by {s:.0f} grey levels on average): radiographs are grey, and a photo "
+                                "of a screen or a colour-mapped picture would get a score it does not deserve; use the original X-ray (DICOM, or a greyscale PNG or JPEG)")
 
 def _check_side(img:Image.Image, path:Path, min_side:int) -> Image.Image:
     "`img`, or `UnreadableImage` if its shorter side is under `min_side` pixels"
@@ -154,6 +170,7 @@ def load_image(path:Path|str, # image file
                warn:bool=True, # warn about files that decode only partly
                partial:bool=True, # accept a file that decodes only partly (False: raise `TruncatedImage`)
                min_side:int=0, # refuse an image whose shorter side is smaller (the tools that score an image pass `MIN_SIDE`)
+               max_colour:float|None=None, # refuse an image whose `colour_spread` is larger (the tools that score an image pass `MAX_COLOUR`)
               ) -> Image.Image:
     "Read any radiograph (PNG, JPEG, ..., DICOM) as an upright 8-bit greyscale PIL image, or raise `UnreadableImage`"
     path = Path(path)
@@ -170,7 +187,8 @@ def load_image(path:Path|str, # image file
             try: return _dicom_bytes(data, path, max_side, min_side)
             except UnreadableImage as d:
                 if not d.reason.startswith('not a DICOM file'): raise  # a DICOM after all: what is wrong with it
-        raise UnreadableImage(path, f"not an image Pillow can read ({type(e).__name__})") from None
+        raise UnreadableImage(path, f"not an image Pillow can read ({type(e).__name__}): save or export it again as PNG, JPEG or DICOM "
+                                    "(an HTML page or an archive saved under an image's name looks like this)") from None
     except Image.DecompressionBombError as e:  # a small file claiming an enormous image
         raise UnreadableImage(path, f"{e} If the file is a genuine X-ray, downscale it (any image editor will), or, from Python, raise PIL.Image.MAX_IMAGE_PIXELS before loading it.") from None
     except OSError as e:  # e.g. 'Truncated File Read': cut inside its header, so no pixel at all
@@ -188,6 +206,7 @@ def load_image(path:Path|str, # image file
         img = _load_truncated(data)
         if warn: warnings.warn(f"{path}: image file is truncated; loaded what could be decoded", DamagedImageWarning, stacklevel=2)
     except Exception as e: raise UnreadableImage(path, f"damaged image ({type(e).__name__}: {e})") from None
+    _check_colour(img, path, max_colour)
     try: img = _to_grey(ImageOps.exif_transpose(img))
     except ValueError as e: raise UnreadableImage(path, f"{e}; export the image again") from None
     img = _check_side(img, path, min_side)

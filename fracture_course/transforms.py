@@ -90,9 +90,10 @@ def decode_resize(path:Path|str, # image file
                   partial:bool=True, # accept a truncated file (False: raise `TruncatedImage`, as the tools that score images do)
                   min_side:int=0, # refuse a smaller image (the tools that score images pass `MIN_SIDE`)
                   min_std:float=0, # refuse a blank image, whose grey levels vary less than this (the tools that score images pass `MIN_STD`)
+                  max_colour:float|None=None, # refuse a colour image (the tools that score images pass `MAX_COLOUR`: see `load_image`)
                  ) -> torch.Tensor:
     "Decode any radiograph to a `uint8` tensor of shape [1, resize, resize] as the preset says"
-    img = load_image(path, warn=False, partial=partial, min_side=min_side)
+    img = load_image(path, warn=False, partial=partial, min_side=min_side, max_colour=max_colour)
     r = preset.resize
     if preset.squash: img = img.resize((r, r), Image.Resampling.BILINEAR, reducing_gap=2.0)
     else:

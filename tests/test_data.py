@@ -893,3 +893,24 @@ def test_a_metadata_table_named_like_fracatlas_does_not_make_a_dataset_fracatlas
     assert len(data) == 12 and data.counts()['test'] == {'not fractured': 3, 'fractured': 3}
     (root/'Dataset.csv').write_text('image_id,fractured\nexample.jpg,1\n')  # FracAtlas's columns: FracAtlas, read by its table
     assert load_dataset(root).name == 'FracAtlas'
+
+def test_colour_images_are_refused_only_where_an_image_is_scored(tmp_path):
+    from fracture_course.data import MAX_COLOUR, colour_spread
+    from fracture_course.transforms import decode_resize, grey_preset
+    g = np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (80, 1))
+    Image.fromarray(np.stack([g] * 3, -1)).save(tmp_path/'grey_rgb.jpg', quality=90)  # grey saved as RGB, with JPEG's chroma noise
+    Image.fromarray(np.stack([g, g // 2, 255 - g], -1)).save(tmp_path/'tinted.png')
+    rgba = np.stack([g, g // 3, g // 3, np.full_like(g, 255)], -1); Image.fromarray(rgba, 'RGBA').save(tmp_path/'red.png')
+    pal = Image.fromarray(np.stack([g, g // 2, 255 - g], -1)).convert('P'); pal.save(tmp_path/'palette.png')
+    assert colour_spread(Image.open(tmp_path/'grey_rgb.jpg')) <= 2 < MAX_COLOUR
+    assert load_image(tmp_path/'grey_rgb.jpg', max_colour=MAX_COLOUR).mode == 'L'
+    for f in ['tinted.png', 'red.png', 'palette.png']:
+        assert colour_spread(Image.open(tmp_path/f)) > MAX_COLOUR, f
+        assert load_image(tmp_path/f).mode == 'L'  # training and evaluation read it as grey
+        with pytest.raises(UnreadableImage, match=f"{f}: a colour image .* use the original X-ray"): load_image(tmp_path/f, max_colour=MAX_COLOUR)
+    with pytest.raises(UnreadableImage, match='tinted.png: a colour image'): decode_resize(tmp_path/'tinted.png', grey_preset(32), max_colour=MAX_COLOUR)
+    assert decode_resize(tmp_path/'tinted.png', grey_preset(32)).shape == (1, 32, 32)
+
+def test_a_file_pillow_cannot_read_gets_advice(tmp_path):
+    (tmp_path/'page.png').write_text('<html>not an image</html>')
+    with pytest.raises(UnreadableImage, match=r"page.png: not an image Pillow can read .*save or export it again as PNG, JPEG or DICOM"): load_image(tmp_path/'page.png')

@@ -26,9 +26,10 @@ from .evaluate import few_fractures_warning, threshold_for_sensitivity, _json_re
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'MONITORS', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model',
            'epoch_sizes', 'SizeScheduleCB', 'whole_side', 'check_zoom', 'check_recipe', 'box_plan', 'run_loaders',
-           'fit_recipe', 'evaluate_run', 'run_summary', 'run_operating_point', 'trained_on', 'write_run', 'staged',
-           'run_plan', 'train_run', 'run_key', 'KeptRunWarning', 'run_lock', 'one_trainer', 'cached_run', 'prune_runs',
-           'run_note', 'add_train_args', 'starting_weights', 'asked_for', 'earlier_run_note', 'train_command']
+           'fit_recipe', 'evaluate_run', 'run_summary', 'threshold_figures', 'run_operating_point', 'trained_on',
+           'write_run', 'staged', 'run_plan', 'train_run', 'run_key', 'KeptRunWarning', 'run_lock', 'one_trainer',
+           'cached_run', 'prune_runs', 'run_note', 'add_train_args', 'starting_weights', 'asked_for',
+           'earlier_run_note', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -220,7 +221,7 @@ def evaluate_run(learn:Learner, data:FractureData,
     thr = threshold_for_sensitivity(*preds['valid'], target_sensitivity)
     n_fx = int(preds['valid'][1].sum())  # the fractures the threshold was chosen on
     res = {'threshold': thr, 'target_sensitivity': target_sensitivity, 'tta': tta,  # the threshold holds for probabilities made as here
-           'threshold_fractures': n_fx, 'threshold_warning': few_fractures_warning(n_fx, target_sensitivity)}
+           'threshold_images': len(preds['valid'][1]), 'threshold_fractures': n_fx, 'threshold_warning': few_fractures_warning(n_fx, target_sensitivity)}
     for split, (probs, targets) in preds.items():
         res[split] = binary_metrics(probs, targets, 0.5)
         res[f'{split}_at_threshold'] = binary_metrics(probs, targets, thr)
@@ -243,14 +244,24 @@ def run_summary(model:str, # the registered model name
             'skipped': list(data.skipped), # files the dataset lists or holds that were left out when it was read, with why
             **extra}
 
+def threshold_figures(metrics:dict, # metrics at the threshold, on the images it was chosen on (`binary_metrics`, `evaluation_metrics`)
+                      images:int|None, # how many images that was
+                      fractures:int|None # how many of them fractured
+                     ) -> dict:
+    "What a threshold gave where it was chosen, as an operating point records it (`'validation'`): sensitivity, specificity, precision, counts"
+    return _json_ready({**{k: metrics.get(k) for k in ('sensitivity', 'specificity', 'precision')},  # NaN (undefined) as None: JSON without NaN
+                        'images': images, 'fractures': fractures})
+
 def run_operating_point(res:dict # what `evaluate_run` returned (with 'dataset' and 'counts' when known)
                        ) -> dict:
-    "The operating point of a run, as a checkpoint stores it: threshold, target sensitivity, temperature, flip TTA, source"
+    "The operating point of a run, as a checkpoint stores it: threshold, target sensitivity, temperature, flip TTA, source, and what it gave on validation"
     n = (res.get('counts') or {}).get('valid')  # {class: images}
     n = sum(n.values()) if isinstance(n, dict) else n
     where = f"validation split of {res.get('dataset', 'the dataset')}" + (f" ({n} images)" if n else '')
+    at = res.get('valid_at_threshold')  # the validation metrics at the threshold (runs measured before it was recorded have none)
     return {'threshold': res['threshold'], 'target_sensitivity': res.get('target_sensitivity'), 'temperature': 1.0,
-            'tta': bool(res.get('tta')), 'source': f"{where}, sensitivity >= {res.get('target_sensitivity')}" + (', flip TTA' if res.get('tta') else '')}
+            'tta': bool(res.get('tta')), 'source': f"{where}, sensitivity >= {res.get('target_sensitivity')}" + (', flip TTA' if res.get('tta') else ''),
+            **({'validation': threshold_figures(at, res.get('threshold_images', n), res.get('threshold_fractures'))} if isinstance(at, dict) else {})}
 
 def trained_on(res:dict # a run's summary (`run_summary`)
               ) -> dict:

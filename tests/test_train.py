@@ -35,8 +35,23 @@ def test_train_run_writes_checkpoint_metrics_and_curves(tiny, tmp_path, monkeypa
                                   'files_digest': m['files_digest']}
     # eight fractured validation images are too few for a threshold worth keeping: said, with the count
     assert m['threshold_fractures'] == 8 and 'chosen on 8 fractured validation image(s)' in m['threshold_warning']
+    # and what the threshold gave there, for whoever deploys the model to say what it costs
+    from fracture_course.evaluate import saved_operating_point
+    v = saved_operating_point(info)['validation']
+    assert v == {**{k: m['valid_at_threshold'][k] for k in ('sensitivity', 'specificity', 'precision')}, 'images': 16, 'fractures': 8}, v
+    assert v['sensitivity'] >= 0.9
     x = next(iter(r['learner'].dls.test))[0]
     assert torch.equal(model(x).argmax(1), r['learner'].model.eval()(x).argmax(1))
+
+def test_the_operating_point_records_what_it_gave_on_validation_when_measured():
+    res = {'threshold': 0.2, 'target_sensitivity': 0.9, 'dataset': 'd', 'counts': {'valid': {'fractured': 3, 'not fractured': 7}},
+           'valid_at_threshold': {'sensitivity': 1.0, 'specificity': 0.5, 'precision': float('nan'), 'auroc': 0.8}, 'threshold_fractures': 3}
+    op = train.run_operating_point(res)
+    assert op['validation'] == {'sensitivity': 1.0, 'specificity': 0.5, 'precision': None, 'images': 10, 'fractures': 3}  # NaN: None, for JSON
+    assert json.loads(json.dumps(op, allow_nan=False)) == op and 'validation split of d (10 images)' in op['source']
+    del res['valid_at_threshold']  # a run measured before it was recorded: an operating point without it, which still loads
+    from fracture_course.evaluate import saved_operating_point
+    assert 'validation' not in train.run_operating_point(res) and saved_operating_point({'operating_point': train.run_operating_point(res)})['validation'] is None
 
 def test_unknown_model_has_no_recipe():
     with pytest.raises(ValueError, match='Known models: .*simple_cnn'): recipe_for('resnet9000')

@@ -32,9 +32,9 @@ __all__ = ['METRIC_NAMES', 'MIN_BOOT', 'FEW_FRACTURES', 'fracture_probs', 'evalu
            'classification_report', 'trivial_probs', 'metrics_table', 'weighted_metrics', 'bootstrap_ci',
            'plot_confusion', 'plot_roc', 'plot_pr', 'EvaluationWarning', 'threshold_for_sensitivity', 'operating_point',
            'reliability_table', 'expected_calibration_error', 'nll', 'fit_temperature', 'plot_reliability',
-           'item_losses', 'top_losses', 'borderline', 'show_cases', 'group_metrics', 'load_inputs', 'predict_inputs',
-           'saved_operating_point', 'tta_for', 'evaluation_report', 'few_fractures_warning', 'add_evaluate_args',
-           'training_data_check', 'evaluate_command']
+           'paired_bootstrap', 'item_losses', 'top_losses', 'borderline', 'show_cases', 'wilson_ci', 'group_metrics',
+           'load_inputs', 'predict_inputs', 'saved_operating_point', 'tta_for', 'evaluation_report',
+           'few_fractures_warning', 'add_evaluate_args', 'training_data_check', 'evaluate_command']
 
 # %% ../nbs/09_evaluation.ipynb #3cb3db88
 def fracture_probs(logits:torch.Tensor, # [N, 2]
@@ -145,6 +145,23 @@ def weighted_metrics(probs:torch.Tensor, # [N] probability of `fractured`
     return out
 
 # %% ../nbs/09_evaluation.ipynb #85497141
+def _check_resampling(level:float, n_boot:int):
+    "Refuse an interval coverage that is not a fraction, or fewer than one resample"
+    if not 0 < level < 1: raise ValueError(f"level is the interval's coverage, a fraction such as 0.95; got {level}")
+    if n_boot < 1: raise ValueError(f"n_boot must be at least 1 resample, got {n_boot} (a 95% interval wants 1000 or more)")
+
+def _resample_weights(n:int, n_boot:int, seed:int, chunk:int):
+    "Bootstrap resamples of `n` images as multinomial counts, `chunk` rows [chunk, n] at a time, drawn from `seed`"
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, chunk):
+        yield torch.from_numpy(rng.multinomial(n, np.full(n, 1 / n), size=min(chunk, n_boot - start)))
+
+def _percentiles(v:np.ndarray, level:float) -> tuple[float, float]:
+    "The middle `level` of the finite values in `v` (NaN, NaN when none is)"
+    if not np.isfinite(v).any(): return float('nan'), float('nan')
+    lo, hi = np.nanquantile(v, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
 def bootstrap_ci(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5,
                  n_boot:int=2000, # resamples
                  level:float=0.95, # coverage of the interval
@@ -153,20 +170,14 @@ def bootstrap_ci(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5,
                 ) -> pd.DataFrame:
     "Each metric at `threshold` with a percentile bootstrap confidence interval (columns estimate, low, high)"
     p = _checked_probs(probs); t = _checked_targets(targets, len(p))
-    if not 0 < level < 1: raise ValueError(f"level is the interval's coverage, a fraction such as 0.95; got {level}")
+    _check_resampling(level, n_boot)
     if len(p) == 0: raise ValueError("bootstrap_ci needs at least one prediction.")
-    if n_boot < 1: raise ValueError(f"n_boot must be at least 1 resample, got {n_boot} (a 95% interval wants 1000 or more)")
-    rng, n = np.random.default_rng(seed), len(p)
-    parts = []
-    for start in range(0, n_boot, chunk):
-        w = torch.from_numpy(rng.multinomial(n, np.full(n, 1 / n), size=min(chunk, n_boot - start)))
-        parts.append(weighted_metrics(p, t, w, threshold))
+    parts = [weighted_metrics(p, t, w, threshold) for w in _resample_weights(len(p), n_boot, seed, chunk)]
     est = evaluation_metrics(p, t, threshold)
     rows = {}
     for k in METRIC_NAMES:
-        v = torch.cat([d[k] for d in parts]).numpy()
-        lo, hi = (np.nanquantile(v, [(1 - level) / 2, (1 + level) / 2]) if np.isfinite(v).any() else (np.nan, np.nan))
-        rows[k] = {'estimate': est[k], 'low': float(lo), 'high': float(hi)}
+        lo, hi = _percentiles(torch.cat([d[k] for d in parts]).numpy(), level)
+        rows[k] = {'estimate': est[k], 'low': lo, 'high': hi}
     return pd.DataFrame(rows).T
 
 # %% ../nbs/09_evaluation.ipynb #61c2fd82
@@ -306,15 +317,48 @@ def plot_reliability(predictions:dict, # {label: fracture probabilities}
     ax.legend(fontsize=8)
     return ax
 
+# %% ../nbs/09_evaluation.ipynb #247eaa92
+def paired_bootstrap(probs_a:torch.Tensor, # model A's probability of `fractured` per image
+                     probs_b:torch.Tensor, # model B's, on the same images in the same order
+                     targets:torch.Tensor, # true labels
+                     metric:str='auroc', # one of `METRIC_NAMES`
+                     threshold:float|tuple=0.5, # one threshold, or (A's, B's), for the metrics that need one
+                     n_boot:int=2000, # resamples
+                     level:float=0.95, # coverage of the interval
+                     seed:int=42, # the resamples are drawn from this seed
+                     chunk:int=500 # resamples computed at once
+                    ) -> dict:
+    "`metric` of A minus that of B, with a percentile interval from resampling the same images for both"
+    pa, pb = _checked_probs(probs_a), _checked_probs(probs_b)
+    if len(pa) != len(pb): raise ValueError(f"{len(pa)} and {len(pb)} predictions: a paired comparison takes both models' predictions "
+                                            "on the same images, in the same order")
+    t = _checked_targets(targets, len(pa))
+    if metric not in METRIC_NAMES: raise ValueError(f"metric {metric!r} is not one of {METRIC_NAMES}")
+    _check_resampling(level, n_boot)
+    if len(pa) == 0: raise ValueError("paired_bootstrap needs at least one prediction.")
+    ta, tb = threshold if isinstance(threshold, (tuple, list)) else (threshold, threshold)
+    diffs = [weighted_metrics(pa, t, w, ta)[metric] - weighted_metrics(pb, t, w, tb)[metric]
+             for w in _resample_weights(len(pa), n_boot, seed, chunk)]
+    a, b = evaluation_metrics(pa, t, ta)[metric], evaluation_metrics(pb, t, tb)[metric]
+    low, high = _percentiles(torch.cat(diffs).numpy(), level)
+    return {'metric': metric, 'a': a, 'b': b, 'difference': a - b, 'low': low, 'high': high}
+
 # %% ../nbs/09_evaluation.ipynb #f36a0aed
 def item_losses(probs:torch.Tensor, targets:torch.Tensor) -> torch.Tensor:
     "Cross-entropy of each item: -log(probability given to its true class)"
     p = _checked_probs(probs).double(); t = _checked_targets(targets, len(p))
     return -torch.where(t == 1, p, 1 - p).clamp(min=1e-12).log()
 
-def top_losses(probs:torch.Tensor, targets:torch.Tensor, k:int=8) -> torch.Tensor:
-    "Indices of the `k` items with the highest loss (the most confident mistakes first)"
-    return item_losses(probs, targets).argsort(descending=True)[:k]
+def top_losses(probs:torch.Tensor, targets:torch.Tensor, k:int=8,
+               threshold:float|None=None # keep only the items called wrongly at this threshold (None: rank every item)
+              ) -> torch.Tensor:
+    "Indices of the `k` items with the highest loss, the most confident first; with `threshold`, only the wrong calls at it"
+    losses = item_losses(probs, targets)
+    order = losses.argsort(descending=True)
+    if threshold is not None:
+        wrong = (_checked_probs(probs) > threshold) != _checked_targets(targets, len(losses)).bool()
+        order = order[wrong[order]]
+    return order[:k]
 
 def borderline(probs:torch.Tensor, threshold:float=0.5, k:int=8) -> torch.Tensor:
     "Indices of the `k` items whose probability is closest to `threshold`"
@@ -345,24 +389,42 @@ def show_cases(items:list, # the `Item`s the predictions belong to, in order
     fig.tight_layout()
     return fig
 
+# %% ../nbs/09_evaluation.ipynb #40b025c3
+def wilson_ci(k:int, # successes: fractures found, or healthy images cleared
+              n:int, # out of: fractures, or healthy images
+              level:float=0.95 # coverage of the interval
+             ) -> tuple[float, float]:
+    "Wilson score interval of the share `k / n` (scipy.stats.binomtest); NaN, NaN when `n` is 0"
+    from scipy.stats import binomtest  # scipy is installed with imagehash, which the data chapter uses
+    if n == 0: return float('nan'), float('nan')
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method='wilson')
+    return float(ci.low), float(ci.high)
+
 # %% ../nbs/09_evaluation.ipynb #501c51ec
 def group_metrics(probs:torch.Tensor, targets:torch.Tensor,
                   groups:Sequence, # one group name per item (e.g. item.meta['region'])
-                  threshold:float=0.5, n_boot:int=1000, seed:int=42,
-                  min_fractures:int=5 # no sensitivity interval for groups with fewer fractures
+                  threshold:float=0.5,
+                  min_per_class:int=5, # no AUROC for a group with fewer fractured, or fewer healthy, images
+                  n_boot:int=1000, seed:int=42 # the bootstrap of the AUROC interval
                  ) -> pd.DataFrame:
-    "Images, fractures, accuracy, sensitivity (with a bootstrap interval), specificity and AUROC of each group"
-    p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p))
+    "Images, fractures, accuracy, sensitivity and specificity (Wilson intervals) and AUROC (bootstrap interval) of each group"
+    p = _checked_probs(probs); t = _checked_targets(targets, len(p))
     groups = np.asarray([str(g) for g in groups])
     if len(groups) != len(p): raise ValueError(f"{len(groups)} group names for {len(p)} predictions.")
     rows = {}
     for g in sorted(set(groups)):
         idx = torch.from_numpy(np.flatnonzero(groups == g))
-        m = evaluation_metrics(p[idx], t[idx], threshold)
-        lo, hi = (bootstrap_ci(p[idx], t[idx], threshold, n_boot, seed=seed).loc['sensitivity', ['low', 'high']]
-                  if int(t[idx].sum()) >= min_fractures else (float('nan'), float('nan')))
-        rows[g] = {'images': len(idx), 'fractured': int(t[idx].sum()), 'accuracy': m['accuracy'], 'sensitivity': m['sensitivity'],
-                   'sens_low': lo, 'sens_high': hi, 'specificity': m['specificity'], 'auroc': m['auroc']}
+        pg, tg = p[idx], t[idx]
+        m, called = evaluation_metrics(pg, tg, threshold), pg > threshold
+        n_pos, n_neg = int(tg.sum()), int((tg == 0).sum())
+        tp, tn = int((called & (tg == 1)).sum()), int((~called & (tg == 0)).sum())
+        nan = float('nan')
+        auroc = ((m['auroc'], *bootstrap_ci(pg, tg, threshold, n_boot, seed=seed).loc['auroc', ['low', 'high']])
+                 if min(n_pos, n_neg) >= min_per_class else (nan, nan, nan))
+        rows[g] = {'images': len(idx), 'fractured': n_pos, 'accuracy': m['accuracy'],
+                   'sensitivity': m['sensitivity'], **dict(zip(('sens_low', 'sens_high'), wilson_ci(tp, n_pos))),
+                   'specificity': m['specificity'], **dict(zip(('spec_low', 'spec_high'), wilson_ci(tn, n_neg))),
+                   **dict(zip(('auroc', 'auroc_low', 'auroc_high'), auroc))}
     return pd.DataFrame(rows).T.astype({'images': int, 'fractured': int})
 
 # %% ../nbs/09_evaluation.ipynb #00bef5a2

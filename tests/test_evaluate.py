@@ -137,11 +137,67 @@ def test_temperature_scaling_reduces_nll_on_a_miscalibrated_toy(scale):
 def test_top_losses_borderline_and_groups():
     assert top_losses(P8, T8, 3).tolist() == [4, 2, 3]  # healthy 0.6, fractured 0.4, healthy 0.3
     assert set(borderline(P8, 0.5, 2).tolist()) == {2, 4}
-    g = group_metrics(P8, T8, ['hand', 'hand', 'leg', 'hand', 'leg', 'leg', 'hand', 'leg'], 0.5, min_fractures=1)
+    g = group_metrics(P8, T8, ['hand', 'hand', 'leg', 'hand', 'leg', 'leg', 'hand', 'leg'], 0.5, min_per_class=1)
     assert g.loc['hand', 'images'] == 4 and g.loc['hand', 'fractured'] == 2 and g.loc['hand', 'sensitivity'] == 1.0
     assert g.loc['leg', 'sensitivity'] == 0.5 and g.loc['leg', 'specificity'] == 0.5
-    assert math.isnan(group_metrics(P8, T8, ['a'] * 8).loc['a', 'sens_low'])  # 4 fractures < 5: no interval
+    assert math.isnan(group_metrics(P8, T8, ['a'] * 8).loc['a', 'auroc'])  # 4 fractured and 4 healthy < 5: no AUROC
     with pytest.raises(ValueError, match='group names'): group_metrics(P8, T8, ['a'])
+
+
+def test_top_losses_at_a_threshold_are_the_wrong_calls_only():
+    "The probe's case: ranked by loss alone, a fracture at 0.0427 with threshold 0.0416 (found) was shown among the mistakes"
+    p, t = torch.tensor([0.0427, 0.9, 0.01, 0.2]), torch.tensor([1, 0, 0, 1])
+    assert top_losses(p, t, 4).tolist() == [0, 1, 3, 2]  # the found fracture has the highest loss
+    assert top_losses(p, t, 4, threshold=0.0416).tolist() == [1]  # at the threshold: only the false alarm is a mistake
+    assert top_losses(p, t, 4, threshold=0.5).tolist() == [0, 1, 3]  # at 0.5 both fractures are missed
+    assert top_losses(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]), 3, threshold=0.5).tolist() == []  # no mistake: an empty gallery
+
+
+def test_wilson_intervals_are_not_degenerate_for_small_groups():
+    "The probe's case: 17 of 17 found gave a bootstrap interval of '1.0 to 1.0'"
+    from fracture_course.evaluate import wilson_ci
+    lo, hi = wilson_ci(17, 17)
+    assert lo == pytest.approx(17 / (17 + 1.959964**2), abs=1e-4) and hi == 1.0  # Wilson at k = n: n / (n + z^2)
+    assert wilson_ci(0, 5)[0] == 0.0 and wilson_ci(1, 2)[0] < 0.5 < wilson_ci(1, 2)[1]
+    assert all(math.isnan(v) for v in wilson_ci(0, 0))
+    y = torch.tensor([1] * 17 + [0] * 20); p = torch.cat([torch.full((17,), 0.9), torch.linspace(0.05, 0.95, 20)])
+    g = group_metrics(p, y, ['mixed'] * 37, 0.5)
+    assert (g.loc['mixed', 'sens_low'], g.loc['mixed', 'sens_high']) == (lo, hi)
+    assert (g.loc['mixed', 'spec_low'], g.loc['mixed', 'spec_high']) == wilson_ci(int((p[17:] <= 0.5).sum()), 20)
+    assert g.loc['mixed', 'auroc_low'] <= g.loc['mixed', 'auroc'] <= g.loc['mixed', 'auroc_high']
+
+
+def test_group_auroc_needs_enough_of_both_classes():
+    "The probe's case: a region with one fracture was given an AUROC (0.833)"
+    y = torch.tensor([1] + [0] * 24 + [1] * 6 + [0] * 6)
+    p = torch.rand(len(y), generator=torch.Generator().manual_seed(0))
+    g = group_metrics(p, y, ['hip'] * 25 + ['leg'] * 12, 0.5)
+    assert math.isnan(g.loc['hip', 'auroc']) and math.isnan(g.loc['hip', 'auroc_low']) and not math.isnan(g.loc['hip', 'sens_low'])
+    assert g.loc['leg', 'auroc'] == pytest.approx(evaluation_metrics(p[25:], y[25:])['auroc'])
+    assert not math.isnan(group_metrics(p, y, ['hip'] * 25 + ['leg'] * 12, 0.5, min_per_class=1).loc['hip', 'auroc'])
+
+
+def test_paired_bootstrap_of_a_difference():
+    from fracture_course.evaluate import paired_bootstrap
+    p, t = random_scores(400, seed=11, ties=False)
+    blurred = lambda s: (p + s * torch.rand(len(p), generator=torch.Generator().manual_seed(1))).clamp(0, 1)  # the same model, worse
+    r = paired_bootstrap(p, blurred(0.6), t, 'auroc', n_boot=1000, seed=3)
+    assert r == paired_bootstrap(p, blurred(0.6), t, 'auroc', n_boot=1000, seed=3)  # seeded
+    assert r['difference'] == pytest.approx(evaluation_metrics(p, t)['auroc'] - evaluation_metrics(blurred(0.6), t)['auroc'])
+    assert 0 < r['low'] <= r['difference'] <= r['high']  # a real gain, shown (measured: 0.071, 0.044 to 0.101)
+    close = paired_bootstrap(p, blurred(0.3), t, 'auroc', n_boot=1000, seed=3)
+    wa, wb = (bootstrap_ci(q, t, n_boot=1000, seed=s).loc['auroc'] for q, s in ((p, 3), (blurred(0.3), 4)))
+    unpaired = math.hypot(wa['high'] - wa['low'], wb['high'] - wb['low'])  # the width if the two were resampled independently
+    assert close['high'] - close['low'] < 0.9 * unpaired  # pairing removes the noise the two share (measured: 0.030 against 0.053)
+    same = paired_bootstrap(p, p, t, 'sensitivity', n_boot=100)
+    assert same['difference'] == same['low'] == same['high'] == 0
+    two = paired_bootstrap(p, p, t, 'sensitivity', (0.3, 0.7), n_boot=200)  # each model at its own threshold
+    assert two['difference'] == pytest.approx(evaluation_metrics(p, t, 0.3)['sensitivity'] - evaluation_metrics(p, t, 0.7)['sensitivity']) and two['low'] > 0
+    with pytest.raises(ValueError, match='same images, in the same order'): paired_bootstrap(p, p[:-1], t)
+    with pytest.raises(ValueError, match='not one of'): paired_bootstrap(p, p, t, 'auc')
+    with pytest.raises(ValueError, match='n_boot must be at least 1'): paired_bootstrap(p, p, t, n_boot=0)
+    with pytest.raises(ValueError, match='coverage'): paired_bootstrap(p, p, t, level=95)
+    with pytest.raises(ValueError, match='NaN or outside 0..1'): paired_bootstrap(p, p * 2, t)
 
 
 def test_get_logits_restores_training_mode():

@@ -226,6 +226,30 @@ def test_page_and_health(client):
     assert client.get('/docs').status_code == 404  # FastAPI's docs page would load scripts from a CDN
     h = client.get('/health').json()
     assert h['status'] == 'ok' and h['model'] == 'simple_cnn' and h['threshold'] == 0.3 and h['runtime'] == 'pytorch'
+    assert h['validation'] is None and 'validation split it was chosen on' not in html  # a checkpoint that does not record it: nothing said
+
+VALIDATION = {'sensitivity': 0.9, 'specificity': 0.333, 'precision': 0.232, 'images': 319, 'fractures': 58}
+
+def test_what_the_threshold_gave_on_validation_is_shown_on_the_page_and_in_health(tmp_path):
+    "From a checkpoint and from its ONNX export alike; a NaN or an entry that is no figures never breaks the page"
+    from fastapi.testclient import TestClient
+    from fracture_course.learner import update_checkpoint
+    ck = tiny_checkpoint(tmp_path/'v.pt')
+    update_checkpoint(ck, operating_point={**OP, 'validation': VALIDATION})
+    for path in (ck, export_onnx(ck, tmp_path/'v.onnx')):
+        c = TestClient(make_app(path))
+        assert c.get('/health').json()['validation'] == VALIDATION, path
+        html = c.get('/').text
+        assert ('on the validation split it was chosen on (319 images, 58 fractured): sensitivity 0.90' in html and 'specificity 0.33' in html
+                and 'precision 0.23' in html and 'Measured on validation images' in html), path
+    assert OnnxModel(tmp_path/'v.onnx').meta['operating_point']['validation'] == VALIDATION  # in the file's metadata
+    for entry, says in [({**VALIDATION, 'precision': float('nan')}, 'specificity 0.33'), ('high', None), ({'sensitivity': None}, None)]:
+        update_checkpoint(ck, operating_point={**OP, 'validation': entry})
+        c = TestClient(make_app(ck))
+        h, page = c.get('/health'), c.get('/')
+        assert h.status_code == page.status_code == 200, entry
+        assert (says in page.text and 'precision' not in page.text.split('id="validation"')[1].split('</p>')[0]) if says else 'id="validation"' not in page.text
+        assert h.json()['validation'] == ({**VALIDATION, 'precision': None} if says else None)
 
 def test_every_error_has_the_api_shape(client):
     "A wrong path, a wrong method and a body that is not multipart answer {'error', 'notice'} as /predict's own errors do"
@@ -281,6 +305,25 @@ def test_bad_uploads_get_a_clear_error_and_the_server_goes_on(client, xray, name
     r = client.post('/predict', files={'file': (name, content)})
     assert r.status_code == status and says in r.json()['error'], r.text
     assert r.json()['error'].startswith(name) or status == 413
+    assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
+
+def test_a_decompression_bomb_is_refused_with_what_to_do(client, xray):
+    "Pillow's own refusal (a header claiming over twice its limit) speaks of attacks; the server says what the sender can do"
+    r = client.post('/predict', files={'file': ('bomb.png', bomb_png())})
+    e = r.json()['error']
+    assert r.status_code == 413 and e.startswith('bomb.png: 900,000,000 pixels is more than this server accepts (60,000,000)'), e
+    assert 'downscale it' in e and 'DOS' not in e
+    assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
+
+def test_a_multipart_body_that_cannot_be_parsed_is_named_and_logged_with_its_request(client, xray, caplog):
+    import logging
+    with caplog.at_level(logging.WARNING):
+        r = client.post('/predict', content=b'garbage', headers={'content-type': 'multipart/form-data; boundary=xyz'})
+    e = r.json()['error']
+    assert r.status_code == 400 and e.startswith('POST /predict: the body is not a multipart form that can be read (Invalid multipart data: Expected boundary'), e
+    assert "send the X-ray as the multipart form field 'file'" in e
+    logged = [rec for rec in caplog.records if 'Expected boundary' in rec.getMessage()]  # python-multipart's bare line is not among them
+    assert [rec.name for rec in logged] == ['fracture_course.deploy'] and logged[0].getMessage().startswith('400 POST /predict from '), logged
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
 
 def test_a_form_part_without_a_file_name_is_named_as_text_not_a_file(client, xray):
@@ -497,9 +540,12 @@ def test_listening_socket_tries_every_address_of_the_host(monkeypatch):
 
 
 @pytest.mark.skipif(sys.platform == 'win32', reason='SIGINT to a child process is a POSIX signal')
-def test_serve_stops_cleanly_on_ctrl_c(ckpt):
-    "Ctrl-C is how a person stops the server: exit status 0 and no traceback"
+def test_serve_stops_cleanly_on_ctrl_c(tmp_path):
+    "Ctrl-C is how a person stops the server: exit status 0 and no traceback; what it logs names the request"
     import httpx, signal
+    from fracture_course.learner import update_checkpoint
+    ckpt = tiny_checkpoint(tmp_path/'v.pt')
+    update_checkpoint(ckpt, operating_point={**OP, 'validation': VALIDATION})
     serve = ("import sys, argparse; from fracture_course.deploy import add_serve_args, serve_command; "
              "p = argparse.ArgumentParser(); add_serve_args(p); sys.exit(serve_command(p.parse_args(sys.argv[1:])))")
     port = free_port()
@@ -513,12 +559,16 @@ def test_serve_stops_cleanly_on_ctrl_c(ckpt):
             except httpx.HTTPError: pass
             assert proc.poll() is None and time.time() < deadline, proc.communicate()
             time.sleep(0.2)
+        bad = httpx.post(f'http://127.0.0.1:{port}/predict', content=b'garbage', headers={'content-type': 'multipart/form-data; boundary=xyz'})
+        assert bad.status_code == 400 and httpx.get(f'http://127.0.0.1:{port}/health').status_code == 200  # still up
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None: proc.kill()
     assert proc.returncode == 0 and 'Traceback' not in err and 'KeyboardInterrupt' not in err, err
-    assert f'at http://127.0.0.1:{port}/' in out
+    assert f'at http://127.0.0.1:{port}/' in out and 'on the validation split it was chosen on (319 images, 58 fractured): sensitivity 0.90' in out
+    logged = [l for l in err.splitlines() if 'Expected boundary' in l]
+    assert len(logged) == 1 and logged[0].startswith('400 POST /predict from 127.0.0.1: the body is not a multipart form'), err
 
 
 def test_the_pixel_budget_makes_large_decodes_wait_and_frees_what_fails():

@@ -186,6 +186,29 @@ def test_predict_runs_onnx_and_checkpoint_alike(ckpt, onnx_file, synth, tmp_path
     out = capsys.readouterr().out
     assert 'threshold 0.9900 (--threshold)' in out and table(out)[files[0]][1] == 'not fractured'
 
+def test_predict_overlays_state_the_call_at_the_saved_threshold(synth, tmp_path, capsys, monkeypatch):
+    "P 0.064 at a saved threshold of 0.062 is a positive call: the overlay's title says so, not the bare probability that looks negative"
+    from fracture_course import interpret
+    from fracture_course.learner import update_checkpoint
+    titles = {}
+    draw = interpret._overlay_png
+    def drawn(path, x, heat, preset, title): titles[Path(path).name] = title; return draw(path, x, heat, preset, title)
+    monkeypatch.setattr(interpret, '_overlay_png', drawn)
+    f = synth[1][0]
+    ck = tiny_checkpoint(tmp_path/'m.pt')
+    model, info = deploy.load_checkpoint(ck)
+    preset = deploy.Preset.from_dict(info['preprocessing'])
+    p = predict_inputs(model, load_inputs([f], preset)[0], preset, temperature=OP['temperature']).item()
+    thr = max(p - 0.002, 0.0)  # just below: above it by less than a glance tells
+    update_checkpoint(ck, operating_point={**OP, 'threshold': thr})
+    out = tmp_path/'overlays'
+    assert deploy.predict_command(predict_args([str(ck), str(f), '--heatmaps', str(out)])) == 0
+    name = f'{Path(f).stem}_layercam.png'
+    assert (out/name).stat().st_size > 1000 and f'\tfractured\t{f}' in capsys.readouterr().out
+    assert titles[name] == f'fractured: P {p:.3f} > threshold {thr:.3f}', titles
+    assert deploy.predict_command(predict_args([str(ck), str(f), '--heatmaps', str(out), '--threshold', f'{p + 0.01:.4f}'])) == 0  # --threshold wins
+    assert titles[name] == f'not fractured: P {p:.3f} <= threshold {p + 0.01:.3f}', titles
+
 def test_predict_names_images_too_small_to_score_and_scores_the_rest(ckpt, onnx_file, synth, tmp_path, capsys):
     from PIL import Image
     Image.new('L', (1, 1)).save(tmp_path/'pixel.png'); Image.fromarray(np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)).save(tmp_path/'smallest.png')

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from PIL import Image, UnidentifiedImageError
 
-from .data import CLASSES, MIN_SIDE, TruncatedImage, UnreadableImage, deflated_size, dicom_summary, load_image, modality_warning
+from .data import CLASSES, MAX_COLOUR, MIN_SIDE, TruncatedImage, UnreadableImage, deflated_size, dicom_summary, load_image, modality_warning
 from .transforms import MIN_STD, Preset, decode_resize, eval_tfms
 from .learner import load_checkpoint
 from .evaluate import _checked_preset, _json_ready, load_inputs, predict_inputs, saved_operating_point
@@ -251,7 +251,7 @@ def decode_upload(data:bytes, # the uploaded file's content
         path.write_bytes(data)
         try:
             with DECODING.hold(w * h or max_pixels):  # a size the header did not give counts as the largest
-                return decode_resize(path, preset, partial=False, min_side=MIN_SIDE, min_std=MIN_STD)  # a truncated file is refused, not scored on what decodes; a blank one too
+                return decode_resize(path, preset, partial=False, min_side=MIN_SIDE, min_std=MIN_STD, max_colour=MAX_COLOUR)  # a truncated file is refused, not scored on what decodes; a blank or colour one too
         except TruncatedImage: raise UploadError(422, f"{filename}: the file is truncated (only part of the image decodes); upload the whole file") from None
         except UnreadableImage as e: raise UploadError(422, f"{filename}: {e.reason}") from None
 

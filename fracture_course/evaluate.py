@@ -20,7 +20,7 @@ from torchmetrics.functional.classification import (binary_average_precision, bi
                                                     binary_precision_recall_curve, binary_roc, multiclass_f1_score,
                                                     multiclass_precision, multiclass_recall)
 
-from .data import (CLASSES, MIN_SIDE, FractureData, label_from_name, TruncatedImage, UnreadableImage, load_course_data, load_dataset,
+from .data import (CLASSES, MAX_COLOUR, MIN_SIDE, FractureData, label_from_name, TruncatedImage, UnreadableImage, load_course_data, load_dataset,
                                   load_image, split_digest)
 from .transforms import MIN_STD, Preset, decode_resize, eval_tfms
 from .learner import METRICS, _flat_probs, binary_metrics, load_checkpoint
@@ -433,18 +433,19 @@ def load_inputs(paths:Sequence, # image files
                 truncated:list|None=None, # a list: truncated files are decoded as far as they go and their (path, reason) added to it; None: refused
                 min_side:int=MIN_SIDE, # refuse smaller images (0: read them, as training does)
                 min_std:float=MIN_STD, # refuse blank images, whose grey levels vary less (0: read them, as training does)
+                max_colour:float|None=MAX_COLOUR, # refuse colour pictures (None: read them as grey, as training does)
                ) -> tuple[torch.Tensor, list, list]:
     "Decoded uint8 images [N, 1, R, R] of the readable files, their positions in `paths`, and (path, reason) of the others"
     paths = [Path(p) for p in paths]
     def one(p):  # (image, None) or (None, the exception saying why not)
-        try: return decode_resize(p, preset, partial=False, min_side=min_side, min_std=min_std), None  # whole files only: no score on part of an image
+        try: return decode_resize(p, preset, partial=False, min_side=min_side, min_std=min_std, max_colour=max_colour), None  # whole files only: no score on part of an image
         except UnreadableImage as e: return None, e
         except OSError as e: return None, UnreadableImage(p, f"cannot read the file ({e.strerror or e})")
     with ThreadPoolExecutor(min(8, max(1, len(paths)))) as ex: res = list(ex.map(one, paths))
     if truncated is not None:  # after the threads: reading a truncated file flips a switch Pillow shares between threads
         for i, (_, e) in enumerate(res):
             if not isinstance(e, TruncatedImage): continue
-            try: res[i] = decode_resize(paths[i], preset, min_std=min_std), None; truncated.append((str(paths[i]), e.reason))
+            try: res[i] = decode_resize(paths[i], preset, min_std=min_std, max_colour=max_colour), None; truncated.append((str(paths[i]), e.reason))
             except UnreadableImage as blank: res[i] = None, blank  # what decodes of it is blank
     ok = [i for i, (x, _) in enumerate(res) if x is not None]
     failed = [(str(paths[i]), e.reason) for i, (x, e) in enumerate(res) if x is None]
@@ -553,7 +554,7 @@ def add_evaluate_args(p):
 
 def _score(model, items, preset, args, device, temperature:float=1.0, truncated:list|None=None):
     "Probabilities and targets of the readable `items` (truncated ones scored on what decodes, and noted in `truncated`), and the (path, reason) of the others"
-    x, ok, failed = load_inputs([o.path for o in items], preset, truncated, min_side=0, min_std=0)  # every image as training read it
+    x, ok, failed = load_inputs([o.path for o in items], preset, truncated, min_side=0, min_std=0, max_colour=None)  # every image as training read it
     probs = predict_inputs(model, x, preset, args.batch_size, args.tta, temperature, device=device)
     return probs, torch.tensor([items[i].label for i in ok], dtype=torch.long), failed
 

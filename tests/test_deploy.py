@@ -635,6 +635,20 @@ def test_a_blank_image_is_refused_never_called_not_fractured(client, ckpt, onnx_
         assert f'{black}: the image is blank' in r.err and f'{grey}: the image is blank' in r.err
         assert set(table(r.out)) == {str(shown)}
 
+def test_a_colour_picture_is_refused_where_it_would_be_scored(client, ckpt, onnx_file, xray, tmp_path, capsys):
+    "A photo of a monitor or a colour-mapped export: the API and predict (checkpoint and ONNX) refuse it by name; the same pixels saved grey as RGB are scored"
+    g = np.asarray(Image.open(xray[1]).convert('L'))
+    tinted, rgb = tmp_path/'tinted.png', tmp_path/'rgb.png'
+    Image.fromarray(np.stack([g, g // 2, 255 - g], -1)).save(tinted); Image.fromarray(np.stack([g] * 3, -1)).save(rgb)
+    r = client.post('/predict', files={'file': ('tinted.png', tinted.read_bytes())})
+    assert r.status_code == 422 and r.json()['error'].startswith('tinted.png: a colour image'), r.text
+    assert client.post('/predict', files={'file': ('rgb.png', rgb.read_bytes())}).status_code == 200
+    assert client.get('/health').status_code == 200  # still up
+    for model in (ckpt, onnx_file):
+        assert deploy.predict_command(predict_args([str(model), str(rgb), str(tinted)])) == 1
+        r = capsys.readouterr()
+        assert f'{tinted}: a colour image' in r.err and set(table(r.out)) == {str(rgb)}
+
 def test_a_dicom_that_is_no_radiograph_is_scored_with_a_warning(client, tmp_path, capsys):
     "A CT slice decodes like any image: the API's answer and predict's output say it is not a radiograph; a CR radiograph carries no warning"
     from fracture_course.data import write_dicom

@@ -141,8 +141,9 @@ def colour_spread(img:Image.Image # any PIL image
                  ) -> float:
     "How far from grey an image is: the mean over its pixels (a 128-pixel thumbnail's) of the largest difference between red, green and blue; 0 for grey"
     if img.mode in ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'F'): return 0.
-    small = img if img.mode in ('RGB', 'RGBA') else img.convert('RGBA' if 'transparency' in img.info else 'RGB')
-    small = small.reduce(max(1, min(small.size) // 128))
+    if img.mode in ('P', 'PA'): img = img.convert('RGBA' if 'transparency' in img.info or img.mode == 'PA' else 'RGB')  # a palette's indices cannot be averaged
+    small = img.reduce(max(1, min(img.size) // 128))  # before any conversion: a large CMYK or YCbCr file is never converted whole
+    if small.mode not in ('RGB', 'RGBA'): small = small.convert('RGB')
     a = np.asarray(small, dtype=np.int16)[..., :3]
     return float(np.abs(a - np.roll(a, 1, axis=-1)).max(-1).mean())
 
@@ -181,7 +182,8 @@ def load_image(path:Path|str, # image file
         if (most := Image.MAX_IMAGE_PIXELS) and img.width * img.height > most:  # Pillow has warned, without naming the file
             warnings.warn(f"{path}: {img.width * img.height:,} pixels, more than Pillow's decompression-bomb limit of {most:,}; "
                           "read anyway, shrunk while decoding", Image.DecompressionBombWarning, stacklevel=2)
-        if max_side and img.format == 'JPEG': img.draft('L', (max_side, max_side))  # decode JPEGs at reduced size
+        if max_side and img.format == 'JPEG':  # decode JPEGs at reduced size, and grey unless their colour is to be checked
+            img.draft('YCbCr' if max_colour is not None and img.mode == 'RGB' else 'L', (max_side, max_side))
     except UnidentifiedImageError as e:
         if data[:2] in _HEADER_FIRST:  # perhaps a DICOM without preamble nor suffix
             try: return _dicom_bytes(data, path, max_side, min_side)
@@ -207,7 +209,10 @@ def load_image(path:Path|str, # image file
         if warn: warnings.warn(f"{path}: image file is truncated; loaded what could be decoded", DamagedImageWarning, stacklevel=2)
     except Exception as e: raise UnreadableImage(path, f"damaged image ({type(e).__name__}: {e})") from None
     _check_colour(img, path, max_colour)
-    try: img = _to_grey(ImageOps.exif_transpose(img))
+    luma = img.format == 'JPEG' and img.mode == 'YCbCr'  # drafted in colour to be checked: its Y channel is exactly what draft('L') decodes
+    try:
+        img = ImageOps.exif_transpose(img)
+        img = _to_grey(img.getchannel(0) if luma else img)
     except ValueError as e: raise UnreadableImage(path, f"{e}; export the image again") from None
     img = _check_side(img, path, min_side)
     if max_side and max(img.size) > max_side: img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)

@@ -12,7 +12,7 @@ __all__ = ['META', 'ONNX_TOLERANCE', 'MAX_UPLOAD_MB', 'MAX_PIXELS', 'NOTICE', 'D
 
 # %% ../nbs/13_deploy.ipynb #980691a3
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (UploadFile, ...) at run time
-import argparse, base64, contextlib, errno, io, json, logging, math, os, re, socket, string, sys, tempfile, threading, time, warnings
+import argparse, base64, contextlib, contextvars, errno, io, json, logging, math, os, re, socket, string, sys, tempfile, threading, time, warnings
 from html import escape
 from collections.abc import Callable
 from pathlib import Path
@@ -422,15 +422,25 @@ class UploadLimit:
 # %% ../nbs/13_deploy.ipynb #2db86bbd
 LOG = logging.getLogger('fracture_course.deploy')  # the server's own warnings, each naming the request it is about
 
-class _Unlogged(logging.Filter):
-    "Drops python-multipart's log lines: a parse failure there is logged without its request; `make_app`'s handler logs it with it"
-    def filter(self, record): return False
+_SERVING = contextvars.ContextVar('fracture_course_serving', default=False)  # true while an app of `make_app` handles a request
 
-def _innermost(exc:BaseException) -> str:
-    "The message at the bottom of `exc`'s chain, e.g. python-multipart's 'Expected boundary character ...' under Starlette's 'Invalid multipart data'"
+class _Unlogged(logging.Filter):
+    "Drops python-multipart's log lines while an app of `make_app` handles a request (its handler logs a parse failure with the request); elsewhere they pass"
+    def filter(self, record): return not _SERVING.get()
+
+class _MarkServing:
+    "ASGI middleware: `_SERVING` is true while the app handles a request"
+    def __init__(self, app): self.app = app
+    async def __call__(self, scope, receive, send):
+        token = _SERVING.set(True)
+        try: await self.app(scope, receive, send)
+        finally: _SERVING.reset(token)
+
+def _innermost(exc:BaseException) -> BaseException:
+    "The exception at the bottom of `exc`'s chain, e.g. python-multipart's 'Expected boundary character ...' under Starlette's 'Invalid multipart data'"
     seen = [exc]
     while (e := seen[-1].__cause__ or seen[-1].__context__) is not None and e not in seen: seen.append(e)
-    return str(seen[-1]).strip().rstrip('.')
+    return seen[-1]
 
 def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.onnx)
              device:str|torch.device='cpu', # where the PyTorch model runs (an ONNX model runs on the CPU)
@@ -457,6 +467,7 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
         r.headers['connection'] = 'close'  # the rest of the body is never read: the connection cannot carry another request
         return r
     app.add_middleware(UploadLimit, limit=limit + 2**16, refusal=too_large)
+    app.add_middleware(_MarkServing)
     for name in ('python_multipart.multipart', 'multipart.multipart'):  # the parser's logger (its name before python-multipart 0.0.13 too)
         if not any(isinstance(f, _Unlogged) for f in logging.getLogger(name).filters): logging.getLogger(name).addFilter(_Unlogged())
 
@@ -474,10 +485,12 @@ def make_app(model_path:str|Path, # a checkpoint (.pt) or an exported model (.on
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request:Request, exc:StarletteHTTPException):  # 404, 405, a body that cannot be parsed: the same shape
         what, detail = f"{request.method} {request.url.path}", str(exc.detail).rstrip('.')
-        if exc.status_code == 400 and not_a_form(request) is None:  # a multipart body the parser could not read: say what it found
-            why = detail if (cause := _innermost(exc)) == detail else f"{detail}: {cause}"
-            message = (f"the body is not a multipart form that can be read ({why}); send the X-ray as the multipart form field 'file' "
-                       "(multipart/form-data with its boundary, as curl -F file=@xray.png or the demo page sends it)")
+        if exc.status_code == 400 and not_a_form(request) is None:  # a multipart form Starlette refused: say why
+            cause = _innermost(exc); text = str(cause).strip().rstrip('.')
+            how = "send the X-ray as the multipart form field 'file' (multipart/form-data with its boundary, as curl -F file=@xray.png or the demo page sends it)"
+            if type(cause).__module__.split('.')[0] in ('python_multipart', 'multipart'):  # the parser could not read the body
+                message = f"the body is not a multipart form that can be read ({detail if text == detail else f'{detail}: {text}'}); {how}"
+            else: message = f"{detail}; {how}"  # e.g. a part over Starlette's size limit: the form was read
             LOG.warning(f"400 {what} from {request.client.host if request.client else 'an unknown client'}: {message}")
             return error(400, f"{what}: {message}")
         r = error(exc.status_code, f"{what}: {detail}; this server answers GET /, GET /health "

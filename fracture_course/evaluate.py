@@ -500,11 +500,11 @@ def tta_for(asked:bool|None, # `--tta` (True), `--no-tta` (False) or neither (No
 
 # %% ../nbs/09_evaluation.ipynb #5963a06d
 def _json_ready(o):
-    "`o` ready for JSON: NaN (a metric undefined on these images) as None, paths as text"
+    "`o` ready for JSON: NaN (a metric undefined on these images) and infinities as None, paths as text"
     if isinstance(o, dict): return {k: _json_ready(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)): return [_json_ready(v) for v in o]
     if isinstance(o, Path): return str(o)
-    return None if isinstance(o, float) and math.isnan(o) else o
+    return None if isinstance(o, float) and not math.isfinite(o) else o  # JSON has no NaN nor infinity
 
 def evaluation_report(probs:torch.Tensor, # probability of `fractured` per image
                       targets:torch.Tensor, # true labels, 1 = fractured

@@ -381,7 +381,7 @@ def overlay_title(p:float, # the image's probability of fracture
     "An overlay's title: P(fracture), or with `threshold` the call (fractured above it, as `report_predictions`) and why"
     if threshold is None: return f"P(fracture) {p:.3f}"
     d = 3
-    while d < 6 and f'{p:.{d}f}' == f'{threshold:.{d}f}': d += 1  # never two equal-looking numbers that decide a call
+    while d < 12 and p != threshold and f'{p:.{d}f}' == f'{threshold:.{d}f}': d += 1  # never two equal-looking numbers that decide a call
     above = p > threshold
     return f"{class_names[int(above)]}: P {p:.{d}f} {'>' if above else '<='} threshold {threshold:.{d}f}"
 

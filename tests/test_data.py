@@ -900,11 +900,13 @@ def test_colour_images_are_refused_only_where_an_image_is_scored(tmp_path):
     g = np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (80, 1))
     Image.fromarray(np.stack([g] * 3, -1)).save(tmp_path/'grey_rgb.jpg', quality=90)  # grey saved as RGB, with JPEG's chroma noise
     Image.fromarray(np.stack([g, g // 2, 255 - g], -1)).save(tmp_path/'tinted.png')
+    Image.fromarray(np.stack([g, g // 2, 255 - g], -1)).save(tmp_path/'tinted.jpg', quality=90)  # JPEGs are decoded at reduced size: in colour when it is checked
     rgba = np.stack([g, g // 3, g // 3, np.full_like(g, 255)], -1); Image.fromarray(rgba, 'RGBA').save(tmp_path/'red.png')
     pal = Image.fromarray(np.stack([g, g // 2, 255 - g], -1)).convert('P'); pal.save(tmp_path/'palette.png')
     assert colour_spread(Image.open(tmp_path/'grey_rgb.jpg')) <= 2 < MAX_COLOUR
     assert load_image(tmp_path/'grey_rgb.jpg', max_colour=MAX_COLOUR).mode == 'L'
-    for f in ['tinted.png', 'red.png', 'palette.png']:
+    assert np.array_equal(np.asarray(load_image(tmp_path/'grey_rgb.jpg', max_colour=MAX_COLOUR)), np.asarray(load_image(tmp_path/'grey_rgb.jpg')))  # the pixels training reads
+    for f in ['tinted.png', 'tinted.jpg', 'red.png', 'palette.png']:
         assert colour_spread(Image.open(tmp_path/f)) > MAX_COLOUR, f
         assert load_image(tmp_path/f).mode == 'L'  # training and evaluation read it as grey
         with pytest.raises(UnreadableImage, match=f"{f}: a colour image .* use the original X-ray"): load_image(tmp_path/f, max_colour=MAX_COLOUR)

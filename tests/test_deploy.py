@@ -254,7 +254,7 @@ def test_page_and_health(client):
 VALIDATION = {'sensitivity': 0.9, 'specificity': 0.333, 'precision': 0.232, 'images': 319, 'fractures': 58}
 
 def test_what_the_threshold_gave_on_validation_is_shown_on_the_page_and_in_health(tmp_path):
-    "From a checkpoint and from its ONNX export alike; a NaN or an entry that is no figures never breaks the page"
+    "From a checkpoint and from its ONNX export alike; a NaN, an infinity or an entry that is no figures never breaks the page"
     from fastapi.testclient import TestClient
     from fracture_course.learner import update_checkpoint
     ck = tiny_checkpoint(tmp_path/'v.pt')
@@ -266,7 +266,8 @@ def test_what_the_threshold_gave_on_validation_is_shown_on_the_page_and_in_healt
         assert ('on the validation split it was chosen on (319 images, 58 fractured): sensitivity 0.90' in html and 'specificity 0.33' in html
                 and 'precision 0.23' in html and 'Measured on validation images' in html), path
     assert OnnxModel(tmp_path/'v.onnx').meta['operating_point']['validation'] == VALIDATION  # in the file's metadata
-    for entry, says in [({**VALIDATION, 'precision': float('nan')}, 'specificity 0.33'), ('high', None), ({'sensitivity': None}, None)]:
+    for entry, says in [({**VALIDATION, 'precision': float('nan')}, 'specificity 0.33'), ({**VALIDATION, 'precision': float('inf')}, 'specificity 0.33'),
+                        ('high', None), ({'sensitivity': None}, None)]:
         update_checkpoint(ck, operating_point={**OP, 'validation': entry})
         c = TestClient(make_app(ck))
         h, page = c.get('/health'), c.get('/')
@@ -347,6 +348,22 @@ def test_a_multipart_body_that_cannot_be_parsed_is_named_and_logged_with_its_req
     assert "send the X-ray as the multipart form field 'file'" in e
     logged = [rec for rec in caplog.records if 'Expected boundary' in rec.getMessage()]  # python-multipart's bare line is not among them
     assert [rec.name for rec in logged] == ['fracture_course.deploy'] and logged[0].getMessage().startswith('400 POST /predict from '), logged
+    assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
+
+def test_python_multipart_logs_as_usual_outside_the_apps_requests(client, caplog):
+    "The filter that keeps python-multipart's bare parse-failure line out of the server's log drops nothing outside a request of ours"
+    import logging
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger('python_multipart.multipart').warning('a note from the parser, outside any request')
+    assert [r.getMessage() for r in caplog.records if r.name == 'python_multipart.multipart'] == ['a note from the parser, outside any request']
+
+def test_a_form_part_over_the_size_limit_is_not_called_unreadable(ckpt, xray):
+    "Starlette refuses a text field over 1 MB: the form was read, so the answer passes on why instead of calling the body unreadable"
+    from fastapi.testclient import TestClient
+    client = TestClient(deploy.make_app(ckpt, max_upload_mb=8))
+    r = client.post('/predict', files={'file': (None, b'x' * (2 * 2**20))})
+    e = r.json()['error']
+    assert r.status_code == 400 and 'that can be read' not in e and 'size' in e.lower() and "multipart form field 'file'" in e, e
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
 
 def test_a_form_part_without_a_file_name_is_named_as_text_not_a_file(client, xray):
@@ -640,14 +657,16 @@ def test_a_colour_picture_is_refused_where_it_would_be_scored(client, ckpt, onnx
     g = np.asarray(Image.open(xray[1]).convert('L'))
     tinted, rgb = tmp_path/'tinted.png', tmp_path/'rgb.png'
     Image.fromarray(np.stack([g, g // 2, 255 - g], -1)).save(tinted); Image.fromarray(np.stack([g] * 3, -1)).save(rgb)
-    r = client.post('/predict', files={'file': ('tinted.png', tinted.read_bytes())})
-    assert r.status_code == 422 and r.json()['error'].startswith('tinted.png: a colour image'), r.text
+    Image.fromarray(np.stack([g, g // 2, 255 - g], -1)).save(tmp_path/'tinted.jpg', quality=90)
+    for f in (tinted, tmp_path/'tinted.jpg'):
+        r = client.post('/predict', files={'file': (f.name, f.read_bytes())})
+        assert r.status_code == 422 and r.json()['error'].startswith(f'{f.name}: a colour image'), r.text
     assert client.post('/predict', files={'file': ('rgb.png', rgb.read_bytes())}).status_code == 200
     assert client.get('/health').status_code == 200  # still up
     for model in (ckpt, onnx_file):
-        assert deploy.predict_command(predict_args([str(model), str(rgb), str(tinted)])) == 1
+        assert deploy.predict_command(predict_args([str(model), str(rgb), str(tinted), str(tmp_path/'tinted.jpg')])) == 1
         r = capsys.readouterr()
-        assert f'{tinted}: a colour image' in r.err and set(table(r.out)) == {str(rgb)}
+        assert f'{tinted}: a colour image' in r.err and f"{tmp_path/'tinted.jpg'}: a colour image" in r.err and set(table(r.out)) == {str(rgb)}
 
 def test_a_dicom_that_is_no_radiograph_is_scored_with_a_warning(client, tmp_path, capsys):
     "A CT slice decodes like any image: the API's answer and predict's output say it is not a radiograph; a CR radiograph carries no warning"

@@ -596,3 +596,9 @@ def test_the_trivial_classifier_says_whose_majority_it_predicts(tiny, tmp_path, 
     assert run_eval([tiny/'model.pt', '--data', only_test, '--out', tmp_path/'b', '--n-boot', '0', '--device', 'cpu']) == 0
     assert 'no training split: the trivial classifier predicts the majority of the images scored' in capsys.readouterr().err
     assert json.loads((tmp_path/'b'/'metrics.json').read_text())['trivial_majority_of'].startswith('the images scored')
+
+def test_json_ready_turns_every_non_finite_number_into_null():
+    from fracture_course.evaluate import _json_ready
+    import json
+    o = _json_ready({'precision': float('inf'), 'x': [float('-inf'), float('nan'), 0.5], 'p': Path('a/b')})
+    assert o == {'precision': None, 'x': [None, None, 0.5], 'p': 'a/b'} and json.loads(json.dumps(o, allow_nan=False)) == o

@@ -192,7 +192,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp('pred')
     rng = np.random.default_rng(0)
     for i in range(3): Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8)).save(root/f'img{i}.png')
-    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(root/'colour.jpg')
+    Image.fromarray(np.repeat(rng.integers(0, 255, (40, 50, 1), dtype=np.uint8), 3, -1)).save(root/'colour.jpg')  # a grey picture saved as an RGB JPEG: scored (a truly colour one is refused: test_data, test_deploy)
     (root/'bad.png').write_bytes(b'\x89PNG\r\n\x1a\nbroken')
     torch.manual_seed(0)
     model = create_model('simple_cnn', img_size=32, widths=(4, 8), hidden=8)
@@ -266,7 +266,7 @@ def test_overlay_title_states_the_call_at_the_threshold():
     assert overlay_title(0.064) == 'P(fracture) 0.064'
     assert overlay_title(0.064, 0.062) == 'fractured: P 0.064 > threshold 0.062'
     assert overlay_title(0.041, 0.062) == 'not fractured: P 0.041 <= threshold 0.062'
-    assert overlay_title(0.062, 0.062) == 'not fractured: P 0.062000 <= threshold 0.062000'  # equal: not above, as report_predictions calls
+    assert overlay_title(0.062, 0.062) == 'not fractured: P 0.062 <= threshold 0.062'  # equal: not above, as report_predictions calls; equal numbers may look equal
     assert overlay_title(0.0621, 0.06209) == 'fractured: P 0.06210 > threshold 0.06209'  # more decimals until the two differ
     assert overlay_title(0.9, 0.5, ('ok', 'break')) == 'break: P 0.900 > threshold 0.500'
 
@@ -414,3 +414,12 @@ def test_predict_says_what_is_wrong_with_swapped_arguments_and_a_lone_cam(tiny):
         run_predict([tiny/'img0.png', tiny/'model.pt'])
     with pytest.raises(ValueError, match='--cam gradcam chooses the method of the overlays; give --heatmaps DIR too'):
         run_predict([tiny/'model.pt', tiny/'img0.png', '--cam', 'gradcam'])
+
+def test_overlay_titles_never_show_two_equal_looking_numbers_that_decide_a_call():
+    from fracture_course.interpret import overlay_title
+    thr = 0.0620002635
+    above, below = overlay_title(0.06200041, thr), overlay_title(0.06200012, thr)
+    assert above.startswith('fractured: P ') and below.startswith('not fractured: P ')
+    for t in (above, below):
+        p, q = t.split('P ')[1].split(' ')[0], t.split('threshold ')[1]
+        assert p != q, t

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/data.html.md"""
 
 # %% ../nbs/02_data.ipynb #f218da6a
 from __future__ import annotations
-import contextlib, csv, hashlib, io, json, os, re, threading, warnings
+import contextlib, csv, hashlib, io, json, logging, os, re, threading, warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,12 +278,26 @@ def deflated_size(src, # a DICOM file: a path, its bytes or a binary file object
             finally: f.seek(start)
     except Exception: return None  # not a DICOM, or a damaged one: reading it says what is wrong
 
+_QUOTES_A_VALUE = r'Invalid value for VR|Value ".*" is not valid for elements with a VR'  # pydicom's messages that quote a header value
+
+class _NoHeaderValues(logging.Filter):
+    "Drops pydicom's log lines that quote a header value: a patient's name or birth date must not reach a log"
+    def filter(self, record): return re.match(_QUOTES_A_VALUE, record.getMessage(), re.S) is None
+
+def _quiet_pydicom():
+    "Drop pydicom's warnings and log lines that quote a header value (installed once; the course names the file, and quotes no value, where a value matters)"
+    if not any(f[0] == 'ignore' and f[1] is not None and f[1].pattern == _QUOTES_A_VALUE for f in warnings.filters):
+        warnings.filterwarnings('ignore', message=_QUOTES_A_VALUE, category=UserWarning, module='pydicom')
+    log = logging.getLogger('pydicom')
+    if not any(isinstance(f, _NoHeaderValues) for f in log.filters): log.addFilter(_NoHeaderValues())
+
 def _dcmread(src, # a path or a binary file object
              path:Path, # the file's name, for messages
              **kw) -> 'pydicom.Dataset':
     "pydicom's `dcmread`, its failures turned into `UnreadableImage` (whose messages quote no tag values)"
     import pydicom
     from pydicom.errors import InvalidDicomError
+    _quiet_pydicom()
     limit = 4 * Image.MAX_IMAGE_PIXELS + 2**20 if Image.MAX_IMAGE_PIXELS else None  # bytes: Pillow's bomb limit in 16-bit pixels, and a header
     if limit and (n := deflated_size(src, limit)) is not None and n > limit:
         raise UnreadableImage(path, f"deflate-compressed DICOM whose data inflate to more than {limit:,} bytes: probably a decompression bomb. "

@@ -351,7 +351,6 @@ def test_patient_tags_never_appear_in_any_output(twins, tmp_path, capsys, caplog
     for t in texts: assert not any(x in t for x in PHI), t            # ...without the patient's tags
 
 
-@pytest.mark.filterwarnings('ignore:Invalid value for VR')  # pydicom's own warning about the damaged value
 def test_a_damaged_header_value_is_an_unreadable_image_not_a_crash(tmp_path):
     "badVR.dcm has a number written '1A': the file is named as unreadable, the error quotes no header value, and audit goes on"
     import shutil
@@ -401,3 +400,17 @@ def test_a_deflate_compressed_dicom_loads_and_is_not_called_cut_short(tmp_path):
     assert 'dfl.dcm' in {o.path.name for o in data.items} and not data.skipped
     b = Path(dfl).read_bytes(); (tmp_path/'cut.dcm').write_bytes(b[:len(b) // 2])  # a cut one is still refused
     assert header_problem(tmp_path/'cut.dcm').startswith('damaged DICOM file')
+
+def test_pydicoms_lines_quoting_a_header_value_never_reach_a_warning_or_a_log(caplog):
+    "badVR.dcm (pydicom's) has a number written '1A': pydicom warns and logs it quoted; the course drops both and refuses the file naming no value"
+    import logging, warnings
+    from pydicom.data import get_testdata_file
+    bad = get_testdata_file('badVR.dcm')
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG):
+        warnings.simplefilter('always')
+        with pytest.raises(UnreadableImage, match=r"badVR.dcm: damaged DICOM file \(ValueError while reading its header values\)") as e: load_image(bad)
+    assert "1A" not in str(e.value)
+    assert not [w for w in caught if '1A' in str(w.message)], [str(w.message) for w in caught]
+    assert not [r for r in caplog.records if '1A' in r.getMessage()], [r.getMessage() for r in caplog.records]
+    logging.getLogger('pydicom').warning('Reading a file the course did not ask for')  # other pydicom lines still pass
+    assert caplog.records[-1].getMessage() == 'Reading a file the course did not ask for'

@@ -395,7 +395,7 @@ def wilson_ci(k:int, # successes: fractures found, or healthy images cleared
               level:float=0.95 # coverage of the interval
              ) -> tuple[float, float]:
     "Wilson score interval of the share `k / n` (scipy.stats.binomtest); NaN, NaN when `n` is 0"
-    from scipy.stats import binomtest  # scipy is installed with imagehash, which the data chapter uses
+    from scipy.stats import binomtest  # imported when used: the rest of the chapter needs no scipy
     if n == 0: return float('nan'), float('nan')
     ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method='wilson')
     return float(ci.low), float(ci.high)

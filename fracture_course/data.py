@@ -144,7 +144,8 @@ def colour_spread(img:Image.Image # any PIL image
     if img.mode in ('P', 'PA'): img = img.convert('RGBA' if 'transparency' in img.info or img.mode == 'PA' else 'RGB')  # a palette's indices cannot be averaged
     small = img.reduce(max(1, min(img.size) // 128))  # before any conversion: a large CMYK or YCbCr file is never converted whole
     if small.mode not in ('RGB', 'RGBA'): small = small.convert('RGB')
-    a = np.asarray(small, dtype=np.int16)[..., :3]
+    a = np.asarray(small, dtype=np.float32)
+    if small.mode == 'RGBA': a = a[..., :3] * (a[..., 3:] / 255)  # over black, as `load_image` reads it: a transparent pixel's hidden colour does not count
     return float(np.abs(a - np.roll(a, 1, axis=-1)).max(-1).mean())
 
 def _check_colour(img:Image.Image, path:Path, max_colour:float|None) -> None:

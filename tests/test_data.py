@@ -906,6 +906,9 @@ def test_colour_images_are_refused_only_where_an_image_is_scored(tmp_path):
     assert colour_spread(Image.open(tmp_path/'grey_rgb.jpg')) <= 2 < MAX_COLOUR
     assert load_image(tmp_path/'grey_rgb.jpg', max_colour=MAX_COLOUR).mode == 'L'
     assert np.array_equal(np.asarray(load_image(tmp_path/'grey_rgb.jpg', max_colour=MAX_COLOUR)), np.asarray(load_image(tmp_path/'grey_rgb.jpg')))  # the pixels training reads
+    hidden = np.stack([g, g, g, np.full_like(g, 255)], -1); hidden[:, :48, :3] = (255, 0, 0); hidden[:, :48, 3] = 0  # red, fully transparent
+    Image.fromarray(hidden, 'RGBA').save(tmp_path/'hidden.png')
+    assert load_image(tmp_path/'hidden.png', max_colour=MAX_COLOUR).mode == 'L'  # read over black, as load_image reads it: no colour shows
     for f in ['tinted.png', 'tinted.jpg', 'red.png', 'palette.png']:
         assert colour_spread(Image.open(tmp_path/f)) > MAX_COLOUR, f
         assert load_image(tmp_path/f).mode == 'L'  # training and evaluation read it as grey

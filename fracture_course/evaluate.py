@@ -156,17 +156,29 @@ def _resample_weights(n:int, n_boot:int, seed:int, chunk:int):
     for start in range(0, n_boot, chunk):
         yield torch.from_numpy(rng.multinomial(n, np.full(n, 1 / n), size=min(chunk, n_boot - start)))
 
-def _percentiles(v:np.ndarray, level:float) -> tuple[float, float]:
-    "The middle `level` of the finite values in `v` (NaN, NaN when none is)"
-    if not np.isfinite(v).any(): return float('nan'), float('nan')
+def _percentiles(v:np.ndarray, level:float) -> tuple[float, float, int]:
+    "The middle `level` of the finite values in `v` (NaN, NaN when none is), and how many values were undefined (NaN)"
+    undefined = int((~np.isfinite(v)).sum())
+    if undefined == len(v): return float('nan'), float('nan'), undefined
     lo, hi = np.nanquantile(v, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    return float(lo), float(hi), undefined
+
+def _warn_undefined(undefined:dict, # metric -> resamples that left it undefined
+                    n_boot:int):
+    "Say which metrics some (not all) resamples left undefined: their intervals are over the others only"
+    some = {k: n for k, n in undefined.items() if 0 < n < n_boot}
+    if not some: return
+    warnings.warn("bootstrap: " + ', '.join(f'{k} was undefined in {n}' for k, n in some.items()) + f" of {n_boot} resamples (no "
+                  "fractured image, or no healthy one, or none called fractured, was drawn); each interval is over the other resamples "
+                  "only. With so few images of a class, give the counts beside the interval, or an exact interval (`wilson_ci`) "
+                  "for a proportion.", EvaluationWarning, stacklevel=3)
 
 def bootstrap_ci(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5,
                  n_boot:int=2000, # resamples
                  level:float=0.95, # coverage of the interval
                  seed:int=42, # the resamples are drawn from this seed: the same call gives the same interval
-                 chunk:int=500 # resamples computed at once (memory: chunk x N doubles)
+                 chunk:int=500, # resamples computed at once (memory: chunk x N doubles)
+                 metrics:Sequence[str]=METRIC_NAMES # the rows wanted
                 ) -> pd.DataFrame:
     "Each metric at `threshold` with a percentile bootstrap confidence interval (columns estimate, low, high)"
     p = _checked_probs(probs); t = _checked_targets(targets, len(p))
@@ -174,10 +186,13 @@ def bootstrap_ci(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5,
     if len(p) == 0: raise ValueError("bootstrap_ci needs at least one prediction.")
     parts = [weighted_metrics(p, t, w, threshold) for w in _resample_weights(len(p), n_boot, seed, chunk)]
     est = evaluation_metrics(p, t, threshold)
-    rows = {}
-    for k in METRIC_NAMES:
-        lo, hi = _percentiles(torch.cat([d[k] for d in parts]).numpy(), level)
+    unknown = set(metrics) - set(METRIC_NAMES)
+    if unknown: raise ValueError(f"metrics {sorted(unknown)} are not among {METRIC_NAMES}")
+    rows, undefined = {}, {}
+    for k in metrics:
+        lo, hi, undefined[k] = _percentiles(torch.cat([d[k] for d in parts]).numpy(), level)
         rows[k] = {'estimate': est[k], 'low': lo, 'high': hi}
+    _warn_undefined(undefined, n_boot)
     return pd.DataFrame(rows).T
 
 # %% ../nbs/09_evaluation.ipynb #61c2fd82
@@ -340,7 +355,8 @@ def paired_bootstrap(probs_a:torch.Tensor, # model A's probability of `fractured
     diffs = [weighted_metrics(pa, t, w, ta)[metric] - weighted_metrics(pb, t, w, tb)[metric]
              for w in _resample_weights(len(pa), n_boot, seed, chunk)]
     a, b = evaluation_metrics(pa, t, ta)[metric], evaluation_metrics(pb, t, tb)[metric]
-    low, high = _percentiles(torch.cat(diffs).numpy(), level)
+    low, high, undefined = _percentiles(torch.cat(diffs).numpy(), level)
+    _warn_undefined({f'the {metric} difference': undefined}, n_boot)
     return {'metric': metric, 'a': a, 'b': b, 'difference': a - b, 'low': low, 'high': high}
 
 # %% ../nbs/09_evaluation.ipynb #f36a0aed
@@ -419,7 +435,7 @@ def group_metrics(probs:torch.Tensor, targets:torch.Tensor,
         n_pos, n_neg = int(tg.sum()), int((tg == 0).sum())
         tp, tn = int((called & (tg == 1)).sum()), int((~called & (tg == 0)).sum())
         nan = float('nan')
-        auroc = ((m['auroc'], *bootstrap_ci(pg, tg, threshold, n_boot, seed=seed).loc['auroc', ['low', 'high']])
+        auroc = ((m['auroc'], *bootstrap_ci(pg, tg, threshold, n_boot, seed=seed, metrics=['auroc']).loc['auroc', ['low', 'high']])
                  if min(n_pos, n_neg) >= min_per_class else (nan, nan, nan))
         rows[g] = {'images': len(idx), 'fractured': n_pos, 'accuracy': m['accuracy'],
                    'sensitivity': m['sensitivity'], **dict(zip(('sens_low', 'sens_high'), wilson_ci(tp, n_pos))),

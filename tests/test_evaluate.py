@@ -1,5 +1,5 @@
 "Evaluation: metrics against hand-computed values, bootstrap, threshold choice, calibration, error analysis, and `fracture-course evaluate`."
-import argparse, json, math, subprocess, sys
+import argparse, json, math, re, subprocess, sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ from torchmetrics.functional.classification import binary_calibration_error
 
 from fracture_course.evaluate import (EvaluationWarning, METRIC_NAMES, add_evaluate_args, borderline, bootstrap_ci, classification_report,
                                       confusion_matrix, evaluate_command, evaluation_metrics, expected_calibration_error,
-                                      fit_temperature, group_metrics, load_inputs, nll, operating_point,
+                                      fit_temperature, group_metrics, load_inputs, nll, operating_point, paired_bootstrap,
                                       reliability_table, threshold_for_sensitivity, top_losses, trivial_probs,
                                       weighted_metrics)
 from fracture_course.learner import save_checkpoint
@@ -82,6 +82,25 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
     assert 0.03 < width < 0.3  # ~100 fractures: a few points either side
     with pytest.raises(ValueError, match='at least one'): bootstrap_ci(torch.zeros(0), torch.zeros(0))
     with pytest.raises(ValueError, match='n_boot must be at least 1 resample, got 0'): bootstrap_ci(p, t, n_boot=0)  # was torch.cat's error
+
+
+def test_bootstrap_says_how_many_resamples_left_a_metric_undefined():
+    "One fracture in twelve images: about a third of the resamples draw none, so sensitivity is undefined there; said, not dropped silently"
+    p, t = torch.linspace(0.05, 0.6, 12), torch.tensor([0] * 11 + [1])
+    with pytest.warns(EvaluationWarning, match=r'sensitivity was undefined in (\d+),.* of 400 resamples') as rec:
+        ci = bootstrap_ci(p, t, 0.5, 400, seed=1)
+    assert len(rec) == 1  # one warning, naming every metric concerned
+    n = int(re.search(r'sensitivity was undefined in (\d+)', str(rec[0].message)).group(1))
+    assert 100 < n < 190 and f'auroc was undefined in {n}' in str(rec[0].message)  # (11/12)^12 = 35% of resamples hold no fracture
+    assert ci.loc['sensitivity', 'low'] == ci.loc['sensitivity', 'high'] == 1  # the defined resamples all find it
+    with pytest.warns(EvaluationWarning, match=r'bootstrap: auroc was undefined in \d+ of 400 resamples \(') as rec:
+        only = bootstrap_ci(p, t, 0.5, 400, seed=1, metrics=['auroc'])
+    assert list(only.index) == ['auroc'] and only.equals(ci.loc[['auroc']]) and len(rec) == 1  # names only what was asked
+    with pytest.raises(ValueError, match=r"metrics \['auc'\] are not among"): bootstrap_ci(p, t, metrics=['auc'])
+    with pytest.warns(EvaluationWarning, match=r'the auroc difference was undefined in \d+ of 300 resamples'): paired_bootstrap(p, p.flip(0), t, n_boot=300)
+    import warnings
+    q, s = random_scores(200, seed=3)
+    with warnings.catch_warnings(): warnings.simplefilter('error'); bootstrap_ci(q, s, 0.5, 300)  # enough images of each class: no warning
 
 
 # --- threshold ------------------------------------------------------------------------------------------------------

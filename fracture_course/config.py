@@ -239,7 +239,7 @@ _python_format = warnings.formatwarning  # Python's own, for every warning that 
 
 def course_warnings(message, category, filename, lineno, line=None) -> str:
     "Format a warning as `warnings.formatwarning` does, but the course's own as `Category: message`, without file, line and source"
-    if category.__module__.split('.')[0] == 'fracture_course': return f'{category.__name__}: {message}\n'
+    if category.__module__.split('.')[0] in ('fracture_course', '__main__'): return f'{category.__name__}: {message}\n'  # the library's, or a chapter's own cells'
     return _python_format(message, category, filename, lineno, line)
 
 def setup_chapter(profile:str|None=None, # 'quick', 'full' or 'auto'

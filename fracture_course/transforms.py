@@ -139,15 +139,22 @@ def _kept_truncated(path:Path) -> list|None:
     except (OSError, ValueError): return None
     return kept if isinstance(kept, list) else None
 
-_WARNED = set()  # the cache files (or, for caches in memory, the lists of files) whose truncated images this process has named
+_WARNED = set()  # the truncated files this process has named in a warning
 
-def _warn_truncated(paths:list, cache:Path|None=None):
-    "One warning naming the truncated images a cache holds, once a process for a kept cache or a list of files: training uses what decodes of them"
-    key = cache if cache is not None else tuple(paths)
-    if key in _WARNED: return
-    _WARNED.add(key)
-    if paths: warnings.warn(f"{len(paths)} truncated image(s) decoded only partly, used with what could be decoded: "
-                            + ', '.join(paths[:5]) + (', ...' if len(paths) > 5 else ''), DamagedImageWarning, stacklevel=3)
+def _warn_truncated(caches:dict, # {split name: ImageCache} ('' for a cache on its own)
+                    full_list:str, # where the full list is, e.g. "the loaders' `truncated`"
+                    stacklevel:int=3):
+    "One warning for the truncated images of `caches` (counts by split and class, the first files, where the rest are), unless this process named every one already"
+    paths = [p for c in caches.values() for p in c.truncated]
+    if not paths or set(paths) <= _WARNED: return
+    _WARNED.update(paths)
+    names = {str(o.path): o.label_name for c in caches.values() for o in c.items}
+    by_class = {k: sum(names.get(p) == k for p in paths) for k in CLASSES}
+    counts = ', '.join(f'{s} {len(c.truncated)}' for s, c in caches.items() if s and c.truncated)
+    counts = (counts + '; ' if counts else '') + ', '.join(f'{k} {n}' for k, n in by_class.items())
+    if len(paths) > 1 and max(by_class.values()) == len(paths): counts += ': all of one class, whose damage a network can learn as a sign of it'
+    warnings.warn(f"{len(paths)} truncated image(s) decoded only partly, used with what could be decoded ({counts}): "
+                  + ', '.join(paths[:3]) + (f', ... (all {len(paths)}: {full_list})' if len(paths) > 3 else ''), DamagedImageWarning, stacklevel=stacklevel)
 
 def _cache_key(items:list, preset:Preset) -> str:
     "A digest of the files (path, size, mtime) and the decode settings"
@@ -168,13 +175,15 @@ class ImageCache:
     def __init__(self, items:list, # `Item`s from the data chapter
                  preset:Preset, # decides R = preset.resize and how to resize
                  cache_dir:Path|str|None=None, # a folder: store as .npy there and reuse it; None: memory only
-                 threads:int|None=None, progress:bool=False):
+                 threads:int|None=None, progress:bool=False,
+                 warn:bool=True): # name the truncated images in a warning (`get_dls` names those of all its splits in one)
         self.items, self.preset = list(items), preset
         self.labels = torch.tensor([o.label for o in self.items], dtype=torch.long)
         path = Path(cache_dir)/f'images-{_cache_key(self.items, preset)}.npy' if cache_dir else None
         if path is not None and path.is_file() and (kept := _kept_truncated(path)) is not None:  # a cache without its list is decoded again
             self.arr, self.source, self.truncated = np.load(path, mmap_mode='r'), f'loaded {path}', kept
-            _warn_truncated(self.truncated, path); return
+            if warn: _warn_truncated({'': self}, "the cache's `truncated`")
+            return
         t0 = time.perf_counter()
         arr = np.empty((len(self.items), 1, preset.resize, preset.resize), np.uint8)
         partly, failed = [], []
@@ -188,7 +197,8 @@ class ImageCache:
         if progress: it = progress_bar(it, desc='decoding', leave=False)
         with ThreadPoolExecutor(threads or os.cpu_count()) as ex: list(ex.map(fill, it))  # PIL decodes without the GIL
         if failed: raise _undecodable(sorted(failed))
-        self.truncated = sorted(partly); _warn_truncated(self.truncated, path)
+        self.truncated = sorted(partly)
+        if warn: _warn_truncated({'': self}, "the cache's `truncated`")
         self.source = f'decoded {len(arr)} images in {time.perf_counter() - t0:.1f} s'
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -394,6 +404,11 @@ class DataLoaders:
     def __repr__(self):
         n = lambda dl: len(dl.dataset) if dl is not None else 0
         return f"DataLoaders(train {n(self.train)}, valid {n(self.valid)}, test {n(self.test)} images; {self.preset.name} {self.preset.size}px x{self.preset.channels})"
+    @property
+    def truncated(self) -> dict:
+        "{split: the files of that split decoded only partly}, for every split whose dataset has an `ImageCache`"
+        return {s: list(dl.dataset.cache.truncated) for s, dl in (('train', self.train), ('valid', self.valid), ('test', self.test))
+                if dl is not None and hasattr(getattr(dl.dataset, 'cache', None), 'truncated')}
 
 def class_weights(labels) -> torch.Tensor:
     "Inverse-frequency weight of each class (mean weight per sample is 1)"
@@ -423,8 +438,9 @@ def get_dls(data:FractureData, # from the data chapter
     kw = dict(batch_size=bs, num_workers=num_workers, pin_memory=pin, persistent_workers=num_workers > 0)
     def ds(split, tfm):
         items = data.split(split)
-        return CachedDataset(ImageCache(items, preset, cache_dir, progress=progress), tfm) if items else None
+        return CachedDataset(ImageCache(items, preset, cache_dir, progress=progress, warn=False), tfm) if items else None
     tr, va, te = ds('train', train_tfms(preset, aug)), ds('valid', eval_tfms(preset)), ds('test', eval_tfms(preset))
+    _warn_truncated({s: d.cache for s, d in (('train', tr), ('valid', va), ('test', te)) if d is not None}, "the loaders' `truncated`")  # one warning for all splits
     if box_maps and tr is not None: tr = BoxMapDataset(tr.cache, preset, aug)
     if train_crop is not None and tr is not None:
         if box_maps: raise ValueError("box_maps and train_crop cannot be combined: the box maps are made for the whole input, not a crop of it.")
@@ -448,14 +464,14 @@ def show_batch(x:torch.Tensor, y:torch.Tensor, n:int=8, preset:Preset|None=None)
 
 # %% ../nbs/03_preprocessing.ipynb #caf7c459
 def stats_preset(data:FractureData, size:int=128, channels:int=1, cache_dir:Path|str|None=None) -> Preset:
-    "A squashed preset normalised with the mean/std of the training split (cached per dataset in `cache_dir`)"
+    "A squashed preset normalised with the mean/std of the training split (cached per dataset in `cache_dir`); the loaders made with it name any truncated images"
     base = grey_preset(size)
     items = data.split('train')
     key = _cache_key(items, base)
     f = Path(cache_dir)/f'stats-{key}.json' if cache_dir else None
     if f is not None and f.is_file(): m, s = json.loads(f.read_text())
     else:
-        m, s = ImageCache(items, base, cache_dir).stats()  # the same decoded cache the loaders reuse
+        m, s = ImageCache(items, base, cache_dir, warn=False).stats()  # the same decoded cache the loaders reuse (and name its truncated images)
         if f is not None: f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps([m, s]))
     return Preset('stats', size, channels, size, (m,) * channels, (s,) * channels, squash=True)
 

@@ -245,6 +245,7 @@ def test_a_truncated_image_is_decoded_partly_and_named_in_a_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter('error', DamagedImageWarning)
         ImageCache(items, grey_preset(48))  # in memory again (another size, as a chapter's next loaders): the same files, not named again
+    transforms._WARNED.clear()  # as in a new process
     with pytest.warns(DamagedImageWarning, match=r'1 truncated image\(s\).*cut.jpg'):
         first = ImageCache(items, grey_preset(32), cache_dir=tmp_path/'cache')  # kept on disk, with its list
     with warnings.catch_warnings():
@@ -259,6 +260,38 @@ def test_a_truncated_image_is_decoded_partly_and_named_in_a_warning(tmp_path):
     with pytest.warns(DamagedImageWarning, match='cut.jpg'):
         again = ImageCache([Item(tmp_path/'whole.jpg', 0), Item(tmp_path/'cut.jpg', 1)], grey_preset(32), cache_dir=tmp_path/'cache')
     assert again.source.startswith('decoded') and again.truncated == [str(tmp_path/'cut.jpg')]  # decoded again, to know which
+
+def test_get_dls_names_the_truncated_images_of_all_splits_in_one_warning(tmp_path):
+    "One warning per get_dls call (not one per split), with counts by split and class, the first files and where the full list is"
+    import re, warnings
+    from PIL import Image
+    from fracture_course import transforms
+    from fracture_course.data import DamagedImageWarning, FractureData, Item
+    from fracture_course.transforms import get_dls, grey_preset, stats_preset
+    Image.fromarray((np.random.default_rng(0).random((200, 200)) * 255).astype(np.uint8)).save(tmp_path/'whole.jpg', quality=95)
+    whole = (tmp_path/'whole.jpg').read_bytes()
+    def make(name, cut, label, split):
+        (tmp_path/name).write_bytes(whole[:4000] if cut else whole); return Item(tmp_path/name, label, split)
+    cuts = {'train': 3, 'valid': 1, 'test': 1}
+    items = [make(f'{s}{k}.jpg', k < n, 0 if k < n else k % 2, s) for s, n in cuts.items() for k in range(n + 2)]
+    data = FractureData('cut', tmp_path, items)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        stats_preset(data, 32)  # its cache of the training split says nothing: the loaders made with it do
+        dls = get_dls(data, grey_preset(32), 'none', bs=2)
+    said = [str(w.message) for w in caught if issubclass(w.category, DamagedImageWarning)]
+    assert len(said) == 1, said
+    assert re.search(r'^5 truncated image\(s\) decoded only partly.*\(train 3, valid 1, test 1; not fractured 5, fractured 0: all of one class', said[0])
+    assert 'train0.jpg' in said[0] and "(all 5: the loaders' `truncated`)" in said[0]
+    assert {s: len(v) for s, v in dls.truncated.items()} == cuts and str(tmp_path/'test0.jpg') in dls.truncated['test']
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', DamagedImageWarning)
+        get_dls(data, grey_preset(48), 'none', bs=2)  # the same files again (another size): named once is enough
+    transforms._WARNED.clear()
+    data.items.append(make('valid9.jpg', True, 1, 'valid'))  # a fractured one too: no longer one class
+    with pytest.warns(DamagedImageWarning, match=r'^6 truncated .*\(train 3, valid 2, test 1; not fractured 5, fractured 1\): ') as w:
+        get_dls(data, grey_preset(32), 'none', bs=2)
+    assert len([x for x in w if issubclass(x.category, DamagedImageWarning)]) == 1 and 'all of one class' not in str(w[0].message)
 
 def test_a_preset_that_cannot_make_inputs_is_refused_with_the_reason():
     import numpy as np

@@ -26,9 +26,9 @@ def _need_jupyter():
 __all__ = ['BEGIN', 'END', 'STUB', 'SKIP_FLAGS', 'MAX_OUTPUT_MB', 'UNMARKED', 'NOT_SUBMITTED', 'CSV_FIELDS', 'InvalidNotebook',
            'read_notebook', 'parse_points', 'is_check_cell', 'has_solution', 'Exercise', 'find_exercises',
            'strip_solutions', 'student_notebook', 'student_edition', 'restore_checks', 'error_line', 'skipped',
-           'asked_to_exit', 'run_notebook', 'grade_submission', 'grade_notebook', 'GradingWarning', 'missing_records',
-           'grade', 'grades_table', 'write_grades', 'add_student_args', 'student_command', 'add_grade_args',
-           'keep_earlier_grades', 'grade_command']
+           'asked_to_exit', 'run_notebook', 'grade_submission', 'grade_notebook', 'is_grades_file', 'GradingWarning',
+           'missing_records', 'grade', 'grades_table', 'write_grades', 'add_student_args', 'student_command',
+           'add_grade_args', 'keep_earlier_grades', 'grade_command']
 
 # %% ../nbs/11_grading.ipynb #5847d0bd
 class InvalidNotebook(ValueError):
@@ -391,6 +391,21 @@ def grade_notebook(sub:Path|str, # the submitted notebook
     exercises = find_exercises(read_notebook(ref), Path(ref).name)  # read before any of the student's code runs
     return grade_submission(_read_or_error(Path(sub)), sub, exercises, timeout, root)
 
+# %% ../nbs/11_grading.ipynb #516e87b4
+NOT_SUBMITTED = re.compile(r'^grades(-.*)?\.(json|csv)$')  # the grader's own files, grades.json, grades.csv, grades-partial.csv, grades-<when>.*
+CSV_FIELDS = ('student', 'notebook', 'exercise', 'name', 'points', 'max_points', 'status', 'error')
+
+def is_grades_file(path:Path|str # a file found among the submissions
+                  ) -> bool:
+    "Whether `path` is a grades file that `write_grades` wrote (by its name and first line): an earlier run's grades, not a submission"
+    path = Path(path)
+    if not NOT_SUBMITTED.match(path.name) or not path.is_file(): return False
+    try:
+        with open(path, encoding='utf-8') as f: head = f.read(300)
+    except (OSError, UnicodeDecodeError): return False
+    if path.suffix == '.csv': return head.startswith(','.join(CSV_FIELDS) + '\n')
+    return re.match(r'\{\s*"graded_at": "', head) is not None
+
 # %% ../nbs/11_grading.ipynb #db2bd72f
 class GradingWarning(UserWarning):
     "Something the instructor must know about a grading run (a file changed under it)"
@@ -398,8 +413,6 @@ class GradingWarning(UserWarning):
 def _digest(path:Path) -> str|None:
     try: return hashlib.sha1(path.read_bytes()).hexdigest()
     except OSError: return None  # deleted meanwhile: that is a change too
-
-NOT_SUBMITTED = re.compile(r'^grades(-.*)?\.(json|csv)$')  # the grader's own files, when --out is the submissions folder
 
 def _not_submitted(part:str) -> bool: return part.startswith('.') or part == '__MACOSX'  # hidden; a Mac's zip metadata
 
@@ -414,15 +427,28 @@ def _visible_files(folder:Path, out:Path|None=None) -> list[Path]:
 def _no_submissions(path:Path) -> FileNotFoundError:
     return FileNotFoundError(f'{path}: no such ' + ('notebook' if path.suffix.lower() == '.ipynb' else 'folder of submissions'))
 
+def _not_a_notebook(path:Path) -> ValueError:
+    return ValueError(f'{path}: not a notebook (the grader reads .ipynb files); give a notebook, or a folder of submissions')
+
+def _names(files:list[Path], folder:Path) -> str: return ', '.join(str(p.relative_to(folder)) for p in files)
+
 def _submissions(folder:Path, out:Path|None=None) -> list[Path]:
-    "The notebooks in `folder` (any depth, `.ipynb` in any case), or `folder` itself if it is a file; a warning names the other files"
-    if folder.is_file(): return [folder]
+    "The notebooks in `folder` (any depth, `.ipynb` in any case), or `folder` itself if it is a notebook; warnings name every other file"
+    if folder.is_file():
+        if folder.suffix.lower() != '.ipynb': raise _not_a_notebook(folder)
+        return [folder]
     if not folder.is_dir(): raise _no_submissions(folder)
     files = _visible_files(folder, out)
-    if other := [p for p in files if p.suffix.lower() != '.ipynb']:
-        warnings.warn(f"{len(other)} file(s) in {folder} are not notebooks and were not graded: "
-                      f"{', '.join(str(p.relative_to(folder)) for p in other[:5])}{', ...' if len(other) > 5 else ''}", GradingWarning, stacklevel=3)
+    if grades := [p for p in files if is_grades_file(p)]:  # an earlier run's --out, or a student's self-check, left in the folder
+        warnings.warn(f"{len(grades)} file(s) in {folder} are grades an earlier grading run wrote, not submissions, and were skipped: "
+                      f"{_names(grades, folder)}", GradingWarning, stacklevel=3)
+    if other := [p for p in files if p.suffix.lower() != '.ipynb' and p not in grades]:
+        warnings.warn(f"{len(other)} file(s) in {folder} are not notebooks and were not graded: {_names(other, folder)}", GradingWarning, stacklevel=3)
     return [p for p in files if p.suffix.lower() == '.ipynb']
+
+def _only_grades(folder:Path) -> bool:
+    "Whether `folder` holds grades files and nothing else: an earlier run's output, not a student's folder"
+    return bool(files := _visible_files(folder)) and all(is_grades_file(p) for p in files)
 
 def missing_records(subs:list[Path], # the submitted notebooks found under `root`
                     root:Path, # the submissions folder: each folder right below it is a student
@@ -436,7 +462,7 @@ def missing_records(subs:list[Path], # the submitted notebooks found under `root
         if (first := _student(s, root).split('/')[0]): by_student.setdefault(first, set()).add(same.get(s.name.lower(), s.name))
     out = out.resolve() if out else None
     for d in (root.iterdir() if root.is_dir() else ()):  # a student's folder with no notebook at all
-        if d.is_dir() and not _not_submitted(d.name) and d.resolve() != out: by_student.setdefault(d.name, set())
+        if d.is_dir() and not _not_submitted(d.name) and d.resolve() != out and not _only_grades(d): by_student.setdefault(d.name, set())
     return [_notebook_record(root/student/name, root, exercises[name], 'missing', f'not handed in: no {name} in {student}/')
             for student, names in sorted(by_student.items()) for name in sorted(set(exercises) - names)]
 
@@ -503,9 +529,8 @@ def grades_table(results:list[dict]) -> str:
         p = tot.setdefault(r['student'], [0, 0]); p[0] += r['points']; p[1] += r['max_points']
     if len(tot) > 1 or '' not in tot:
         lines += ['', 'Totals:'] + [f"  {s or '(top folder)':40} {_fmt(p):>5}/{_fmt(m)}" for s, (p, m) in sorted(tot.items())]
+    elif tot: lines += ['', f"Total: {_fmt(tot[''][0])}/{_fmt(tot[''][1])}"]  # one student's notebooks, side by side
     return '\n'.join(lines)
-
-CSV_FIELDS = ('student', 'notebook', 'exercise', 'name', 'points', 'max_points', 'status', 'error')
 
 def _write_atomically(path:Path, text:str):
     "Write `text` to `path` through a temporary file, so that a reader (or a crash) never sees half a file"
@@ -551,8 +576,8 @@ def student_command(args) -> int:
 
 def add_grade_args(p:argparse.ArgumentParser):
     "Arguments of `fracture-course grade`"
-    p.add_argument('submissions', metavar='SUBMISSIONS_DIR', help='submitted notebooks (any depth, e.g. one folder per student), or one notebook')
-    p.add_argument('--reference', default='nbs', metavar='DIR', help='reference notebooks, matched by file name (default: nbs)')
+    p.add_argument('submissions', metavar='SUBMISSIONS', help='a folder of submitted notebooks (any depth, e.g. one folder per student), or one notebook')
+    p.add_argument('--reference', default='nbs', metavar='REF', help='the reference notebooks, matched by file name: a folder (the course nbs/) or one notebook (default: nbs)')
     p.add_argument('--out', metavar='DIR', help='where to write grades.json and grades.csv (default: the submissions folder)')
     p.add_argument('--timeout', type=float, default=120, metavar='S', help='seconds a cell may run before its notebook is stopped (default 120)')
     p.add_argument('--workers', type=int, default=1, metavar='N', help='notebooks graded at once, each in its own kernel (default 1)')
@@ -573,6 +598,7 @@ def grade_command(args) -> int:
     if args.workers < 1: raise ValueError(f'--workers must be at least 1, not {args.workers}')
     sub = Path(args.submissions)
     if not sub.exists(): raise _no_submissions(sub)
+    if sub.is_file() and sub.suffix.lower() != '.ipynb': raise _not_a_notebook(sub)  # before any folder is made
     out = Path(args.out) if args.out else sub if sub.is_dir() else sub.parent
     try: out.mkdir(parents=True, exist_ok=True)  # now, not after hours of grading
     except OSError as e: raise ValueError(f'--out {out}: cannot make this folder ({e.strerror or e}); choose another --out') from None

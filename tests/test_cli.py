@@ -73,3 +73,13 @@ def test_student_and_grade_commands(tmp_path):
     assert '00_setup' in r.stdout and 'broken' in r.stdout
     r = run('grade', str(tmp_path/'nowhere'))
     assert r.returncode != 0 and 'nowhere' in r.stderr
+
+def test_grade_help_says_what_it_accepts_and_a_script_is_refused_without_a_traceback(tmp_path):
+    r = run('grade', '--help')
+    text = ' '.join(r.stdout.split())  # argparse wraps to the terminal's width
+    assert r.returncode == 0 and '--reference REF the reference notebooks, matched by file name: a folder (the course nbs/) or one notebook' in text, text
+    assert '--reference DIR' not in text  # a notebook works too
+    (tmp_path/'07_inception.py').write_text('x = 1\n')
+    r = run('grade', str(tmp_path/'07_inception.py'))
+    assert r.returncode == 1 and 'Traceback' not in r.stderr and 'not a notebook' in r.stderr and '07_inception.py' in r.stderr, r.stderr
+    assert r.stdout == '' and not list(tmp_path.glob('grades*'))

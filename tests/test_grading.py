@@ -465,3 +465,47 @@ def test_another_chapter_under_this_name_is_noted():
     ref, other = read_notebook(NBS/'00_setup.ipynb'), read_notebook(NBS/'02_data.ipynb')
     assert any('is it another notebook' in n for n in restore_checks(other, find_exercises(ref))[2])
     assert restore_checks(ref, find_exercises(ref))[2] == []
+
+def test_a_file_that_is_not_a_notebook_is_an_error_and_in_a_folder_every_one_is_named(tiny, tmp_path, capsys):
+    "Given alone, a script is refused (not graded as 0/0 of nothing); in a folder, each non-notebook is named, however many"
+    ref, stu, subs = tiny
+    (tmp_path/'g').mkdir(); script = tmp_path/'g'/'tiny.py'; script.write_text('def double(x): return 2 * x\n')
+    p = argparse.ArgumentParser(); add_grade_args(p)
+    with pytest.raises(ValueError, match=r'tiny.py: not a notebook \(the grader reads .ipynb files\)'):
+        grade_command(p.parse_args([str(script), '--reference', str(ref), '--out', str(tmp_path/'never')]))
+    assert not (tmp_path/'never').exists() and not list((tmp_path/'g').glob('grades*'))  # refused before anything was made
+    with pytest.raises(ValueError, match='not a notebook'): grade(script, ref)
+    hand_in(stu, subs/'ada'/'tiny.ipynb', SOLVED)
+    extra = [f'ada/notes{i}.txt' for i in range(7)]
+    for name in extra: (subs/name).write_text('x')
+    with pytest.warns(GradingWarning) as caught: grade(subs, ref, timeout=60)
+    (msg,) = [str(w.message) for w in caught if 'not notebooks' in str(w.message)]
+    assert msg.startswith('7 file(s)') and all(name in msg for name in extra) and '...' not in msg, msg
+
+def test_one_students_folder_of_notebooks_prints_its_total(tiny, tmp_path, capsys):
+    ref, stu, subs = tiny
+    nbformat.write(nbformat.v4.new_notebook(cells=code(solution('one', 'return 1'), '#| points: 2\nassert one(0) == 1')), ref/'second.ipynb')
+    hand_in(stu, subs/'tiny.ipynb', SOLVED); shutil.copy(student_edition(ref/'second.ipynb', tmp_path/'st2')[0], subs/'second.ipynb')
+    p = argparse.ArgumentParser(); add_grade_args(p)
+    assert grade_command(p.parse_args([str(subs), '--reference', str(ref), '--out', str(tmp_path/'out'), '--timeout', '60'])) == 0
+    out = capsys.readouterr().out
+    assert '\nTotal: 6/8\n' in out and 'Totals:' not in out, out
+
+def test_grades_an_earlier_run_left_among_the_submissions_are_skipped_and_named(tiny, tmp_path, capsys):
+    "Last week's grades folder (or a student's --out my_grades) is not a student who handed in nothing; a grades.csv of anything else is named"
+    ref, stu, subs = tiny
+    hand_in(stu, subs/'ada'/'tiny.ipynb', SOLVED)
+    p = argparse.ArgumentParser(); add_grade_args(p)
+    assert grade_command(p.parse_args([str(subs), '--reference', str(ref), '--out', str(subs/'my_grades'), '--timeout', '60'])) == 0
+    (subs/'my_grades'/'grades-partial.csv').write_text((subs/'my_grades'/'grades.csv').read_text())  # an interrupted run's too
+    (subs/'bob').mkdir(); (subs/'bob'/'grades.csv').write_text('name,mark\nbob,3\n')  # not the grader's: bob's own file
+    capsys.readouterr()
+    with pytest.warns(GradingWarning) as caught:
+        assert grade_command(p.parse_args([str(subs), '--reference', str(ref), '--out', str(tmp_path/'out'), '--timeout', '60'])) == 0
+    out, err = capsys.readouterr().out, '\n'.join(str(w.message) for w in caught)
+    assert 'my_grades' not in out and 'bob/tiny.ipynb' in out and '\n  bob ' in out, out
+    assert ('3 file(s) in' in err and 'grades an earlier grading run wrote, not submissions, and were skipped: '
+            'my_grades/grades-partial.csv, my_grades/grades.csv, my_grades/grades.json' in err), err
+    assert 'not notebooks and were not graded: bob/grades.csv' in err
+    doc = json.loads((tmp_path/'out'/'grades.json').read_text())
+    assert {r['student'] for r in doc['notebooks']} == {'ada', 'bob'} and doc['max_points'] == 12

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/synthetic.html.md"""
 
 # %% ../nbs/01_synthetic.ipynb #00788f4e
 from __future__ import annotations
-import argparse, csv, hashlib, json, math, os, shutil, time, uuid
+import argparse, csv, hashlib, json, math, os, shutil, sys, time, uuid, warnings
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -24,7 +24,8 @@ __all__ = ['FRACTURE_TYPES', 'DIFFICULTIES', 'CLASSES', 'GENERATOR_VERSION', 'MI
            'fragment_extent', 'attenuation_map', 'noise_bank', 'noise_patch', 'render', 'sample_scene',
            'sample_fracture', 'parse_mix', 'SynthSettings', 'Case', 'true_labels', 'make_case', 'render_case',
            'assign_splits', 'make_cases', 'SyntheticFractures', 'case_file', 'synthetic_dataset_ready',
-           'write_synthetic_dataset', 'default_synthetic_dir', 'read_images', 'add_synth_args', 'synth_command']
+           'SyntheticDatasetThere', 'SmallSplitWarning', 'split_gaps', 'write_synthetic_dataset',
+           'default_synthetic_dir', 'read_images', 'add_synth_args', 'synth_command']
 
 # %% ../nbs/01_synthetic.ipynb #ca5c52ad
 _GRIDS = {}
@@ -580,6 +581,9 @@ class SynthSettings:
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 <= v <= 1:
                 raise ValueError(f"{k} must be a fraction between 0 and 1, got {v!r}")
+        if self.label_noise > 0.5:
+            raise ValueError(f"label_noise must be at most 0.5 (above it most stored labels are flipped, so 'fractured' would mostly mean "
+                             f"not fractured), got {self.label_noise!r}")
         if self.off_centre > MAX_OFF_CENTRE:
             raise ValueError(f"off_centre must be at most {MAX_OFF_CENTRE} (further out the bones leave the image), got {self.off_centre!r}")
         object.__setattr__(self, 'difficulty', parse_mix(self.difficulty, DIFFICULTIES, 'difficulty', DEFAULT_DIFFICULTY))
@@ -773,6 +777,31 @@ def _differences(old:dict|None, new:dict) -> str:
     if not isinstance(old, dict): return 'unknown settings'
     return ', '.join(f"{k}={old.get(k)} (asked {v})" for k, v in new.items() if old.get(k) != v) or 'settings it no longer uses'
 
+class SyntheticDatasetThere(ValueError):
+    "The folder holds another synthetic dataset, kept unless the caller asks to replace it (`how` says how: an argument or an option)"
+    def __init__(self, out, differences:str, how:str='pass overwrite=True'):
+        self.out, self.differences = out, differences
+        super().__init__(f"{out} already holds another synthetic dataset, with {differences}; write to another folder, or {how} to replace it.")
+
+class SmallSplitWarning(UserWarning):
+    "A synthetic dataset too small (or of one class) for every split to hold both classes"
+
+def split_gaps(st:SynthSettings) -> tuple[list, int|None]:
+    "What the 70/15/15 split of `st` leaves without both classes, e.g. ['val/ no image'], and the smallest n that fills every split (None: one class)"
+    have = {(c.split, c.label) for c in make_cases(st)}
+    gaps = [f"{s}/ " + ('no image' if not any((s, k) in have for k in (0, 1)) else f'no {CLASSES[1 - next(k for k in (0, 1) if (s, k) in have)]} image')
+            for s in SPLITS if not {(s, 0), (s, 1)} <= have]
+    if not gaps or not 0 < st.fractured_frac < 1: return gaps, None
+    full = lambda k: round(k*0.7) >= 1 and round(k*0.15) >= 1 and k - round(k*0.7) - round(k*0.15) >= 1  # as `assign_splits` cuts a class
+    return gaps, next((m for m in range(st.n, st.n + 10_000) if full(round(m*st.fractured_frac)) and full(m - round(m*st.fractured_frac))), None)
+
+def _make_folder(out:Path):
+    "Create `out` (and its parents), or say in words why it cannot be and what to do"
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the folder {out} ({e.strerror}): give a folder in a place you can write to, "
+                      f"e.g. ./data/{out.name} or ~/{out.name}") from None
+
 def write_synthetic_dataset(out:Path|str, # folder to write (created if needed)
                             settings:SynthSettings|None=None, # the dataset; None builds one from `knobs`
                             progress:bool=True, # show a tqdm progress bar
@@ -785,9 +814,12 @@ def write_synthetic_dataset(out:Path|str, # folder to write (created if needed)
     if out.exists() and not out.is_dir(): raise ValueError(f"{out} is a file; give a folder to write the dataset into.")
     if not overwrite and synthetic_dataset_ready(out, st): return out
     if not overwrite and synthetic_dataset_ready(out) and (old := _settings_of(out)) != st.as_dict():  # someone's other dataset: kept
-        raise ValueError(f"{out} already holds another synthetic dataset, with {_differences(old, st.as_dict())}; "
-                         "write to another folder, or pass overwrite=True (--overwrite) to replace it.")
-    out.mkdir(parents=True, exist_ok=True)
+        raise SyntheticDatasetThere(out, _differences(old, st.as_dict()))
+    gaps, need = split_gaps(st)
+    if gaps: warnings.warn(f"{out}: {st.n} images split 70/15/15 within each class leave " + ', '.join(gaps) + ": training needs both classes in "
+                           "train/ and val/, and test figures need both in test/; " + (f"ask for n={need} or more" if need else
+                           f"fractured_frac={st.fractured_frac:g} makes every image one class: use a fraction between 0 and 1"), SmallSplitWarning, stacklevel=2)
+    _make_folder(out)
     if any(out.iterdir()): _clear_synthetic(out)
     for s in SPLITS:
         for c in CLASSES: (out/s/c).mkdir(parents=True, exist_ok=True)
@@ -877,9 +909,16 @@ def synth_command(args) -> int:
                        marker_shortcut=args.marker_shortcut, marker_frac=args.marker_frac, text_frac=args.text_frac, hand_frac=args.hand_frac,
                        off_centre=args.off_centre)
     t0 = time.time()
-    out = write_synthetic_dataset(args.out_dir, st, progress=not args.no_progress, overwrite=args.overwrite)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', SmallSplitWarning)  # said below, in the command's words
+        try: out = write_synthetic_dataset(args.out_dir, st, progress=not args.no_progress, overwrite=args.overwrite)
+        except SyntheticDatasetThere as e: raise SyntheticDatasetThere(e.out, e.differences, how='add --overwrite') from None
     done = json.loads((out/COMPLETE).read_text())
     print(f"Synthetic dataset ({st.n} images, {st.size}px, seed {st.seed}) in {out.resolve()} ({time.time() - t0:.1f} s)")
     for s, c in done['counts'].items(): print(f"  {s:5}  fractured {c['fractured']:5}   not fractured {c['not fractured']:5}")
     print(f"  manifest: {out/'manifest.csv'}")
+    gaps, need = split_gaps(st)
+    if gaps: print(f"warning: {', '.join(gaps)}: training needs both classes in train/ and val/, and test figures need both in test/; "
+                   + (f"use --n {need} or more" if need else f"--fractured-frac {st.fractured_frac:g} makes every image one class: use a fraction between 0 and 1"),
+                   file=sys.stderr)
     return 0

@@ -150,7 +150,7 @@ def test_half_written_folder_is_regenerated_and_finished_one_reused(tmp_path):
     write_synthetic_dataset(out, st, progress=False)
     assert synthetic_dataset_ready(out, st) and victim.is_file() and len(list(out.rglob('*.png'))) == 30
     # other settings in the same folder: refused, the dataset there kept; with overwrite, replaced without stale files
-    with pytest.raises(ValueError, match=r"already holds another synthetic dataset, with n=30 \(asked 10\); .*--overwrite"):
+    with pytest.raises(ValueError, match=r"already holds another synthetic dataset, with n=30 \(asked 10\); .*pass overwrite=True to replace it"):
         write_synthetic_dataset(out, SynthSettings(n=10, size=32, seed=1), progress=False)
     with pytest.raises(ValueError, match=r"with label_noise=0.0 \(asked 0.1\);"):
         write_synthetic_dataset(out, SynthSettings(n=30, size=32, seed=1, label_noise=0.1), progress=False)
@@ -208,7 +208,7 @@ def test_marker_shortcut_correlation():
     (dict(n=0), 'n .*at least 1'), (dict(n=-3), 'n .*at least 1'), (dict(n=2.5), 'n must be a whole number'),
     (dict(size=16), 'size must be at least 32'), (dict(size=60000), 'size must be at most 4096'), (dict(seed=-1), 'seed'),
     (dict(fractured_frac=1.2), 'fractured_frac.*between 0 and 1'), (dict(fractured_frac=-0.1), 'fractured_frac'),
-    (dict(label_noise=2), 'label_noise'), (dict(marker_shortcut=-0.5), 'marker_shortcut'), (dict(marker_frac=1.5), 'marker_frac'),
+    (dict(label_noise=2), 'label_noise'), (dict(label_noise=0.6), 'label_noise must be at most 0.5'), (dict(marker_shortcut=-0.5), 'marker_shortcut'), (dict(marker_frac=1.5), 'marker_frac'),
     (dict(difficulty='extreme'), 'difficulty'), (dict(difficulty={'easy': -1}), 'non-negative'),
     (dict(types={'greenstick': 1}), "unknown \\['greenstick'\\]"), (dict(difficulty=[1, 2]), 'needs 3 weights'),
     (dict(off_centre=0.5), 'off_centre must be at most 0.35'), (dict(off_centre=-0.1), 'off_centre.*between 0 and 1')])
@@ -294,3 +294,20 @@ def test_read_images_gives_the_rendered_pixels_and_refuses_other_settings(tmp_pa
     assert ds.image(0).flags.writeable  # as rendered images are (torch warns about read-only arrays)
     with pytest.raises(ValueError, match='n40_s48_seed4'): read_images(SyntheticFractures(40, 48, 4), out)
     with pytest.raises(ValueError, match='does not hold'): read_images(SyntheticFractures(40, 48, 3), tmp_path/'missing')
+
+
+def test_synth_explains_empty_splits_and_words_errors_for_its_caller(tmp_path, capsys):
+    from fracture_course.cli import main
+    from fracture_course.synthetic import SmallSplitWarning, split_gaps
+    assert split_gaps(SynthSettings(n=3)) == (['val/ no image', 'test/ no not fractured image'], 12) and split_gaps(SynthSettings(n=12)) == ([], None)
+    assert split_gaps(SynthSettings(n=10, fractured_frac=0))[1] is None
+    with pytest.warns(SmallSplitWarning, match=r'val/ no image.*ask for n=12 or more'): write_synthetic_dataset(tmp_path/'s3', n=3, size=32, progress=False)
+    assert main(['synth', str(tmp_path/'s0'), '--n', '10', '--size', '32', '--fractured-frac', '0', '--no-progress']) == 0
+    assert 'makes every image one class' in capsys.readouterr().err
+    assert main(['synth', str(tmp_path/'s3'), '--n', '20', '--size', '32', '--no-progress']) == 1
+    err = capsys.readouterr().err
+    assert 'add --overwrite to replace it' in err and 'overwrite=True' not in err
+    with pytest.raises(ValueError, match=r'or pass overwrite=True to replace it\.$'): write_synthetic_dataset(tmp_path/'s3', n=20, size=32, progress=False)
+    blocker = tmp_path/'afile'; blocker.write_text('x')
+    with pytest.raises(OSError, match=r'cannot create the folder .*afile/sub .*give a folder in a place you can write to'):
+        write_synthetic_dataset(blocker/'sub', n=20, size=32, progress=False)

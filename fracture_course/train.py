@@ -15,7 +15,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from .config import ENV_PREFIX, get_config, seed_everything, CourseConfig
-from .data import FractureData, load_dataset, load_course_data, trivial_baseline, describe_source, split_digest
+from .data import FractureData, MAX_COLOUR, DataWarning, colour_pictures, load_dataset, load_course_data, trivial_baseline, describe_source, split_digest
 from .transforms import Preset, augmentations, get_dls, grey_preset, imagenet_preset, stats_preset
 from .models import MODELS, create_model, model_names
 from .learner import DEFAULT_METRICS, Learner, Callback, SaveBestCB, plot_history, binary_metrics, load_checkpoint, update_checkpoint
@@ -27,8 +27,8 @@ from .evaluate import few_fractures_warning, threshold_for_sensitivity, _json_re
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'MONITORS', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model',
            'epoch_sizes', 'SizeScheduleCB', 'whole_side', 'check_zoom', 'check_recipe', 'box_plan', 'run_loaders',
            'fit_recipe', 'evaluate_run', 'run_summary', 'threshold_figures', 'run_operating_point', 'trained_on',
-           'write_run', 'staged', 'run_plan', 'train_run', 'run_key', 'KeptRunWarning', 'run_lock', 'one_trainer',
-           'cached_run', 'prune_runs', 'run_note', 'add_train_args', 'starting_weights', 'asked_for',
+           'write_run', 'staged', 'warn_colour', 'run_plan', 'train_run', 'run_key', 'KeptRunWarning', 'run_lock',
+           'one_trainer', 'cached_run', 'prune_runs', 'run_note', 'add_train_args', 'starting_weights', 'asked_for',
            'earlier_run_note', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
@@ -304,6 +304,21 @@ def staged(out:Path|str|None # the run's folder (None: the run writes nothing)
     tmp.rmdir()
 
 # %% ../nbs/91_train.ipynb #0696b131
+_COLOUR_WARNED = set()  # the colour pictures this process has named in a warning
+
+def warn_colour(data:FractureData, # the dataset about to be trained on
+                cache_dir:Path|str # where `colour_pictures` keeps its measurements (the course cache)
+               ) -> list:
+    "`colour_pictures` of `data`, and one warning naming them (once per process): training reads them as grey, the scoring tools refuse them"
+    found = colour_pictures(data.items, cache_dir)
+    if found and not {c['path'] for c in found} <= _COLOUR_WARNED:
+        _COLOUR_WARNED.update(c['path'] for c in found)
+        names = ', '.join(c['path'] for c in found[:3]) + (f", ... and {len(found) - 3} more" if len(found) > 3 else '')
+        warnings.warn(f"{len(found)} colour picture(s) in {data.name}: {names}. Training reads them as grey, but predict, serve and evaluate refuse "
+                      f"pictures further from grey than {MAX_COLOUR:g}, so the model learns from pictures it will never be asked to score. "
+                      f"`fracture-course audit {data.source or data.root}` lists them all, with what to do.", DataWarning, stacklevel=3)
+    return found
+
 def _as_data(data, cfg:CourseConfig, progress:bool) -> FractureData:
     "The configured dataset for None, `load_dataset` for a path, a `FractureData` as it is; refused when it has no training images"
     if data is None: data = load_course_data(cfg, verbose=progress)
@@ -316,6 +331,7 @@ def _as_data(data, cfg:CourseConfig, progress:bool) -> FractureData:
         if c and 0 in c.values():  # refused now, not after the whole training
             raise ValueError(f"{data.name} ({data.root}): the {split} split has {c}; it needs both classes ({why}). "
                              f"Check the labels and the split, e.g. with `fracture-course audit {data.root}`.")
+    warn_colour(data, cfg.cache_dir)  # measured once per file and kept: the image cache reads every image as grey
     return data
 
 def run_plan(model:str, cfg:CourseConfig, recipe_overrides:dict|None=None) -> tuple[Recipe, int, float, list]:

@@ -147,14 +147,16 @@ def test_audit_finds_unreadable_damaged_duplicates_leaks_and_stray_files(tmp_pat
     assert [Path(u['path']).name for u in rep.unreadable] == ['zero.jpg']
     assert [(Path(u['path']).name, u['width'], u['height']) for u in rep.too_small] == [('icon.png', 20, 300)]
     assert 'too small to score (under 32 px a side): 1' in rep.summary() 
-    assert f"too small {root/'test'/'fractured'/'icon.png'}: 20 x 300 pixels" in rep.summary()
+    assert f"  too small:\n    {root/'test'/'fractured'/'icon.png'}: 20 x 300 pixels\n    what to do: predict, serve and evaluate refuse" in rep.summary()
     assert [Path(p).name for p in rep.damaged] == ['cut.jpg']
     assert len(rep.duplicates) == 1 and len(rep.leaks()) == 1
     assert any({Path(o['path']).name for o in g} >= {'resaved.png'} for g in rep.near_duplicates)
     assert rep.skipped[0]['path'].endswith('readme.txt')
     assert rep.counts['train']['fractured'] == 4 and 'exact duplicate groups: 1 (1 across splits, 0 with different labels)' in rep.summary()
     assert rep.damaged_by_class == {'not fractured': 1} and 'decoded only partly: 1 (not fractured 1)' in rep.summary()
-    leak = next(l for l in rep.summary().splitlines() if l.strip().startswith('across splits:'))  # the leaking copies, named
+    lines = rep.summary().splitlines()
+    leak = lines[lines.index('  across splits:') + 1]  # the leaking copies, named, and what to do
+    assert any(l.startswith('    what to do: leakage') for l in lines[lines.index('  across splits:'):])
     assert f"{src} (train, fractured)" in leak and f"{root/'test'/'fractured'/'leak.jpg'} (test, fractured)" in leak
     json.dumps(rep.to_dict())
 
@@ -425,7 +427,7 @@ def test_nothing_under_a_dataset_folder_is_left_out_without_a_word(tmp_path):
     assert 'README.md' not in why  # not an image: nothing was lost
     assert any(o.path.name == 'y.png' for o in d.items)  # a linked folder is read
     assert sum(o.split == 'train' and o.label == 1 for o in d.items) == 4 + 1  # its own and the linked one; the loop adds nothing
-    assert f"skipped {root/'train'/'Fracturd'}: folder 'Fracturd'" in audit(d).summary()  # the audit's report names them
+    assert f"\n    {root/'train'/'Fracturd'}: folder 'Fracturd'" in audit(d).summary() and '\n  skipped:\n' in audit(d).summary()  # the audit's report names them
     shutil.copytree(root/'val', root/'validation')
     with pytest.raises(ValueError, match=r"several folders hold the same split \(valid: \['val', 'validation'\]\)"): load_dataset(root)
 
@@ -512,7 +514,7 @@ def test_files_that_cannot_be_opened_are_left_out_by_name_not_met_in_training(tm
     (root/'train'/'not fractured'/'head.jpg').write_bytes((root/'train'/'fractured'/'0_0.jpg').read_bytes()[:300])
     data = load_dataset(root)
     reasons = {Path(s['path']).name: s['reason'] for s in data.skipped}
-    assert reasons['zero.png'] == 'empty file (0 bytes)' and 'head.jpg' in reasons and len(data.split('train')) == 8
+    assert reasons['zero.png'] == 'empty file (0 bytes); re-download or delete it' and 'head.jpg' in reasons and len(data.split('train')) == 8
     assert not {'zero.png', 'head.jpg'} & {o.path.name for o in data.items}
     assert len(ImageCache(data.split('train'), grey_preset(32)).arr) == 8  # decodes every item left
 
@@ -919,3 +921,38 @@ def test_colour_images_are_refused_only_where_an_image_is_scored(tmp_path):
 def test_a_file_pillow_cannot_read_gets_advice(tmp_path):
     (tmp_path/'page.png').write_text('<html>not an image</html>')
     with pytest.raises(UnreadableImage, match=r"page.png: not an image Pillow can read .*save or export it again as PNG, JPEG or DICOM"): load_image(tmp_path/'page.png')
+
+
+def test_audit_says_what_to_do_and_how_many_more_it_did_not_list(tmp_path):
+    "Each finding is followed by what to do; every list cut at `show` says how many more; the reasons carry load_image's advice"
+    from fracture_course.data import header_problem, write_manifest, LeftOutWarning
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=6, ext='.png')
+    for i in range(7): (root/'train'/'fractured'/f'empty{i}.png').write_bytes(b'')
+    (root/'train'/'not fractured'/'fake.png').write_text('<html>not an image</html>')
+    red = np.zeros((40, 48, 3), np.uint8); red[..., 0] = 200
+    for i in range(2): Image.fromarray(red + i).save(root/'test'/'fractured'/f'red{i}.png')
+    with pytest.warns(LeftOutWarning, match=r"; \.\.\. and 3 more \(every one is in the dataset's `skipped`\)"): data = load_dataset(root)
+    assert header_problem(root/'train'/'not fractured'/'fake.png').startswith('not an image Pillow can read: save or export it again as PNG')
+    with pytest.raises(UnreadableImage, match='re-download or delete it'): load_image(root/'train'/'fractured'/'empty0.png')
+    rep = audit(data)
+    text = rep.summary(show=5)
+    assert '... and 3 more (every one is in --json FILE)' in text and 'empty file (0 bytes); re-download or delete it' in text
+    assert [Path(c['path']).name for c in rep.colour] == ['red0.png', 'red1.png'] and 'colour pictures: 2' in text
+    assert set(rep.advice()) == {'unreadable', 'colour'} and text.count('what to do:') == 2
+    assert 'were left out when the dataset was read' in rep.advice()['unreadable'] and 'predict, serve and evaluate refuse' in rep.advice()['colour']
+    short = rep.summary(show=1)
+    assert '    ... and 1 more (every one is in --json FILE)' in short  # the two colour pictures, cut at one
+    kept = load_dataset(write_manifest(data, tmp_path/'kept.csv', leave_out=[u['path'] for u in audit(data).colour]))  # the advice's own command
+    assert len(kept) == len(data) - 2
+
+def test_audit_names_one_class_and_truncated_files_of_one_class(tmp_path):
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=6)
+    for f in (root/'test'/'fractured').iterdir(): f.unlink()
+    for i in range(3):
+        b = (root/'train'/'not fractured'/f'1_{i}.jpg').read_bytes(); (root/'train'/'not fractured'/f'1_{i}.jpg').write_bytes(b[:len(b) * 2 // 3])
+    with warnings.catch_warnings(): warnings.simplefilter('ignore'); rep = audit(root)
+    assert rep.one_class() == ['the test split: 6 not fractured, no fractured'] and len(rep.damaged) == 3
+    a = rep.advice()
+    assert 'all 3 are not fractured' in a['decoded only partly'] and 'leave_out=audit(data).damaged' in a['decoded only partly']
+    assert 'add images of the missing class' in a['one class']
+    assert all(Path(p).name in rep.summary() for p in rep.damaged)  # the partly decoded files are named, not only counted

@@ -370,3 +370,21 @@ def test_prune_runs_skips_an_entry_removed_while_it_looks(tmp_path, monkeypatch)
         return real_stat(self, *a, **k)
     monkeypatch.setattr(Path, 'stat', vanishing)
     assert prune_runs(runs, days=0) == ['b']
+
+
+def test_training_warns_once_about_colour_pictures(tmp_path):
+    "predict and serve refuse colour pictures; training reads them as grey: it names them, once per process, from a cached measurement"
+    import warnings
+    from fracture_course.train import _as_data
+    root = tmp_path/'ds'
+    for s in ('train', 'val', 'test'):
+        for k, c in enumerate(('fractured', 'not fractured')):
+            (root/s/c).mkdir(parents=True)
+            for i in range(3): Image.fromarray(np.random.default_rng(10 * k + i).integers(0, 256, (40, 40), dtype=np.uint8)).save(root/s/c/f'{i}.png')
+    red = np.zeros((40, 40, 3), np.uint8); red[..., 0] = 200; Image.fromarray(red).save(root/'train'/'fractured'/'red.png')
+    cfg = get_config('quick', cache_dir=str(tmp_path/'cache'))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for _ in range(2): _as_data(root, cfg, progress=False)
+    said = [str(w.message) for w in caught if 'colour picture' in str(w.message)]
+    assert len(said) == 1 and 'red.png' in said[0] and (tmp_path/'cache'/'colour').is_dir()

@@ -149,7 +149,7 @@ def test_cli_train_checks_its_output_folder_and_names_an_unreadable_image(tiny, 
     bad = tmp_path/'bad'; shutil.copytree(tiny, bad)
     (bad/'train'/'fractured'/'notes.png').write_text('not an image')
     (bad/'train'/'fractured'/'empty.png').write_bytes(b'')
-    with pytest.warns(UserWarning, match=r"2 image file\(s\) in .* could not be opened and were left out: .*empty.png \(empty file \(0 bytes\)\); .*notes.png \(not an image"):
+    with pytest.warns(UserWarning, match=r"2 image file\(s\) in .* could not be opened and were left out: .*empty.png \(empty file \(0 bytes\); re-download or delete it\); .*notes.png \(not an image"):
         assert main(['train', '--data', str(bad), '--epochs', '1', '--size', '32', '--out', str(tmp_path/'o'), '--quiet']) == 0  # trained on the rest
     assert 'Traceback' not in capsys.readouterr().err
 

@@ -8,7 +8,7 @@ Docs: https://github.com/fracture-course/fracture_course/data.html.md"""
 from __future__ import annotations
 import contextlib, csv, hashlib, io, json, logging, math, os, re, threading, warnings
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -1300,6 +1300,13 @@ def _merge(pairs:list, n:int) -> list:
     for i in {k for p in pairs for k in p}: g[root(i)].append(i)
     return [sorted(v) for v in g.values()]
 
+def _near_groups(files:list, # dicts with path, split, label, sha1 and phash (a 64-bit int)
+                 near_bits:int) -> list:
+    "Groups of `files` whose perceptual hashes differ in at most `near_bits` bits, each as [{path, split, label}]; byte-identical copies are not paired (the exact duplicates)"
+    pairs = _near_pairs(np.array([f['phash'] for f in files], dtype=np.uint64), near_bits)
+    pairs = [(i, j) for i, j in pairs if files[i]['sha1'] != files[j]['sha1']]
+    return [[{k: files[i][k] for k in ('path', 'split', 'label')} for i in g] for g in _merge(pairs, len(files))]
+
 # %% ../nbs/02_data.ipynb #6776146d
 @dataclass
 class AuditReport:
@@ -1312,6 +1319,7 @@ class AuditReport:
     notes:list=field(default_factory=list)  # what reading the dataset decided or noticed (a split it drew, rows without images, ...)
     damaged_by_class:dict=field(default_factory=dict)  # how many of `damaged` each class holds: a damage only one class shows is a shortcut
     colour:list=field(default_factory=list)  # pictures further from grey than `MAX_COLOUR`: trained on as grey, refused by the scoring tools
+    hashes:list=field(default_factory=list, repr=False)  # path, split, label, SHA-1 and perceptual hash of each decoded file: `with_near_bits` regroups them
 
     def leaks(self, kind:str='duplicates') -> list:
         "Groups of `kind` ('duplicates' or 'near_duplicates') whose files sit in more than one split"
@@ -1321,7 +1329,15 @@ class AuditReport:
         "Groups of `kind` whose copies carry different labels: the same picture taught as fractured and as not fractured"
         return [g for g in getattr(self, kind) if len({o['label'] for o in g}) > 1]
 
-    def to_dict(self) -> dict: return {**vars(self), 'duplicates_with_mixed_labels': self.mixed_labels() + self.mixed_labels('near_duplicates')}
+    def to_dict(self) -> dict:
+        "Every finding, as JSON-ready values (without the per-file hashes)"
+        d = {k: v for k, v in vars(self).items() if k != 'hashes'}
+        return {**d, 'duplicates_with_mixed_labels': self.mixed_labels() + self.mixed_labels('near_duplicates')}
+
+    def with_near_bits(self, near_bits:int # perceptual-hash bits two images may differ in
+                      ) -> 'AuditReport':
+        "The same report with its near-duplicate groups drawn again at `near_bits`, from the hashes it kept: no file is read again"
+        return replace(self, near_duplicates=_near_groups(self.hashes, near_bits))
 
     def one_class(self) -> list:
         "What holds images of one class only, in words: the whole dataset, or each split that has images"
@@ -1421,10 +1437,8 @@ def audit(data:FractureData|Path|str, # a loaded dataset, or a path for `load_da
                  height_min=int(hs.min()), height_median=int(np.median(hs)), height_max=int(hs.max())) if ok else {}
     brief = lambda i: {k: facts[i][k] for k in ('path', 'split', 'label')}
     dups = [[brief(i) for i in g] for g in _groups({i: f['sha1'] for i, f in enumerate(facts) if 'sha1' in f and 'error' not in f})]
-    idx = [i for i, f in enumerate(facts) if 'phash' in f]
-    pairs = [(idx[a], idx[b]) for a, b in _near_pairs(np.array([facts[i]['phash'] for i in idx], dtype=np.uint64), near_bits)]
-    pairs = [(i, j) for i, j in pairs if facts[i]['sha1'] != facts[j]['sha1']]  # exact copies are reported above
-    near = [[brief(i) for i in g] for g in _merge(pairs, len(facts))]
+    hashes = [{k: f[k] for k in ('path', 'split', 'label', 'sha1', 'phash')} for f in facts if 'phash' in f]
+    near = _near_groups(hashes, near_bits)
     dcm = [f['dicom'] for f in facts if 'dicom' in f]
     dicom = {'files': len(dcm), **{k: dict(Counter(str(o[k]) for o in dcm)) for k in ('photometric_interpretation', 'bits_stored', 'modality', 'transfer_syntax')}} if dcm else {}
     conflicts = [{'path': str(o.path), 'folder_label': o.label_name, 'other_label': CLASSES[o.meta['csv_label']]}
@@ -1437,7 +1451,7 @@ def audit(data:FractureData|Path|str, # a loaded dataset, or a path for `load_da
                        round(time.perf_counter() - t0, 2), dicom,
                        [{k: f[k] for k in ('path', 'width', 'height')} for f in facts if f.get('small')], split_digest(data), list(data.notes),
                        dict(Counter(f['label'] for f in facts if f.get('damaged'))),
-                       [{k: f[k] for k in ('path', 'split', 'label', 'colour')} for f in facts if f.get('colour', 0) > MAX_COLOUR])
+                       [{k: f[k] for k in ('path', 'split', 'label', 'colour')} for f in facts if f.get('colour', 0) > MAX_COLOUR], hashes)
 
 # %% ../nbs/02_data.ipynb #88ed71e0
 _GREY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'F')  # Pillow modes without colour

@@ -158,7 +158,9 @@ def test_audit_finds_unreadable_damaged_duplicates_leaks_and_stray_files(tmp_pat
     leak = lines[lines.index('  across splits:') + 1]  # the leaking copies, named, and what to do
     assert any(l.startswith('    what to do: leakage') for l in lines[lines.index('  across splits:'):])
     assert f"{src} (train, fractured)" in leak and f"{root/'test'/'fractured'/'leak.jpg'} (test, fractured)" in leak
-    json.dumps(rep.to_dict())
+    json.dumps(rep.to_dict()); assert 'hashes' not in rep.to_dict() and len(rep.hashes) == 24 + 6  # every decoded file's hashes kept (not zero.jpg), not written
+    loose = rep.with_near_bits(64)  # every pair of pictures within 64 bits: one group of all but the byte-identical copy
+    assert len(loose.near_duplicates) == 1 and len(loose.near_duplicates[0]) == len(rep.hashes) and loose.duplicates == rep.duplicates
 
 def test_trivial_baseline_on_imbalanced_items():
     items = [Item(Path(f'{i}'), int(i < 18)) for i in range(100)]
@@ -192,6 +194,10 @@ def test_real_fracatlas_loads_and_audits(fracatlas_dir):
     assert len(rep.duplicates) == 8 and not rep.leaks() and not rep.leaks('near_duplicates') and not rep.unreadable
     assert rep.damaged_by_class == {'not fractured': 48}  # every truncated file is healthy: a shortcut chapter 2 warns of
     assert rep.seconds < 60
+    groups = lambda r: sorted(sorted(o['path'] for o in g) for g in r.near_duplicates)
+    two = rep.with_near_bits(2)  # regrouped from the kept hashes, as a second audit at --near-bits 2 would find (64 groups, 10 across splits)
+    assert groups(two) == groups(audit(d, near_bits=2)) and len(two.near_duplicates) == 64 and len(two.leaks('near_duplicates')) == 10
+    assert groups(rep.with_near_bits(0)) == groups(rep) and two.duplicates == rep.duplicates
 
 def test_audit_cli_writes_json(tmp_path):
     root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=2)

@@ -142,10 +142,12 @@ def _file_bytes(path:Path) -> bytes:
 MIN_SIDE = 32  # the shortest side the tools that score an image accept: below it no fracture shows (the synthetic generator's floor too)
 MAX_COLOUR = 8.  # the most `colour_spread` the tools that score an image accept: grey levels, where grey files saved as RGB JPEGs measure 0-2
 
+_GREY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'F')  # Pillow modes without colour
+
 def colour_spread(img:Image.Image # any PIL image
                  ) -> float:
     "How far from grey an image is: the mean over its pixels (a 128-pixel thumbnail's) of the largest difference between red, green and blue; 0 for grey"
-    if img.mode in ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'F'): return 0.
+    if img.mode in _GREY_MODES: return 0.
     if img.mode in ('P', 'PA'): img = img.convert('RGBA' if 'transparency' in img.info or img.mode == 'PA' else 'RGB')  # a palette's indices cannot be averaged
     small = img.reduce(max(1, min(img.size) // 128))  # before any conversion: a large CMYK or YCbCr file is never converted whole
     if small.mode not in ('RGB', 'RGBA'): small = small.convert('RGB')
@@ -1454,8 +1456,6 @@ def audit(data:FractureData|Path|str, # a loaded dataset, or a path for `load_da
                        [{k: f[k] for k in ('path', 'split', 'label', 'colour')} for f in facts if f.get('colour', 0) > MAX_COLOUR], hashes)
 
 # %% ../nbs/02_data.ipynb #88ed71e0
-_GREY_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'I;16B', 'I;16L', 'F')  # Pillow modes without colour
-
 def _colour_of(path:Path) -> float|None:
     "`colour_spread` of one file as the scoring tools measure it: 0 for a DICOM or a grey file (read from its header), None if it does not decode"
     try:

@@ -786,9 +786,16 @@ class SyntheticDatasetThere(ValueError):
 class SmallSplitWarning(UserWarning):
     "A synthetic dataset too small (or of one class) for every split to hold both classes"
 
-def split_gaps(st:SynthSettings) -> tuple[list, int|None]:
+def _split_counts(cases:list) -> dict:
+    "{split: {class name: images}} of `cases`, by their stored labels"
+    return {s: {k: sum(c.split == s and CLASSES[c.label] == k for c in cases) for k in CLASSES} for s in SPLITS}
+
+def split_gaps(st:SynthSettings,
+               counts:dict|None=None # {split: {class name: images}}, when known (a written dataset's); None: drawn from `st`
+              ) -> tuple[list, int|None]:
     "What the 70/15/15 split of `st` leaves without both classes, e.g. ['val/ no image'], and the smallest n that fills every split (None: one class)"
-    have = {(c.split, c.label) for c in make_cases(st)}
+    counts = _split_counts(make_cases(st)) if counts is None else counts
+    have = {(s, CLASSES.index(k)) for s, c in counts.items() for k, n in c.items() if n}
     gaps = [f"{s}/ " + ('no image' if not any((s, k) in have for k in (0, 1)) else f'no {CLASSES[1 - next(k for k in (0, 1) if (s, k) in have)]} image')
             for s in SPLITS if not {(s, 0), (s, 1)} <= have]
     if not gaps or not 0 < st.fractured_frac < 1: return gaps, None
@@ -815,7 +822,8 @@ def write_synthetic_dataset(out:Path|str, # folder to write (created if needed)
     if not overwrite and synthetic_dataset_ready(out, st): return out
     if not overwrite and synthetic_dataset_ready(out) and (old := _settings_of(out)) != st.as_dict():  # someone's other dataset: kept
         raise SyntheticDatasetThere(out, _differences(old, st.as_dict()))
-    gaps, need = split_gaps(st)
+    cases = make_cases(st)
+    gaps, need = split_gaps(st, _split_counts(cases))
     if gaps: warnings.warn(f"{out}: {st.n} images split 70/15/15 within each class leave " + ', '.join(gaps) + ": training needs both classes in "
                            "train/ and val/, and test figures need both in test/; " + (f"ask for n={need} or more" if need else
                            f"fractured_frac={st.fractured_frac:g} makes every image one class: use a fraction between 0 and 1"), SmallSplitWarning, stacklevel=2)
@@ -823,7 +831,6 @@ def write_synthetic_dataset(out:Path|str, # folder to write (created if needed)
     if any(out.iterdir()): _clear_synthetic(out)
     for s in SPLITS:
         for c in CLASSES: (out/s/c).mkdir(parents=True, exist_ok=True)
-    cases = make_cases(st)
     rows = []
     for c in _progress(cases, len(cases), f'synthetic {st.size}px', progress):
         rel = case_file(c)
@@ -917,7 +924,7 @@ def synth_command(args) -> int:
     print(f"Synthetic dataset ({st.n} images, {st.size}px, seed {st.seed}) in {out.resolve()} ({time.time() - t0:.1f} s)")
     for s, c in done['counts'].items(): print(f"  {s:5}  fractured {c['fractured']:5}   not fractured {c['not fractured']:5}")
     print(f"  manifest: {out/'manifest.csv'}")
-    gaps, need = split_gaps(st)
+    gaps, need = split_gaps(st, done['counts'])  # from what was written: no second draw
     if gaps: print(f"warning: {', '.join(gaps)}: training needs both classes in train/ and val/, and test figures need both in test/; "
                    + (f"use --n {need} or more" if need else f"--fractured-frac {st.fractured_frac:g} makes every image one class: use a fraction between 0 and 1"),
                    file=sys.stderr)

@@ -17,9 +17,9 @@ from PIL import Image, ImageChops, ImageFile, ImageOps, ImageStat, UnidentifiedI
 
 # %% auto #0
 __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'EMPTY_FILE', 'NOT_AN_IMAGE', 'MIN_SIDE', 'MAX_COLOUR',
-           'NOT_RADIOGRAPHS', 'REGIONS', 'LAYOUTS', 'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'label_from_name', 'Item',
-           'FractureData', 'UnreadableImage', 'DamagedImageWarning', 'DataWarning', 'TruncatedImage', 'is_dicom',
-           'colour_spread', 'load_image', 'deflated_size', 'write_dicom', 'dicom_summary', 'read_dicom',
+           'NOT_RADIOGRAPHS', 'REGIONS', 'LAYOUTS', 'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'LEAVE_OUT', 'label_from_name',
+           'Item', 'FractureData', 'UnreadableImage', 'DamagedImageWarning', 'DataWarning', 'TruncatedImage',
+           'is_dicom', 'colour_spread', 'load_image', 'deflated_size', 'write_dicom', 'dicom_summary', 'read_dicom',
            'modality_warning', 'file_digest', 'fingerprints', 'per_file', 'split_items', 'split_digest', 'split_of',
            'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes',
            'looks_like_dicom', 'header_problem', 'LeftOutWarning', 'drop_unopenable', 'load_dataset', 'write_manifest',
@@ -1124,7 +1124,7 @@ def write_manifest(data:FractureData, # a loaded dataset
     with open(csv_path, 'w', newline='') as f:
         w = csv.writer(f); w.writerow(['path', 'label', 'split', *extra])
         for o in keep:
-            more = {'boxes': json.dumps(item_boxes(o)) if o.meta.get('boxes') or o.meta.get('boxes_norm') else '', 'region': o.meta.get('region', '')}
+            more = {'boxes': json.dumps([[round(v, 2) for v in b] for b in item_boxes(o)]) if o.meta.get('boxes') or o.meta.get('boxes_norm') else '', 'region': o.meta.get('region', '')}
             w.writerow([os.path.abspath(o.path), o.label, o.split, *(more[k] for k in extra)])
     return csv_path
 
@@ -1310,6 +1310,8 @@ def _near_groups(files:list, # dicts with path, split, label, sha1 and phash (a 
     return [[{k: files[i][k] for k in ('path', 'split', 'label')} for i in g] for g in _merge(pairs, len(files))]
 
 # %% ../nbs/02_data.ipynb #6776146d
+LEAVE_OUT = ('unreadable', 'damaged', 'too-small', 'colour', 'different-labels')  # the findings made of files a manifest can leave out
+
 @dataclass
 class AuditReport:
     "What the audit found in one dataset"
@@ -1330,6 +1332,16 @@ class AuditReport:
     def mixed_labels(self, kind:str='duplicates') -> list:
         "Groups of `kind` whose copies carry different labels: the same picture taught as fractured and as not fractured"
         return [g for g in getattr(self, kind) if len({o['label'] for o in g}) > 1]
+
+    def files_of(self, *findings:str # any of `LEAVE_OUT`: 'unreadable', 'damaged', 'too-small', 'colour', 'different-labels'
+                ) -> list:
+        "The image files of `findings`, as the dataset lists them: what `write_manifest(leave_out=)` takes"
+        kinds = [f.replace('_', '-') for f in findings]
+        if (bad := [f for f in kinds if f not in LEAVE_OUT]): raise ValueError(f"{', '.join(bad)}: not a finding with files; choose from {', '.join(LEAVE_OUT)}")
+        files = {'unreadable': [u['path'] for u in self.unreadable if not u.get('left_out')],  # those load_dataset left out are in no manifest
+                 'damaged': list(self.damaged), 'too-small': [u['path'] for u in self.too_small], 'colour': [u['path'] for u in self.colour],
+                 'different-labels': [o['path'] for g in self.mixed_labels() + self.mixed_labels('near_duplicates') for o in g]}
+        return list(dict.fromkeys(p for k in kinds for p in files[k]))  # each file once, in the order asked
 
     def to_dict(self) -> dict:
         "Every finding, as JSON-ready values (without the per-file hashes)"
@@ -1352,27 +1364,27 @@ class AuditReport:
     def advice(self) -> dict:
         "What to do about each finding, in one line, keyed by the finding (only those the audit made)"
         src = self.root
-        manifest = lambda files: (f"leave them out with a manifest, in Python: `data = load_dataset('{src}'); write_manifest(data, 'kept.csv', "
-                                  f"leave_out={files})`, then train on kept.csv (FRACTURE_DATASET=kept.csv, or train --data kept.csv)")
-        paths = lambda finding: f"[u['path'] for u in audit(data).{finding}]"
+        manifest = lambda kind: (f"leave them out with a manifest: `fracture-course audit {src} --manifest kept.csv --leave-out {kind}` (in Python: "
+                                 f"`write_manifest(data, 'kept.csv', leave_out=audit(data).files_of('{kind}'))`), then train on kept.csv "
+                                 "(FRACTURE_DATASET=kept.csv, or train --data kept.csv)")
         damaged_class = [c for c, n in self.damaged_by_class.items() if n == len(self.damaged)]
         left_out = sum(bool(u.get('left_out')) for u in self.unreadable)
         a = {'one class': "a classifier learns nothing from one class and no sensitivity or specificity can be measured; `train` refuses a training or "
                           "validation split without both classes: add images of the missing class (or fix the labels or the split)",
              'unreadable': (f"{left_out} of them were left out when the dataset was read (training does not see them); " if left_out else '')
                            + ("download those files again to use them" if left_out == len(self.unreadable) else
-                              (f"the other {len(self.unreadable) - left_out}" if left_out else "they") + " do not decode and stop training: replace or delete them, or " + manifest(paths('unreadable'))),
+                              (f"the other {len(self.unreadable) - left_out}" if left_out else "they") + " do not decode and stop training: replace or delete them, or " + manifest('unreadable')),
              'decoded only partly': (f"all {len(self.damaged)} are {damaged_class[0]}: the grey band where their data end is a mark only that class carries, "
                                      "a shortcut a network can learn instead of bones. " if damaged_class and len(self.damaged) > 1 else
                                      "they are trained on with a grey band where their data end. ")
-                                    + f"Download the dataset (or these files) again, or {manifest('audit(data).damaged')}",
+                                    + f"Download the dataset (or these files) again, or {manifest('damaged')}",
              'too small': f"predict, serve and evaluate refuse images under {MIN_SIDE} px a side, which training uses: put the original radiographs "
-                          f"in their place, or {manifest(paths('too_small'))}",
+                          f"in their place, or {manifest('too-small')}",
              'colour': f"predict, serve and evaluate refuse pictures further from grey than {MAX_COLOUR:g} (a photo of a screen, a colour-mapped "
-                       f"image), which training reads as grey: put the original greyscale radiographs in their place, or {manifest(paths('colour'))}",
+                       f"image), which training reads as grey: put the original greyscale radiographs in their place, or {manifest('colour')}",
              'skipped': "not trained on; each reason says why, and what to do if a file should have been read",
              'different labels': "one picture taught as fractured and as not fractured: look at each group and correct the wrong label (move the "
-                                 f"file to its class folder, or fix its CSV row), or drop the group: {manifest('[the paths of its files]')}",
+                                 f"file to its class folder, or fix its CSV row), or drop the groups: {manifest('different-labels')}",
              'across splits': "leakage: a model is tested on pictures it trained on, so its test figures flatter it; keep each group in one split "
                               "(move or delete the extra copies, or, for a dataset without given splits, let the course split it: it keeps copies together)",
              'exact duplicates': "each copy counts again in training, weighting its picture more; harmless in small numbers, or delete the extra copies",
@@ -1482,6 +1494,9 @@ def add_audit_args(p):
     p.add_argument('--json', metavar='FILE', help="write the full report as JSON to FILE ('-': print only JSON)")
     p.add_argument('--near-bits', type=int, default=0, metavar='N', help='perceptual-hash bits near-duplicates may differ in (default 0)')
     p.add_argument('--seed', type=int, help="seed of the split made for unsplit datasets (default: the settings' seed, FRACTURE_SEED or 42, as train uses)")
+    p.add_argument('--manifest', metavar='FILE.csv', help='also write the dataset as a CSV manifest (its files, labels and splits) without the files of --leave-out, to train on instead')
+    p.add_argument('--leave-out', default='unreadable,damaged,too-small,colour', metavar='KINDS',
+                   help=f"comma-separated findings whose files --manifest leaves out, of: {', '.join(LEAVE_OUT)} (default: unreadable,damaged,too-small,colour)")
 
 def _is_audit_report(path:Path) -> bool:
     "Is `path` a report an earlier audit wrote (which a new one may replace)?"
@@ -1489,28 +1504,68 @@ def _is_audit_report(path:Path) -> bool:
     except (OSError, ValueError, UnicodeDecodeError): return False
     return isinstance(d, dict) and {'counts', 'duplicates', 'label_disagreements'} <= set(d)
 
-def _check_report_path(out:Path, data:Path):
-    "Refuse a report file that cannot be written, or whose writing would replace a file of the dataset (its manifest, say)"
-    root = (data if data.is_dir() else data.parent).resolve()
+def _is_our_manifest(path:Path) -> bool:
+    "Is `path` a manifest an earlier `--manifest` wrote (which a new one may replace)?"
+    try:
+        with open(path, newline='') as f: return next(csv.reader(f), [])[:3] == ['path', 'label', 'split']
+    except (OSError, UnicodeDecodeError, csv.Error): return False
+
+def _check_output_path(out:Path, # the file an option names
+                       data:Path, # the dataset's folder or manifest
+                       option:str='--json', # the option, for the message
+                       suffix:str='.json', # the ending its name must have
+                       ours:Callable=_is_audit_report, # is an existing file one this option wrote before (and may replace)?
+                      ):
+    "Refuse an output file that cannot be written, or whose writing would replace a file of the dataset (its manifest, say)"
+    root, what = (data if data.is_dir() else data.parent).resolve(), {'.json': 'report', '.csv': 'manifest'}[suffix]
     if out.is_dir() or not out.parent.is_dir():
-        raise ValueError(f"--json {out}: {'is a folder' if out.is_dir() else 'its folder does not exist'}; give a file in an existing folder.")
-    if out.suffix.lower() != '.json': raise ValueError(f"--json {out}: the report's name must end in .json (so that it can never replace an image or a manifest).")
-    if out.exists() and (out.resolve() == data.resolve() or root in out.resolve().parents) and not _is_audit_report(out):
-        raise ValueError(f"--json {out}: this file belongs to the dataset in {root}; write the report outside the dataset's folder.")
+        raise ValueError(f"{option} {out}: {'is a folder' if out.is_dir() else 'its folder does not exist'}; give a file in an existing folder.")
+    if out.suffix.lower() != suffix: raise ValueError(f"{option} {out}: the {what}'s name must end in {suffix}" + (" (so that it can never replace an image or a manifest)." if suffix == '.json' else '.'))
+    if out.exists() and out.resolve() == data.resolve(): raise ValueError(f"{option} {out}: this is the dataset being audited; give the {what} another name.")
+    inside = root in out.resolve().parents
+    if suffix == '.csv' and data.is_dir() and inside:
+        raise ValueError(f"{option} {out}: inside the dataset's folder {root}, where reading the dataset would find it; write the manifest outside that folder.")
+    if out.exists() and not ours(out):
+        if inside: raise ValueError(f"{option} {out}: this file belongs to the dataset in {root}; write the {what} outside the dataset's folder.")
+        if suffix == '.csv': raise ValueError(f"{option} {out}: a file that is not a manifest the audit wrote is there; choose another name, or move that file.")
+
+def _leave_out_kinds(text:str) -> list:
+    "The findings `--leave-out` names, checked"
+    kinds = [k.strip().replace('_', '-') for k in text.split(',') if k.strip()]
+    if (bad := [k for k in kinds if k not in LEAVE_OUT]): raise ValueError(f"--leave-out {text}: {', '.join(bad)} is not one of {', '.join(LEAVE_OUT)}")
+    return kinds
+
+def _write_kept(data:FractureData, report:AuditReport, out:Path, kinds:list) -> str:
+    "Write `out`, a manifest of `data` without the files of `kinds`; say what it holds, and which split it leaves without a class"
+    by_kind = {k: report.files_of(k) for k in kinds}
+    drop = report.files_of(*kinds)
+    write_manifest(data, out, leave_out=drop)
+    gone = {os.path.abspath(p) for p in drop}
+    left = FractureData(data.name, data.root, [o for o in data.items if os.path.abspath(o.path) not in gone]).counts()
+    told = ', '.join(f'{k} {len(v)}' for k, v in by_kind.items()) or 'nothing (--leave-out is empty)'
+    lines = [f"Manifest written to {out}: {len(data) - len(gone):,} of {len(data):,} images, the same labels and splits (left out: {told}).",
+             f"  Train on it: fracture-course train --data {out} (or FRACTURE_DATASET={out})."]
+    lines += [f"  warning: the {s} split has no {c} left; `train` refuses it. Leave fewer files out, or add images of that class."
+              for s, n in left.items() if sum(n.values()) for c in CLASSES if not n[c]]
+    return '\n'.join(lines)
 
 def audit_command(args) -> int:
     "Run `fracture-course audit`"
+    import sys
     if args.near_bits < 0 or args.near_bits > 64: raise ValueError(f'--near-bits must be between 0 and 64, not {args.near_bits}')
     from fracture_course.config import settings_value, get_config
     seed = args.seed if args.seed is not None else settings_value('seed')  # the split `train` draws, so the audit describes it
     if args.path and not (args.path.startswith('kaggle:') or args.path in ('synthetic', 'auto')): data = load_dataset(args.path, seed=seed)
     else: data = load_course_data(get_config(**({'dataset': args.path} if args.path else {}), seed=seed), verbose=False)  # as train finds it
-    if args.json and args.json != '-': _check_report_path(Path(args.json), Path(data.source or data.root))  # before the audit, not after
+    if args.json and args.json != '-': _check_output_path(Path(args.json), Path(data.source or data.root))  # before the audit, not after
+    kinds = _leave_out_kinds(args.leave_out)
+    if args.manifest: _check_output_path(Path(args.manifest), Path(data.source or data.root), '--manifest', '.csv', _is_our_manifest)
     rep = audit(data, near_bits=args.near_bits)
     js = json.dumps(rep.to_dict(), indent=2, default=str)
-    if args.json == '-': print(js); return 0
-    print(rep.summary())
-    if args.json: Path(args.json).write_text(js); print(f'Full report written to {args.json}')
+    if args.json == '-': print(js)
+    else: print(rep.summary())
+    if args.json and args.json != '-': Path(args.json).write_text(js); print(f'Full report written to {args.json}')
+    if args.manifest: print(_write_kept(data, rep, Path(args.manifest), kinds), file=sys.stderr if args.json == '-' else sys.stdout)
     return 0
 
 # %% ../nbs/02_data.ipynb #4827c055

@@ -167,8 +167,8 @@ def _undecodable(failed:list) -> ValueError:
     "The error for images that passed the checks of `load_dataset` but do not decode, with what to do"
     return ValueError(f"{len(failed)} image(s) do not decode: {'; '.join(failed[:5])}{'; ...' if len(failed) > 5 else ''}. Training needs every "
                       "image it is given: delete or replace these files, or, where the dataset cannot be changed (Kaggle's input is read-only), "
-                      "leave them out with a CSV manifest, `write_manifest(data, '/kaggle/working/manifest.csv', leave_out=[...])` (chapter 2), "
-                      "and set FRACTURE_DATASET to it.")
+                      "leave them out with a CSV manifest that the audit writes, `fracture-course audit DATASET --manifest /kaggle/working/kept.csv` "
+                      "(chapter 2), and set FRACTURE_DATASET to it.")
 
 class ImageCache:
     "Every image of `items` decoded once to uint8 [N, 1, R, R], in memory or memory-mapped from disk"

@@ -646,9 +646,13 @@ def test_files_whose_pixels_cannot_be_decoded_are_left_out_at_load_not_met_in_tr
     assert why['series.dcm'].startswith('multi-frame DICOM (3 frames)') and why['colour.dcm'].startswith('colour DICOM (RGB')
     assert why['cut.dcm'].startswith('the file ends inside its pixel data') and all(s.get('unreadable') for s in data.skipped)
     assert len(data) == 14 and header_problem(whole) is None  # the 12 PNGs, the damaged one and the whole DICOM stay
-    with pytest.raises(ValueError, match=r"1 image\(s\) do not decode: .*damaged.png \(damaged image.*write_manifest\(data, .*leave_out"):
+    with pytest.raises(ValueError, match=r"1 image\(s\) do not decode: .*damaged.png \(damaged image.*`fracture-course audit DATASET --manifest "):
         ImageCache(data.items, grey_preset(32))  # decodes every item, as `train` does: the damaged body named, with what to do
-    assert len(ImageCache([o for o in data.items if o.path.name != 'damaged.png'], grey_preset(32)).arr) == 13
+    from fracture_course.cli import main
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore'); assert main(['audit', str(root), '--manifest', str(tmp_path/'kept.csv')]) == 0  # what the message says to do
+        kept = load_dataset(tmp_path/'kept.csv')
+    assert 'damaged.png' not in {o.path.name for o in kept.items} and len(ImageCache(kept.items, grey_preset(32)).arr) == 13
     cut = bytearray((f/'0_1.png').read_bytes()); (f/'half.png').write_bytes(cut[:len(cut) // 2])  # a cut PNG stays: it loads partly
     assert header_problem(f/'half.png') is None
 
@@ -948,7 +952,7 @@ def test_audit_says_what_to_do_and_how_many_more_it_did_not_list(tmp_path):
     assert 'were left out when the dataset was read' in rep.advice()['unreadable'] and 'predict, serve and evaluate refuse' in rep.advice()['colour']
     short = rep.summary(show=1)
     assert '    ... and 1 more (every one is in --json FILE)' in short  # the two colour pictures, cut at one
-    kept = load_dataset(write_manifest(data, tmp_path/'kept.csv', leave_out=[u['path'] for u in audit(data).colour]))  # the advice's own command
+    kept = load_dataset(write_manifest(data, tmp_path/'kept.csv', leave_out=audit(data).files_of('colour')))  # the advice's own command
     assert len(kept) == len(data) - 2
 
 def test_audit_names_one_class_and_truncated_files_of_one_class(tmp_path):
@@ -959,6 +963,75 @@ def test_audit_names_one_class_and_truncated_files_of_one_class(tmp_path):
     with warnings.catch_warnings(): warnings.simplefilter('ignore'); rep = audit(root)
     assert rep.one_class() == ['the test split: 6 not fractured, no fractured'] and len(rep.damaged) == 3
     a = rep.advice()
-    assert 'all 3 are not fractured' in a['decoded only partly'] and 'leave_out=audit(data).damaged' in a['decoded only partly']
+    assert 'all 3 are not fractured' in a['decoded only partly'] and '--manifest kept.csv --leave-out damaged' in a['decoded only partly']
     assert 'add images of the missing class' in a['one class']
     assert all(Path(p).name in rep.summary() for p in rep.damaged)  # the partly decoded files are named, not only counted
+
+
+def _planted(root):
+    "A split dataset with one file of each kind `--leave-out` names: a truncated JPEG, a colour picture, a thumbnail, a relabelled copy"
+    root = tree(root, ['train', 'val', 'test'], n=6)
+    b = (root/'train'/'not fractured'/'1_0.jpg').read_bytes(); (root/'train'/'not fractured'/'1_0.jpg').write_bytes(b[:len(b) * 2 // 3])
+    red = np.zeros((40, 48, 3), np.uint8); red[..., 0] = 200; Image.fromarray(red).save(root/'test'/'fractured'/'red.png')
+    img(root/'val'/'fractured'/'thumb.png', size=(20, 300))
+    (root/'train'/'not fractured'/'relabelled.jpg').write_bytes((root/'train'/'fractured'/'0_0.jpg').read_bytes())
+    return root
+
+
+def test_audit_names_the_files_of_each_finding_for_a_manifest(tmp_path):
+    "files_of gives the paths of the findings asked (either spelling), each once; a finding without files is refused by name"
+    root = _planted(tmp_path/'ds')
+    with warnings.catch_warnings(): warnings.simplefilter('ignore'); rep = audit(root)
+    name = lambda *k: [Path(p).name for p in rep.files_of(*k)]
+    assert name('damaged') == ['1_0.jpg'] and name('colour') == ['red.png'] and name('too_small') == name('too-small') == ['thumb.png']
+    assert sorted(name('different-labels')) == ['0_0.jpg', 'relabelled.jpg']
+    assert len(rep.files_of('damaged', 'damaged', 'colour')) == 2
+    with pytest.raises(ValueError, match="duplicates: not a finding with files; choose from unreadable, damaged, too-small"): rep.files_of('duplicates')
+    assert 'fracture-course audit' in rep.advice()['colour'] and "--manifest kept.csv --leave-out colour" in rep.advice()['colour']
+    assert "files_of('colour')" in rep.advice()['colour']
+
+
+def test_audit_writes_a_manifest_without_the_files_it_leaves_out(tmp_path, capsys):
+    "--manifest: the same labels and splits less the files of --leave-out; it says what it left out and warns of a split left without a class"
+    from fracture_course.cli import main
+    root = _planted(tmp_path/'ds')
+    with warnings.catch_warnings(): warnings.simplefilter('ignore'); data = load_dataset(root)
+    kept = tmp_path/'kept.csv'
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        assert main(['audit', str(root), '--manifest', str(kept)]) == 0
+        out = capsys.readouterr().out
+        assert f"Manifest written to {kept}: {len(data) - 3:,} of {len(data):,} images" in out
+        assert '(left out: unreadable 0, damaged 1, too-small 1, colour 1)' in out and f'fracture-course train --data {kept}' in out
+        fewer = load_dataset(kept)
+        gone = {root/'train'/'not fractured'/'1_0.jpg', root/'test'/'fractured'/'red.png', root/'val'/'fractured'/'thumb.png'}
+        assert len(fewer) == len(data) - 3 and not gone & {o.path for o in fewer.items}
+        assert {(o.path, o.split, o.label) for o in fewer.items} == {(o.path, o.split, o.label) for o in data.items if o.path not in gone}
+        assert main(['audit', str(root), '--manifest', str(kept), '--leave-out', 'different_labels']) == 0  # its own manifest may be replaced
+        assert len(load_dataset(kept)) == len(data) - 2 and '(left out: different-labels 2)' in capsys.readouterr().out
+        assert main(['audit', str(root), '--json', '-', '--manifest', str(kept), '--leave-out', 'damaged']) == 0  # JSON alone on stdout
+        o = capsys.readouterr(); assert json.loads(o.out)['damaged'] and 'Manifest written to' in o.err
+    for f in (root/'val'/'fractured').iterdir():
+        if f.name != 'thumb.png': f.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        assert main(['audit', str(root), '--manifest', str(kept), '--leave-out', 'too-small']) == 0
+    assert "warning: the valid split has no fractured left; `train` refuses it" in capsys.readouterr().out
+
+
+def test_audit_manifest_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
+    "A bad --leave-out, a manifest inside the dataset's folder, over the dataset's own CSV or over another file: refused by name, before the audit, nothing written"
+    from fracture_course.cli import main
+    from fracture_course.data import write_manifest
+    root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=3)
+    (tmp_path/'notes.csv').write_text('mine\n')
+    own = write_manifest(load_dataset(root), tmp_path/'own.csv')
+    for args, why in ((['--manifest', str(tmp_path/'k.csv'), '--leave-out', 'damaged,dupes'], 'dupes is not one of unreadable, damaged'),
+                      (['--manifest', str(root/'kept.csv')], "inside the dataset's folder .*write the manifest outside"),
+                      (['--manifest', str(tmp_path/'notes.csv')], 'not a manifest the audit wrote'),
+                      (['--manifest', str(tmp_path/'k.txt')], "the manifest's name must end in .csv"),
+                      (['--manifest', str(tmp_path/'no'/'k.csv')], 'its folder does not exist')):
+        assert main(['audit', str(root), *args]) == 1
+        o = capsys.readouterr(); assert 'Audit of' not in o.out and __import__('re').search(why, o.err), o.err
+    assert main(['audit', str(own), '--manifest', str(own)]) == 1 and 'this is the dataset being audited' in capsys.readouterr().err
+    assert (tmp_path/'notes.csv').read_text() == 'mine\n' and not (root/'kept.csv').exists() and not (tmp_path/'k.csv').exists()

@@ -314,6 +314,6 @@ def test_images_that_do_not_decode_stop_the_cache_with_every_file_named_and_what
     for i in (1, 2):
         b = bytearray((tmp_path/f'{i}.png').read_bytes()); b[-20] ^= 0xFF; (tmp_path/f'bad{i}.png').write_bytes(b)
     items = [Item(tmp_path/'0.png', 0), Item(tmp_path/'bad1.png', 1), Item(tmp_path/'bad2.png', 0)]
-    with pytest.raises(ValueError, match=r"2 image\(s\) do not decode: .*bad1.png \(damaged image.*; .*bad2.png .*write_manifest\(data, .*leave_out") as e:
+    with pytest.raises(ValueError, match=r"2 image\(s\) do not decode: .*bad1.png \(damaged image.*; .*bad2.png .*--manifest /kaggle/working/kept.csv") as e:
         ImageCache(items, grey_preset(32))
     assert 'FRACTURE_DATASET' in str(e.value)

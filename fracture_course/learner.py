@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/learner.html.md"""
 
 # %% ../nbs/05_learner.ipynb #fa0718e1
 from __future__ import annotations
-import contextlib, inspect, math, os, time
+import contextlib, inspect, math, os, time, warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -27,18 +27,22 @@ from .models import MODELS, create_model, model_names
 __all__ = ['METRICS', 'DEFAULT_METRICS', 'EVENTS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'accuracy', 'sensitivity',
            'specificity', 'precision', 'f1', 'auroc', 'binary_metrics', 'CancelFitException', 'CancelEpochException',
            'CancelBatchException', 'Callback', 'checked_lr', 'param_groups', 'Learner', 'DeviceCB', 'MixedPrecisionCB',
-           'TrainingDiverged', 'Recorder', 'ProgressCB', 'plot_history', 'LRFindResult', 'lr_suggestion', 'LRFinderCB',
-           'constant_loss', 'BatchSchedulerCB', 'OneCycleCB', 'SaveBestCB', 'EarlyStoppingCB', 'GradClipCB', 'freeze',
-           'unfreeze', 'trainable', 'count_params', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
-           'update_checkpoint']
+           'TrainingDiverged', 'LearnerWarning', 'Recorder', 'ProgressCB', 'plot_history', 'LRFindResult',
+           'LRFinderWarning', 'lr_suggestion', 'LRFinderCB', 'constant_loss', 'BatchSchedulerCB', 'OneCycleCB',
+           'SaveBestCB', 'EarlyStoppingCB', 'GradClipCB', 'freeze', 'unfreeze', 'trainable', 'count_params',
+           'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'update_checkpoint']
 
 # %% ../nbs/05_learner.ipynb #fcb77291
+def _in_unit(v:float) -> float:
+    "`v` clamped to [0, 1], the range of every metric here (float32 sums can land a hair outside: an AUROC of 1.0000001)"
+    return min(max(v, 0.), 1.)
+
 def _nan_unless(ok:bool, f):
-    return f().item() if ok else float('nan')
+    return _in_unit(f().item()) if ok else float('nan')
 
 def accuracy(probs, targets, threshold=0.5):
     "Share of items whose prediction (probability above `threshold`) is right"
-    return binary_accuracy(probs, targets, threshold).item()
+    return _in_unit(binary_accuracy(probs, targets, threshold).item())
 def sensitivity(probs, targets, threshold=0.5):
     "Share of fractures (label 1) predicted as fractures; NaN when there are none"
     return _nan_unless(bool((targets == 1).any()), lambda: binary_recall(probs, targets, threshold))
@@ -279,6 +283,9 @@ class MixedPrecisionCB(Callback):
 class TrainingDiverged(ValueError):
     "The training loss became NaN or infinite: the weights are useless, so training stops before anything is saved"
 
+class LearnerWarning(UserWarning):
+    "Training ran, but something about it needs a look (a kept model that is not the one you asked for, a sweep that shows nothing)"
+
 class Recorder(Callback):
     "Per-epoch losses and metrics (train and valid), learning rate and time; per-batch training loss and LR"
     order = -10
@@ -288,9 +295,16 @@ class Recorder(Callback):
         self.history, self.lrs, self.losses = [], [], []
 
     def before_epoch(self, learn): self.start = time.perf_counter()
-    def before_train(self, learn): self._reset()
+    def before_train(self, learn): self._reset(); self.group_lrs = None
     def before_validate(self, learn): self._reset()
     def _reset(self): self.total, self.count, self.probs, self.targets = 0., 0, [], []
+    def before_batch(self, learn):
+        y = learn.yb
+        if self.metrics and (y.ndim != 1 or y.dtype.is_floating_point and len(y) and not ((y == 0) | (y == 1)).all()):
+            raise ValueError(f"The targets of a {'training' if learn.training else 'validation'} batch have shape {list(y.shape)} ({y.dtype}); "
+                             "the metrics need one class index per image, 0 or 1, shape [B]"
+                             + (" (one-hot targets? y.argmax(1) gives the indices)" if y.ndim == 2 else "") + ". "
+                             "The course's DataLoaders yield them; pass metrics=() to train on other targets.")
 
     def after_batch(self, learn):
         loss, n = learn.loss.detach(), len(learn.yb)
@@ -301,7 +315,8 @@ class Recorder(Callback):
                                  "Pass metrics=() for other outputs.")
             self.probs.append(learn.preds.detach().float().softmax(1)[:, 1]); self.targets.append(learn.yb.detach())
         if learn.training: self.losses.append(loss)
-    def after_step(self, learn): self.lrs.append(learn.opt.param_groups[0]['lr'])  # before a scheduler changes it
+    def after_step(self, learn):  # before a scheduler changes the rates
+        self.lrs.append(learn.opt.param_groups[0]['lr']); self.group_lrs = [g['lr'] for g in learn.opt.param_groups]
 
     def _summary(self, prefix:str) -> dict:
         row = {f'{prefix}_loss': float(self.total)/self.count if self.count else float('nan')}
@@ -319,8 +334,13 @@ class Recorder(Callback):
     def after_epoch(self, learn):
         train, valid = self.train_row, (self.valid_row if learn.dls.valid is not None else {})
         row = {'epoch': len(self.history) + 1, 'train_loss': train.pop('train_loss'), **({'valid_loss': valid.pop('valid_loss')} if valid else {})}
-        lr = self.lrs[-1] if self.lrs else learn.opt.param_groups[0]['lr']  # the last rate used (group 0)
-        self.history.append({**row, **valid, **train, 'lr': lr, 'time': time.perf_counter() - self.start})
+        groups = learn.opt.param_groups
+        lr = self.lrs[-1] if self.lrs else groups[0]['lr']  # the last rate used (group 0)
+        if len(groups) > 1:  # discriminative rates: each group's last rate too, by name (`lr` stays group 0's)
+            used = self.group_lrs or [g['lr'] for g in groups]
+            lr = {'lr': lr} | {f"lr_{g.get('name', i)}": v for i, (g, v) in enumerate(zip(groups, used))}
+        else: lr = {'lr': lr}
+        self.history.append({**row, **valid, **train, **lr, 'time': time.perf_counter() - self.start})
 
 # %% ../nbs/05_learner.ipynb #932dbdbf
 def _fmt(v) -> str:
@@ -350,7 +370,8 @@ class ProgressCB(Callback):
         if not self.table or not learn.history: return
         row = learn.history[-1]
         if self.cols is None:
-            self.cols = [k for k in row if not k.startswith('train_') or k == 'train_loss']
+            self.cols = [k for k in row if (not k.startswith('train_') or k == 'train_loss')
+                         and not (k == 'lr' and any(c.startswith('lr_') for c in row))]  # several groups: their own columns
             print('  '.join(f'{c.removeprefix("valid_") if c != "valid_loss" else c:>11}' for c in self.cols))
         print('  '.join(f'{_fmt(row[c]):>11}' for c in self.cols))
 
@@ -372,6 +393,7 @@ def plot_history(history, # a Learner, a list of per-epoch dicts, or a DataFrame
         for split, style in (('train', 'o--'), ('valid', 'o-')):
             if f'{split}_{m}' in df: ax.plot(df['epoch'], df[f'{split}_{m}'], style, label=split)
         ax.set(title=m, xlabel='epoch'); ax.legend()
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # whole epochs
     for ax in list(axs.flat)[len(metrics):]: ax.axis('off')
     fig.tight_layout()
     return fig
@@ -435,12 +457,24 @@ class LRFindResult:
             ax.axvline(self.suggestion, color='red', ls='--', label=f'suggestion {self.suggestion:.1e}'); ax.legend()
         return ax
 
+class LRFinderWarning(LearnerWarning):
+    "The LR finder's curve shows no clear descent, so its suggestion is arbitrary"
+
 def lr_suggestion(lrs:Sequence[float], # the learning rates of the sweep, one per batch
-                  smoothed:Sequence[float] # the smoothed training loss at each of them (NaN or inf once it exploded)
+                  smoothed:Sequence[float], # the smoothed training loss at each of them (NaN or inf once it exploded)
+                  min_drop:float=0.05 # the lowest loss must be this share below the starting level, else a warning
                  ) -> float:
-    "The learning rate at the lowest smoothed loss, divided by 10 (NaN if every loss is NaN)"
+    "The learning rate at the lowest smoothed loss, divided by 10 (NaN if every loss is NaN); warns when the curve is flat"
     finite = [(l, lr) for lr, l in zip(lrs, smoothed) if math.isfinite(l)]
-    return min(finite)[1] / 10 if finite else float('nan')
+    if not finite: return float('nan')
+    start = sum(l for l, _ in finite[:max(1, len(finite) // 10)]) / max(1, len(finite) // 10)  # the first tenth: before any learning
+    low, lr = min(finite)
+    if not low < start * (1 - min_drop):
+        warnings.warn(f"The LR finder's curve has no clear descent: its lowest smoothed loss ({low:.3f}) is not {min_drop:.0%} below where "
+                      f"it started ({start:.3f}), so the suggestion {lr / 10:.1e} is arbitrary. Sweep more batches (num_it: a network "
+                      "needs a hundred or so before it learns anything) or a wider range (end_lr), and check the curve.",
+                      LRFinderWarning, stacklevel=2)
+    return lr / 10
 
 class LRFinderCB(Callback):
     "Multiply the LR from `start_lr` to `end_lr` over `num_it` training batches; stop when the loss explodes"
@@ -558,6 +592,12 @@ class SaveBestCB(Callback):
         if self.path is None: self.state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
         else: learn.save(self.path, **self.kw)
     def after_fit(self, learn):
+        if self.best is None and learn.history and all(self.monitor in r for r in learn.history):  # never a silent "best" model
+            values = {_fmt(float(r[self.monitor])) for r in learn.history}
+            warnings.warn(f"SaveBestCB kept no epoch: {self.monitor} was {' / '.join(sorted(values))} (not a number) in every epoch, so the model "
+                          "keeps the last epoch's weights" + ("" if self.path is None else f" and {self.path} was not written") + ". A metric is "
+                          "undefined (NaN) when its split lacks a class, e.g. AUROC or sensitivity on a validation split without fractures: "
+                          "check the split, or monitor valid_loss.", LearnerWarning, stacklevel=2)
         if not self.load_best or self.best is None: return
         learn.model.load_state_dict(self.state if self.path is None else read_checkpoint(self.path)['state_dict'])
 
@@ -728,8 +768,12 @@ def load_checkpoint(path:str|Path, # a file written by `save_checkpoint`
     model = create_model(arch, **kwargs)
     try: model.load_state_dict(ckpt['state_dict'])
     except RuntimeError as e:
-        raise ValueError(f"{path}: the saved weights do not fit a {arch!r} model built with {kwargs} "
-                         f"({str(e).splitlines()[0]}). The checkpoint does not match this version of the architecture.") from None
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        first = next((l for l in lines if l.startswith(('size mismatch', 'Missing key', 'Unexpected key'))), lines[0] if lines else str(e))
+        cause = (f" The overrides {overrides} are the likely cause: the weights were trained for {ckpt['arch_kwargs']}; "
+                 "load without them (or with values that keep those shapes).") if overrides else \
+                " The checkpoint does not match this version of the architecture."
+        raise ValueError(f"{path}: the saved weights do not fit a {arch!r} model built with {kwargs} ({first}).{cause}") from None
     info = {k: v for k, v in ckpt.items() if k != 'state_dict'} | {'path': str(path)}
     return model.to(device).eval(), info
 

@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fracture_course
 from fracture_course.config import seed_everything
-from fracture_course.learner import (Callback, CancelFitException, EarlyStoppingCB, GradClipCB, Learner, OneCycleCB,
+from fracture_course.learner import (Callback, CancelFitException, EarlyStoppingCB, GradClipCB, Learner, LearnerWarning, LRFinderWarning,
+                                     OneCycleCB, lr_suggestion,
                                      SaveBestCB, binary_metrics, count_params, freeze, load_checkpoint, param_groups,
                                      plot_history, read_checkpoint, save_checkpoint, trainable, unfreeze)
 from fracture_course.models import MODELS, create_model
@@ -491,3 +492,73 @@ def test_bad_inputs_are_refused_before_training_with_what_to_do():
     before = [p.clone() for p in m.parameters()]
     learn.fit(0)  # zero epochs: allowed, and nothing changes
     assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
+
+
+def test_one_hot_targets_fail_before_training_with_what_to_do():
+    "One-hot float targets pass CrossEntropyLoss (as class probabilities), so the Recorder refuses them at the first batch"
+    dls = toy_dls()
+    x, y = dls.train.dataset.tensors
+    one_hot = SimpleNamespace(train=DataLoader(TensorDataset(x, nn.functional.one_hot(y, 2).float()), batch_size=16), valid=dls.valid)
+    learn = learner(one_hot)
+    before = [p.clone() for p in learn.model.parameters()]
+    with pytest.raises(ValueError, match=r'targets of a training batch have shape \[16, 2\] \(torch.float32\).*class index.*0 or 1.*y.argmax\(1\)'):
+        learn.fit(1)
+    assert all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))  # refused before any step
+    learner(dls).fit(1)  # class indices still train
+
+
+def test_metrics_stay_in_their_range(monkeypatch):
+    "float32 rounding can put torchmetrics' AUROC a hair above 1 (1.0000001 seen in a checkpoint): clamped where computed"
+    import fracture_course.learner as L
+    monkeypatch.setattr(L, 'binary_auroc', lambda p, t: torch.tensor(1.0000001))
+    monkeypatch.setattr(L, 'binary_accuracy', lambda p, t, th: torch.tensor(-1e-7))
+    m = binary_metrics(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]))
+    assert m['auroc'] == 1.0 and m['accuracy'] == 0.0
+
+
+def test_save_best_warns_when_the_monitored_value_is_never_a_number(tmp_path):
+    "valid_auroc is NaN on a one-class validation split: SaveBestCB keeps nothing, and says so naming the metric"
+    dls = toy_dls()
+    x, y = dls.valid.dataset.tensors
+    one_class = SimpleNamespace(train=dls.train, valid=DataLoader(TensorDataset(x[y == 0], y[y == 0]), batch_size=16))
+    save_best = SaveBestCB(tmp_path / 'best.pt', monitor='valid_auroc')
+    with pytest.warns(LearnerWarning, match=r"SaveBestCB kept no epoch: valid_auroc was nan .*in every epoch.*last epoch's weights.*best.pt was not written"):
+        learner(one_class).fit(2, cbs=[save_best])
+    assert save_best.best is None and not (tmp_path / 'best.pt').exists()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        learner(dls).fit(1, cbs=[SaveBestCB(monitor='valid_auroc')])  # a defined metric: no warning
+
+
+def test_lr_suggestion_warns_on_a_flat_curve_only():
+    "A flat sweep (a 10-step sweep on 3 batches returned 6.0e-07 silently) warns; a real valley does not"
+    import warnings
+    lrs = [10 ** (-4 + k / 10) for k in range(40)]
+    flat = [0.69 + 0.003 * math.sin(k) for k in range(40)]
+    with pytest.warns(LRFinderWarning, match=r'no clear descent.*Sweep more batches.*wider range'):
+        assert math.isfinite(lr_suggestion(lrs, flat))
+    valley = [0.69 - 0.25 * math.exp(-((k - 28) / 4) ** 2) for k in range(40)]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert lr_suggestion(lrs, valley) == pytest.approx(lrs[28] / 10)
+        assert math.isnan(lr_suggestion(lrs, [float('nan')] * 40))
+    with pytest.warns(LRFinderWarning):  # the reviewer's case, through the Learner
+        learner(toy_dls(n_train=48)).lr_find(num_it=10, plot=False)
+
+
+def test_history_names_each_param_groups_lr():
+    learn = learner()
+    learn.fit(1, lr={'body': 1e-4, 'head': 1e-3})
+    row = learn.history[-1]
+    assert (row['lr'], row['lr_body'], row['lr_head']) == (1e-4, 1e-4, 1e-3)
+    learn.fit(1, lr=1e-3)
+    assert not any(k.startswith('lr_') for k in learn.history[-1])
+
+
+def test_load_checkpoint_names_the_overrides_and_the_size_mismatch(tmp_path):
+    path = save_checkpoint(tmp_path / 'm.pt', tiny_model())
+    with pytest.raises(ValueError) as e: load_checkpoint(path, img_size=32)
+    msg = str(e.value)
+    assert "m.pt: the saved weights do not fit a 'simple_cnn' model" in msg and 'size mismatch for head.1.weight' in msg
+    assert "overrides {'img_size': 32} are the likely cause" in msg and "'img_size': 16" in msg and 'Error(s) in loading' not in msg

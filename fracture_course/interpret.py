@@ -21,26 +21,59 @@ from .learner import load_checkpoint
 from .evaluate import load_inputs, predict_inputs, _checked_preset, saved_operating_point, tta_for, _ready_out
 
 # %% auto #0
-__all__ = ['CAMS', 'GradCAM', 'stage_sides', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam', 'boxes_on_input',
-           'item_input_boxes', 'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split', 'pointing_baselines',
-           'LayerCAM', 'pointing_by_layer', 'CamMethod', 'explain_layer', 'heatmap', 'add_predict_args',
-           'report_predictions', 'overlays_would_be_read', 'heatmap_request', 'image_arguments', 'check_predict_args',
-           'overlay_title', 'write_overlays', 'predict_command']
+__all__ = ['CAMS', 'NOTICE', 'GradCAM', 'stage_sides', 'cam_layer', 'heatmaps', 'gradcam', 'to_display', 'show_gradcam',
+           'boxes_on_input', 'item_input_boxes', 'heatmap_peak', 'point_in_boxes', 'pointing_game', 'explain_split',
+           'pointing_baselines', 'LayerCAM', 'pointing_by_layer', 'CamMethod', 'explain_layer', 'heatmap',
+           'add_predict_args', 'report_predictions', 'overlays_would_be_read', 'heatmap_request', 'image_arguments',
+           'check_predict_args', 'overlay_title', 'write_overlays', 'predict_command']
 
 # %% ../nbs/10_interpretation.ipynb #6d298345
+def _layer_of(model:nn.Module, layer:nn.Module|str) -> nn.Module:
+    "`layer` itself if it is one of `model`'s modules, or the module of `model` named `layer` ('body.1'); else a ValueError saying why"
+    if isinstance(layer, str):
+        try: return model.get_submodule(layer)
+        except AttributeError:
+            names = [n for n, _ in model.named_modules() if n]
+            raise ValueError(f"{type(model).__name__} has no layer named {layer!r}; its layers are named e.g. "
+                             f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''} (see `model.named_modules()`).") from None
+    if not isinstance(layer, nn.Module): raise ValueError(f"layer must be a module of the model or its name, not {type(layer).__name__}.")
+    if not any(m is layer for m in model.modules()):
+        raise ValueError(f"The {type(layer).__name__} given as layer is not a module of this {type(model).__name__} (a copy, or another "
+                         f"model's?): pass one of its own, e.g. `model.get_submodule('{next((n for n, _ in _stages(model)), 'name')}')`, or its name.")
+    return layer
+
+def _check_cam_input(x:torch.Tensor):
+    "Refuse what no gradient can flow into: images not yet made model inputs (uint8), or not a batch [B, C, H, W]"
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"Heat maps need the model's normalised float inputs, got {getattr(x, 'dtype', type(x).__name__)}: pass the images "
+                         f"through the preset's transforms first, e.g. `eval_tfms(preset)(x)` for uint8 images from `load_inputs`.")
+    if x.ndim != 4: raise ValueError(f"Heat maps need a batch of model inputs [B, C, H, W], got shape {tuple(x.shape)} (one image? add a batch axis: x[None]).")
+
+def _target_index(target:int|torch.Tensor, logits:torch.Tensor) -> torch.Tensor:
+    "The class to explain for each image as a long tensor [B], after checking it is one of the model's classes"
+    n, B = logits.shape[1], len(logits)
+    idx = torch.as_tensor(target, device=logits.device).long()
+    if idx.ndim > 1 or (idx.ndim == 1 and len(idx) != B):
+        raise ValueError(f"target must be one class index or one per image ({B}), got shape {tuple(idx.shape)}.")
+    if ((idx < 0) | (idx >= n)).any():
+        raise ValueError(f"target {idx.tolist()} is not a class of this model: it has {n} outputs, so target is 0 to {n - 1} (1 = fractured).")
+    return idx.expand(B)
+
 class GradCAM:
     "Grad-CAM of `model` at `layer`: a forward hook keeps the layer's output, a hook on that output its gradient"
     def __init__(self, model:nn.Module, # returns logits [B, n_classes]
-                 layer:nn.Module): # a module of `model` whose output is a feature map [B, C, h, w]
-        self.model, self.layer, self.acts, self.grads = model, layer, None, None
-        self.handle = layer.register_forward_hook(self._keep)
+                 layer:nn.Module|str): # a module of `model` whose output is a feature map [B, C, h, w], or its dotted name ('block2')
+        self.model, self.layer, self.acts, self.grads = model, _layer_of(model, layer), None, None
+        self.handle = self.layer.register_forward_hook(self._keep)
 
     def _keep(self, module, inputs, output):
         if not (isinstance(output, torch.Tensor) and output.ndim == 4):
+            self.remove()  # before raising: a hook left behind would fail every later forward pass of the model
             raise ValueError(f"Grad-CAM needs a layer whose output is a feature map [B, C, h, w]; {type(module).__name__} "
-                             f"returned {tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__}.")
+                             f"returned {tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__}. "
+                             f"Choose a convolutional stage, e.g. `cam_layer(model, size)`'s.")
         self.acts = output
-        output.register_hook(self._keep_grad)
+        if output.requires_grad: output.register_hook(self._keep_grad)  # none under torch.no_grad(): the model still runs
 
     def _keep_grad(self, grad): self.grads = grad
 
@@ -49,17 +82,22 @@ class GradCAM:
                  relu:bool=True # keep only the positive part
                 ) -> torch.Tensor:
         "The Grad-CAM maps [B, h, w] of `x` at the layer's resolution (on the device of `x`)"
+        _check_cam_input(x)
         device = next((p.device for p in self.model.parameters()), x.device)
         x_device, x = x.device, x.detach().to(device).clone().requires_grad_(True)  # a gradient path even when the model is frozen
         was_training = self.model.training
         self.model.eval()
+        self.acts = self.grads = None
         try:
             with torch.enable_grad():
                 logits = self.model(x)
-                idx = torch.as_tensor(target, device=logits.device).long().expand(len(x))
+                idx = _target_index(target, logits)
                 score = logits.gather(1, idx[:, None]).sum()  # eval mode: each image's score depends on that image alone
                 torch.autograd.grad(score, x)                 # the backward pass; the tensor hook catches dy/dA on the way
         finally: self.model.train(was_training)
+        if self.grads is None:
+            raise ValueError(f"{type(self.layer).__name__} did not take part in the model's score (no feature map or gradient reached "
+                             f"its hook{'; the hook was removed' if self.handle is None else ''}): choose a layer the forward pass runs through.")
         cam = self.combine(self.acts.detach(), self.grads.detach())
         return (F.relu(cam) if relu else cam).to(x_device)
 
@@ -68,8 +106,8 @@ class GradCAM:
         return (G.mean((2, 3), keepdim=True) * A).sum(1)
 
     def remove(self):
-        "Remove the hook (a GradCAM left hooked slows every later forward pass a little)"
-        self.handle.remove()
+        "Remove the hook (a GradCAM left hooked slows every later forward pass a little); removing it twice is harmless"
+        if self.handle is not None: self.handle.remove(); self.handle = None
     def __enter__(self): return self
     def __exit__(self, *exc): self.remove()
 
@@ -120,7 +158,7 @@ def heatmaps(cams:torch.Tensor, # [B, h, w] Grad-CAM maps
     top = up.flatten(1).max(1).values.clamp(min=1e-12)
     return (up / top[:, None, None]).clamp(min=0)
 
-def gradcam(model:nn.Module, x:torch.Tensor, layer:nn.Module|None=None, target:int|torch.Tensor=1) -> torch.Tensor:
+def gradcam(model:nn.Module, x:torch.Tensor, layer:nn.Module|str|None=None, target:int|torch.Tensor=1) -> torch.Tensor:
     "Grad-CAM heat maps [B, H, W] in [0, 1] of the batch `x` (layer: `cam_layer`'s choice by default)"
     layer = layer if layer is not None else cam_layer(model, x.shape[-1], x.shape[1])[1]
     with GradCAM(model, layer) as gc: return heatmaps(gc(x, target), x.shape[-2:])
@@ -190,7 +228,7 @@ def pointing_game(heat:torch.Tensor, # [B, H, W] heat maps of fractured images
 
 # %% ../nbs/10_interpretation.ipynb #a00ec81d
 def explain_split(model:nn.Module, dl, # a test loader yielding (x, y), in the order of `items`
-                  items:list, preset:Preset, layer:nn.Module|None=None, target:int=1,
+                  items:list, preset:Preset, layer:nn.Module|str|None=None, target:int=1,
                   cam:type|None=None # the CAM class (default `GradCAM`; `LayerCAM` below)
                  ) -> tuple[torch.Tensor, list, torch.Tensor]:
     "Heat maps [N, H, W] for every image of `dl`, the fracture boxes of each (input pixels), and the inputs"
@@ -202,9 +240,9 @@ def explain_split(model:nn.Module, dl, # a test loader yielding (x, y), in the o
     return torch.cat(maps).cpu(), [item_input_boxes(o, preset) for o in items], torch.cat(xs).cpu()
 
 def pointing_baselines(boxes:Sequence, size:int, tolerance:float=0.0) -> dict:
-    "Hit rates of a peak always at the image centre, and of a uniformly random peak (covered share of the image)"
+    "Hit rates of a peak always at the image centre, and of a uniformly random peak (covered share of the image); NaN without boxes"
     has = [b for b in boxes if len(b)]
-    centre = sum(point_in_boxes((size / 2, size / 2), b, tolerance) for b in has) / max(len(has), 1)
+    centre = sum(point_in_boxes((size / 2, size / 2), b, tolerance) for b in has) / len(has) if has else float('nan')  # nothing to point at, as `pointing_game`
     yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing='ij')
     def covered(b):
         b = torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4)[:, :, None, None]
@@ -258,7 +296,7 @@ def explain_layer(model:nn.Module, size:int, in_channels:int|None=None,
 
 def heatmap(model:nn.Module, x:torch.Tensor, # a batch of model inputs [B, C, H, W]
             method:str='layercam', # a key of `CAMS`
-            layer:nn.Module|None=None, # default: `explain_layer`'s
+            layer:nn.Module|str|None=None, # default: `explain_layer`'s; a module of `model` or its name
             target:int|torch.Tensor=1) -> torch.Tensor:
     "Heat maps [B, H, W] in [0, 1] of `x` by `method` (LayerCAM by default, the one that points best) at `layer`"
     m = _cam_method(method)
@@ -266,6 +304,9 @@ def heatmap(model:nn.Module, x:torch.Tensor, # a batch of model inputs [B, C, H,
     with m.cls(model, layer) as c: return heatmaps(c(x, target), x.shape[-2:])
 
 # %% ../nbs/10_interpretation.ipynb #ac94aff3
+NOTICE = ("Not for clinical use. A teaching model from the fracture_course course: it has not been validated on "
+          "patients and must not be used to diagnose or treat anyone.")  # printed by `predict` and carried in its CSV; `serve` shows it too
+
 def add_predict_args(p:argparse.ArgumentParser):
     "Arguments of `fracture-course predict`"
     p.add_argument('checkpoint', help='a model checkpoint written by fracture-course train (best.pt) or save_checkpoint')
@@ -275,7 +316,7 @@ def add_predict_args(p:argparse.ArgumentParser):
     p.add_argument('--gradcam', metavar='DIR', help='as before --heatmaps existed: Grad-CAM overlays, *_gradcam.png, into DIR')
     p.add_argument('--threshold', type=float, metavar='T', help="call fractured above this probability (default: the checkpoint's, else 0.5)")
     p.add_argument('--tta', action=argparse.BooleanOptionalAction, help="average each image with its mirror image, or not (default: as the checkpoint's threshold was chosen)")
-    p.add_argument('--csv', metavar='FILE', help='also write the results to FILE: a row per image (image, probability, call, threshold, note), unreadable ones included')
+    p.add_argument('--csv', metavar='FILE', help='also write the results to FILE: a row per image (image, probability, call, threshold, note, notice), unreadable ones included')
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--device', default='auto', help='auto (default: CUDA, then MPS, then CPU), cuda, mps or cpu')
 
@@ -291,8 +332,8 @@ def report_predictions(header:str, # the first line: model, file, threshold and 
                        ok:list, failed:list, # positions of the readable images in `images`; (path, reason) of the others
                        threshold:float, class_names:Sequence[str],
                        csv_path:str|Path|None=None) -> int: # also write a CSV row per image here, the unreadable ones included
-    "Print a line per scored image (probability, call, file) and the unreadable ones on stderr; 1 if any failed, else 0"
-    print(header); print("probability\tcall\timage")
+    "Print the header, `NOTICE` as a '#' line, a line per scored image (probability, call, file) and the unreadable ones on stderr; 1 if any failed, else 0"
+    print(header); print(f"# {NOTICE}"); print("probability\tcall\timage")
     rows = [None] * len(images)  # in the order asked for, one per image, duplicates included
     for i, p in zip(ok, probs.tolist()):
         print(f"{p:.4f}\t{class_names[int(p > threshold)]}\t{images[i]}")
@@ -306,7 +347,8 @@ def report_predictions(header:str, # the first line: model, file, threshold and 
         if rows[k] is None: rows[k] = dict(image=str(im), probability='', call='unreadable', threshold=threshold, note=(reasons.get(str(Path(im))) or ['not scored']).pop(0))
     if csv_path:
         with open(csv_path, 'w', newline='') as f:
-            w = csv.DictWriter(f, ['image', 'probability', 'call', 'threshold', 'note']); w.writeheader(); w.writerows(rows)
+            w = csv.DictWriter(f, ['image', 'probability', 'call', 'threshold', 'note', 'notice']); w.writeheader()
+            w.writerows({**r, 'notice': NOTICE} for r in rows)  # a last column: readers of the first five are unchanged
     if not failed: return 0
     print(f"{len(failed)} of {len(images)} image(s) could not be read (listed above)" + ("; the others were scored." if len(failed) < len(images) else "; none was scored."), file=sys.stderr)
     return 1

@@ -14,7 +14,7 @@ from fracture_course.evaluate import load_inputs
 from fracture_course.interpret import (CAMS, GradCAM, LayerCAM, add_predict_args, explain_layer, heatmap, pointing_by_layer, stage_sides,
                                        explain_split, boxes_on_input, cam_layer, gradcam, heatmap_peak, heatmaps,
                                        item_input_boxes, point_in_boxes, pointing_baselines, pointing_game, predict_command, image_arguments,
-                                       overlay_title, write_overlays)
+                                       overlay_title, write_overlays, NOTICE)
 from fracture_course.learner import save_checkpoint
 from fracture_course.models import create_model
 from fracture_course.transforms import decode_resize, eval_tfms, grey_preset, imagenet_preset
@@ -97,6 +97,34 @@ def test_gradcam_removes_its_hook_restores_mode_and_works_frozen():
     assert all(p.grad is None for p in model.parameters())
     with pytest.raises(ValueError, match='feature map'):
         with GradCAM(model, model[-1]) as gc: gc(x)
+
+
+def test_gradcam_bad_inputs_say_what_to_do_and_leave_the_model_working():
+    "Each mistake raises a ValueError that names it; no hook is left behind, so the model (and a later Grad-CAM) still runs"
+    model, x = bn_cnn(), torch.randn(2, 3, 16, 16)
+    def still_works():
+        assert model(x).shape == (2, 2) and not any(m._forward_hooks for m in model.modules())
+        with torch.no_grad(): model(x)
+        assert gradcam(model, x, model[4]).shape == (2, 16, 16)
+    gc = GradCAM(model, model[-1])  # a Linear, used without `with`: its hook goes before the error is raised
+    with pytest.raises(ValueError, match=r'feature map \[B, C, h, w\]; Linear returned \(2, 2\)'): gc(x)
+    still_works()
+    GradCAM(model, model[8])  # a Flatten, hooked and never called: the next plain forward pass says so, once, and unhooks it
+    with pytest.raises(ValueError, match='feature map'): model(x)
+    still_works()
+    with pytest.raises(ValueError, match='not a module of this Sequential.*or its name'): gradcam(model, x, nn.Conv2d(8, 16, 3))
+    with pytest.raises(ValueError, match="has no layer named 'body.1'.*named_modules"): heatmap(model, x, layer='body.1')
+    with pytest.raises(ValueError, match='target 2 is not a class of this model: it has 2 outputs'): gradcam(model, x, model[4], target=2)
+    with pytest.raises(ValueError, match='target -1 is not a class'): heatmap(model, x, 'gradcam', model[4], target=-1)
+    with pytest.raises(ValueError, match='one per image'): gradcam(model, x, model[4], target=torch.tensor([0, 1, 1]))
+    with pytest.raises(ValueError, match=r'float inputs, got torch.uint8.*eval_tfms\(preset\)\(x\)'): heatmap(model, (x * 40 + 100).clamp(0, 255).byte(), layer=model[4])
+    with pytest.raises(ValueError, match=r'batch of model inputs \[B, C, H, W\].*x\[None\]'): gradcam(model, x[0], model[4])
+    still_works()
+    m = create_model('simple_cnn', img_size=64, widths=(8, 16, 32)).eval(); x64 = torch.randn(2, 1, 64, 64)
+    assert torch.allclose(heatmap(m, x64, layer='body.1'), heatmap(m, x64, layer=m.body[1]))  # a dotted name is the module it names
+    assert torch.allclose(gradcam(m, x64, 'body.2'), gradcam(m, x64))
+    gc = GradCAM(m, 'body.1'); gc.remove(); gc.remove()  # removing twice is harmless
+    with pytest.raises(ValueError, match='the hook was removed'): gc(x64)
 
 
 def test_cam_layer_and_gradcam_heatmaps():
@@ -185,6 +213,15 @@ def test_pointing_game_on_a_toy_with_a_known_answer():
     assert base['centre'] == 1.0 and base['random'] == pytest.approx((0.5 + 0.04) / 2)
 
 
+def test_no_boxes_means_no_rate_for_the_method_nor_its_baselines():
+    "Nothing to point at: the centre's rate is NaN like the random peak's and the method's own, never a 0.0 that reads as a result"
+    for boxes in ([], [[], []]):
+        base = pointing_baselines(boxes, 10)
+        assert np.isnan(base['centre']) and np.isnan(base['random'])
+    assert np.isnan(pointing_game(torch.zeros(2, 10, 10), [[], []])['rate'])
+    assert pointing_baselines([[], [[0, 0, 10, 10]]], 10) == {'centre': 1.0, 'random': 1.0}  # images without boxes are not counted
+
+
 # --- the command ----------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
@@ -204,12 +241,17 @@ def run_predict(argv):
     p = argparse.ArgumentParser(); add_predict_args(p)
     return predict_command(p.parse_args([str(a) for a in argv]))
 
+def table_rows(out:str) -> list:
+    "predict's table as [probability, call, image] rows: the '#' lines (header, notice) and the column names left out"
+    return [l.split('\t') for l in out.splitlines() if l and not l.startswith(('#', 'probability\t'))]
+
 
 def test_predict_prints_probabilities_and_calls(tiny, capsys):
     files = [tiny/'img0.png', tiny/'img1.png', tiny/'colour.jpg']
     assert run_predict([tiny/'model.pt', *files, '--device', 'cpu']) == 0
     out = capsys.readouterr().out
     assert 'threshold 0.3700 (saved in the checkpoint)' in out
+    assert out.splitlines()[1] == f'# {NOTICE}' and out.count('Not for clinical use') == 1  # once, as a comment under the header
     rows = [l.split('\t') for l in out.splitlines() if l.endswith(('.png', '.jpg'))]
     assert [r[2] for r in rows] == [str(f) for f in files]
     from fracture_course.learner import load_checkpoint
@@ -233,7 +275,7 @@ def test_predict_a_folder_scores_the_images_below_it_and_names_the_rest(tiny, tm
     (tmp_path/'b'/'manifest.csv').write_text('path,label\n'); (tmp_path/'b'/'.hidden.png').write_bytes(b'x')
     assert run_predict([tiny/'model.pt', tmp_path/'b', tiny/'colour.jpg', '--device', 'cpu']) == 0
     out, err = capsys.readouterr()
-    rows = [l.split('\t') for l in out.splitlines()[2:]]
+    rows = table_rows(out)
     assert [r[2] for r in rows] == [str(tmp_path/'b'/'IM0001'), str(tmp_path/'b'/'sub'/'a.png'), str(tmp_path/'b'/'z.png'), str(tiny/'colour.jpg')]
     assert f"note: {tmp_path/'b'}: 1 file(s) not taken for images by their names (manifest.csv)" in err and '.hidden' not in out + err
     (tmp_path/'empty').mkdir()
@@ -296,7 +338,7 @@ def test_write_overlays_titles_with_and_without_a_threshold(tiny, tmp_path, monk
 def test_predict_overlays_state_the_call_at_the_threshold_it_printed(tiny, tmp_path, monkeypatch, capsys):
     titles = overlay_titles(monkeypatch)
     assert run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'s', '--device', 'cpu']) == 0
-    p, call = capsys.readouterr().out.splitlines()[2].split('\t')[:2]
+    p, call = table_rows(capsys.readouterr().out)[0][:2]
     assert titles['img0_layercam.png'].startswith(f'{call}: P ') and 'threshold 0.370' in titles['img0_layercam.png']  # the checkpoint's
     assert run_predict([tiny/'model.pt', tiny/'img0.png', '--heatmaps', tmp_path/'t', '--threshold', '0']) == 0
     assert titles['img0_layercam.png'].startswith('fractured: P ') and titles['img0_layercam.png'].endswith('> threshold 0.000')
@@ -382,7 +424,10 @@ def test_predict_writes_a_csv_row_per_image_unreadable_ones_included(tiny, tmp_p
     rows = list(csv.DictReader(open(tmp_path/'p.csv')))
     assert [r['image'] for r in rows] == [str(f) for f in files] and [r['call'] for r in rows][1] == 'unreadable'
     assert rows[1]['probability'] == '' and rows[1]['note'] and float(rows[0]['threshold']) == 0.37
-    printed = {l.split('\t')[2]: float(l.split('\t')[0]) for l in out.splitlines()[2:]}
+    assert list(rows[0])[:5] == ['image', 'probability', 'call', 'threshold', 'note'] and all(r['notice'] == NOTICE for r in rows)  # a last column
+    assert NOTICE == ("Not for clinical use. A teaching model from the fracture_course course: it has not been validated on "
+                      "patients and must not be used to diagnose or treat anyone.") and f'# {NOTICE}' in out
+    printed = {r[2]: float(r[0]) for r in table_rows(out)}
     assert all(abs(float(r['probability']) - printed[r['image']]) < 1e-4 for r in rows if r['probability'])
 
 

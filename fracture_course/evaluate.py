@@ -670,6 +670,17 @@ def _ready_out(out:Path|str, option:str='--out') -> Path:
         except OSError: break  # something was written there meanwhile: keep it
     return out
 
+def _truncated_note(paths:list, # the truncated files scored
+                    items:list, # the items scored (for their classes)
+                    name:str # the dataset's name
+                   ) -> str:
+    "One warning for the truncated files an evaluation scored: how many, of which class, the first three, where the rest are"
+    from collections import Counter
+    labels = Counter(o.label_name for o in items if str(o.path) in set(paths))
+    return (f"warning: {len(paths)} truncated file(s) ({', '.join(f'{k} {n}' for k, n in labels.items())}) were scored on the part that decodes, "
+            f"as training read them: {', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''} (all in metrics.json's 'truncated'; "
+            f"`fracture-course audit` lists every damaged file of {name}, and its `--manifest` leaves them out)")
+
 def evaluate_command(args) -> int:
     "Run `fracture-course evaluate`: metrics with intervals beside the trivial classifier, metrics.json and plots"
     from fracture_course.config import pick_device
@@ -692,7 +703,6 @@ def evaluate_command(args) -> int:
     failed_all += [(s['path'], s['reason']) for s in data.skipped if s.get('unreadable')]  # could not be opened: left out when the data were read
     skipped = [s for s in data.skipped if not s.get('unreadable')]
     for path, reason in dict(failed_all).items(): print(f"error: {path}: {reason}", file=sys.stderr)
-    for path in dict(truncated): print(f"warning: {path}: the file is truncated; scored on the part that decodes, as training read it", file=sys.stderr)
     for s in skipped[:5]: print(f"warning: {s['path']}: {s['reason']} (left out when {data.name} was read)", file=sys.stderr)
     if len(skipped) > 5: print(f"warning: ... and {len(skipped) - 5} more file(s) left out when {data.name} was read (all listed in metrics.json)", file=sys.stderr)
     if len(probs) == 0: raise ValueError(f"None of the {len(items)} images of {data.name} ({args.split}) could be read.")
@@ -711,7 +721,7 @@ def evaluate_command(args) -> int:
     _save_plots(probs, targets, thr, out)
     _save_predictions([o for o in items if str(o.path) not in dict(failed)], probs, thr, out/'predictions.csv')
     _print_evaluation(res, out)
-    if truncated: print(f"{len(res['truncated'])} truncated file(s), listed above, were scored on the part that decodes.", file=sys.stderr)
+    if truncated: print(_truncated_note(res['truncated'], items, data.name), file=sys.stderr)
     if res['threshold_chosen_on_these_images']:
         print(f"warning: the threshold was chosen on {data.name}'s validation split, which is among the images scored here ({args.split}): "
               "sensitivity and specificity at it are optimistic. Report the test split's.", file=sys.stderr)

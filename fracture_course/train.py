@@ -25,11 +25,11 @@ from .evaluate import few_fractures_warning, threshold_for_sensitivity, _json_re
 
 # %% auto #0
 __all__ = ['RECIPES', 'QUICK_RECIPES', 'MONITORS', 'Recipe', 'recipe_for', 'make_preset', 'fixed_input_size', 'build_model',
-           'epoch_sizes', 'SizeScheduleCB', 'whole_side', 'check_zoom', 'check_recipe', 'box_plan', 'run_loaders',
-           'fit_recipe', 'evaluate_run', 'run_summary', 'threshold_figures', 'run_operating_point', 'trained_on',
-           'write_run', 'staged', 'warn_colour', 'run_plan', 'train_run', 'run_key', 'KeptRunWarning', 'run_lock',
-           'one_trainer', 'cached_run', 'prune_runs', 'run_note', 'add_train_args', 'starting_weights', 'asked_for',
-           'earlier_run_note', 'train_command']
+           'epoch_sizes', 'SizeScheduleCB', 'whole_side', 'check_zoom', 'check_recipe', 'check_input_sides', 'box_plan',
+           'run_loaders', 'fit_recipe', 'evaluate_run', 'run_summary', 'threshold_figures', 'run_operating_point',
+           'trained_on', 'write_run', 'staged', 'warn_colour', 'run_plan', 'train_run', 'run_key', 'KeptRunWarning',
+           'run_lock', 'one_trainer', 'cached_run', 'prune_runs', 'run_note', 'add_train_args', 'starting_weights',
+           'asked_for', 'earlier_run_note', 'train_command']
 
 # %% ../nbs/91_train.ipynb #42eeb500
 @dataclass
@@ -164,6 +164,27 @@ def check_recipe(model:str, # a registered model name
     if fixed_input_size(model) and len(set(sizes)) > 1: refuse('sizes', f'{model} takes inputs of one fixed size, so it cannot change size between epochs; use sizes=None')
     check_zoom(model, recipe, sizes)
     return recipe
+
+# %% ../nbs/91_train.ipynb #edd59328
+def _fits(model:str, recipe:Recipe, side:int, kwargs:dict) -> str|None:
+    "None if `model` takes `side` x `side` inputs (checked on the meta device), else why not, in one line"
+    preset = imagenet_preset(side) if recipe.preset.startswith('imagenet') else grey_preset(side)  # only its channels and size are used
+    try:
+        with torch.device('meta'): build_model(model, preset, **kwargs).eval()(torch.empty(2, preset.channels, side, side))
+    except (ValueError, RuntimeError) as e: return str(e).splitlines()[0]
+    return None
+
+def check_input_sides(model:str, # a registered model name
+                      recipe:Recipe, sizes:list, # the input side of each epoch (`epoch_sizes`)
+                      option:str='--size', # how the user gave the side, for the message
+                     ) -> None:
+    "Raise a `ValueError` with the smallest side that works when `model` cannot take inputs of a side in `sizes`"
+    kw = {**recipe.model_kwargs, **({'pretrained': False} if 'pretrained' in _model_params(model) else {})}  # shapes need no weights
+    for side in sorted(set(sizes)):
+        if (why := _fits(model, recipe, side, kw)) is None: continue
+        least = next((s for s in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256) if s > side and _fits(model, recipe, s, kw) is None), None)
+        raise ValueError(f"{option} {max(sizes)}: {model} cannot take inputs of {side} x {side} pixels ({why})"
+                         + (f"; use {option} {least} or more" if least else '') + " (the quick profile trains at 64)")
 
 # %% ../nbs/91_train.ipynb #4b902033
 def box_plan(recipe:Recipe, data:FractureData, progress:bool=True) -> tuple[str, str]:
@@ -655,7 +676,8 @@ def train_command(args) -> int:
     if args.out and (note := earlier_run_note(args.out)) and os.environ.get('LOCAL_RANK', '0') == '0': print(f'note: {note}', file=sys.stderr)
     given = asked_for(args, cfg)  # a recipe's own epochs and lr give way to what the user asked for
     weights = starting_weights(args)
-    rc, epochs, lr, _ = run_plan(args.model, cfg, given)
+    rc, epochs, lr, sizes = run_plan(args.model, cfg, given)
+    check_input_sides(args.model, rc, sizes)  # before any image is read
     over = lambda v, s: f" (the recipe's, over the settings' {s:g})" if v != s else ''  # the line above shows the settings
     say(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {lr:g}{over(lr, cfg.lr)}, "
         f"{epochs} epochs{over(epochs, cfg.epochs)}" + (f" after {rc.freeze_epochs} head-only" if rc.freeze_epochs else '')

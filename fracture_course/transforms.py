@@ -440,7 +440,8 @@ def get_dls(data:FractureData, # from the data chapter
         items = data.split(split)
         return CachedDataset(ImageCache(items, preset, cache_dir, progress=progress, warn=False), tfm) if items else None
     tr, va, te = ds('train', train_tfms(preset, aug)), ds('valid', eval_tfms(preset)), ds('test', eval_tfms(preset))
-    _warn_truncated({s: d.cache for s, d in (('train', tr), ('valid', va), ('test', te)) if d is not None}, "the loaders' `truncated`")  # one warning for all splits
+    _warn_truncated({s: d.cache for s, d in (('train', tr), ('valid', va), ('test', te)) if d is not None},
+                    "the loaders' `truncated`; `fracture-course audit DATASET` lists them, and its `--manifest` leaves them out")  # one warning for all splits
     if box_maps and tr is not None: tr = BoxMapDataset(tr.cache, preset, aug)
     if train_crop is not None and tr is not None:
         if box_maps: raise ValueError("box_maps and train_crop cannot be combined: the box maps are made for the whole input, not a crop of it.")

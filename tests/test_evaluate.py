@@ -326,7 +326,7 @@ def test_evaluate_scores_a_truncated_test_image_as_training_read_it_and_names_it
     data = cut.read_bytes(); cut.write_bytes(data[:len(data) * 2 // 3])
     capsys.readouterr()
     assert run_eval([tiny/'model.pt', '--data', tmp_path/'d', '--out', tmp_path/'o', '--n-boot', '0', '--split', 'all']) == 0
-    assert f'warning: {cut}: the file is truncated; scored on the part that decodes' in capsys.readouterr().err
+    assert f'warning: 1 truncated file(s) (not fractured 1) were scored on the part that decodes, as training read them: {cut} (all in metrics.json' in capsys.readouterr().err
     m = json.loads((tmp_path/'o'/'metrics.json').read_text())
     assert m['images'] == 56 and m['unreadable'] == [] and m['truncated'] == [str(cut)]
     x, ok, failed = load_inputs([cut], grey_preset(32))  # by default (predict, the server): refused

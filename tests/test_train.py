@@ -388,3 +388,17 @@ def test_training_warns_once_about_colour_pictures(tmp_path):
         for _ in range(2): _as_data(root, cfg, progress=False)
     said = [str(w.message) for w in caught if 'colour picture' in str(w.message)]
     assert len(said) == 1 and 'red.png' in said[0] and (tmp_path/'cache'/'colour').is_dir()
+
+
+def test_cli_train_refuses_a_size_the_network_cannot_take_before_reading_the_data(tmp_path, monkeypatch, capsys):
+    "--size too small for the network's pools: refused by option, with the smallest side that works, before the dataset is read"
+    from unittest import mock
+    from fracture_course import train as T
+    from fracture_course.cli import main
+    monkeypatch.setenv('FRACTURE_CACHE_DIR', str(tmp_path/'cache'))
+    with mock.patch.object(T, '_as_data', side_effect=AssertionError('the data were read')):
+        for model, size, least in (('simple_cnn', 7, 8), ('densenet121', 16, 32)):
+            assert main(['train', '--model', model, '--size', str(size), '--data', str(tmp_path/'nowhere'), '--out', str(tmp_path/'o'), '--quiet']) == 1
+            err = capsys.readouterr().err
+            assert f'--size {size}: {model} cannot take inputs of {size} x {size} pixels' in err and f'use --size {least} or more' in err, err
+    assert not (tmp_path/'o'/'best.pt').exists()

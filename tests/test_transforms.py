@@ -282,7 +282,7 @@ def test_get_dls_names_the_truncated_images_of_all_splits_in_one_warning(tmp_pat
     said = [str(w.message) for w in caught if issubclass(w.category, DamagedImageWarning)]
     assert len(said) == 1, said
     assert re.search(r'^5 truncated image\(s\) decoded only partly.*\(train 3, valid 1, test 1; not fractured 5, fractured 0: all of one class', said[0])
-    assert 'train0.jpg' in said[0] and "(all 5: the loaders' `truncated`)" in said[0]
+    assert 'train0.jpg' in said[0] and "(all 5: the loaders' `truncated`; `fracture-course audit DATASET` lists them, and its `--manifest` leaves them out)" in said[0]
     assert {s: len(v) for s, v in dls.truncated.items()} == cuts and str(tmp_path/'test0.jpg') in dls.truncated['test']
     with warnings.catch_warnings():
         warnings.simplefilter('error', DamagedImageWarning)

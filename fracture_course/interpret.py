@@ -171,14 +171,16 @@ def to_display(x:torch.Tensor, # one model input [C, H, W]
 def show_gradcam(img:np.ndarray, # [H, W] in 0..1 (see `to_display`)
                  heat:torch.Tensor, # [H, W] in 0..1
                  boxes:Sequence=(), # fracture boxes in input pixels, drawn in yellow
-                 ax=None, title:str='', alpha:float=0.45, peak:bool=True):
-    "The radiograph in grey, the heat map over it in colour, its peak as a cross, and the boxes"
+                 ax=None, title:str='', alpha:float=0.45, peak:bool=True,
+                 marks:Sequence=()): # other boxes (a side marker, a ruler) in input pixels, drawn in magenta
+    "The radiograph in grey, the heat map over it in colour, its peak as a white cross, the fracture boxes and other marks"
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     if ax is None: _, ax = plt.subplots(figsize=(2.4, 2.4))
     ax.imshow(img, cmap='gray', vmin=0, vmax=1)
     ax.imshow(heat.cpu().numpy(), cmap='jet', alpha=alpha, vmin=0, vmax=1)
-    for b in boxes: ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec='yellow', lw=1.2))
+    for bs, colour in ((boxes, 'yellow'), (marks, 'magenta')):
+        for b in bs: ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec=colour, lw=1.2))
     if peak:
         px, py = heatmap_peak(heat[None])[0]
         ax.plot(px - 0.5, py - 0.5, 'w+', ms=9, mew=2)

@@ -14,7 +14,7 @@ from fracture_course.evaluate import load_inputs
 from fracture_course.interpret import (CAMS, GradCAM, LayerCAM, add_predict_args, explain_layer, heatmap, pointing_by_layer, stage_sides,
                                        explain_split, boxes_on_input, cam_layer, gradcam, heatmap_peak, heatmaps,
                                        item_input_boxes, point_in_boxes, pointing_baselines, pointing_game, predict_command, image_arguments,
-                                       overlay_title, write_overlays, NOTICE)
+                                       overlay_title, write_overlays, NOTICE, show_gradcam)
 from fracture_course.learner import save_checkpoint
 from fracture_course.models import create_model
 from fracture_course.transforms import decode_resize, eval_tfms, grey_preset, imagenet_preset
@@ -211,6 +211,15 @@ def test_pointing_game_on_a_toy_with_a_known_answer():
     with pytest.raises(ValueError, match='heat maps'): pointing_game(heat, boxes[:2])
     base = pointing_baselines([[[0, 0, 5, 10]], [[4, 4, 6, 6]]], 10)
     assert base['centre'] == 1.0 and base['random'] == pytest.approx((0.5 + 0.04) / 2)
+
+
+def test_show_gradcam_draws_fracture_boxes_and_other_marks_in_their_own_colours():
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+    ax = show_gradcam(np.zeros((8, 8)), torch.rand(8, 8), [[1, 1, 3, 3]], marks=[[5, 5, 7, 7], [0, 5, 2, 7]])
+    assert [p.get_edgecolor() for p in ax.patches] == [to_rgba('yellow')] + [to_rgba('magenta')] * 2
+    plt.close(ax.figure)
 
 
 def test_no_boxes_means_no_rate_for_the_method_nor_its_baselines():

@@ -16,7 +16,9 @@ and a random peak. Bar (issue #18; chapter 10 asserts it for LayerCAM): the hit 
 four of the course's networks (chapter 10's Inception; the six-stage EnhancedCNN of chapters 9 and 13; the main job's
 SimpleCNN and the ImageNet-pretrained EfficientNet-Lite0, each with its quick recipe) play the game at the last stage of every map side (`pointing_by_layer`), Grad-CAM and
 LayerCAM, and each method is scored at its default layer (`explain_layer`) by its margin over the centre at that layer's
-tolerance. Bar: LayerCAM's margin above Grad-CAM's for every network and seed.
+tolerance. Bar: LayerCAM's margin above Grad-CAM's for every network and seed. It plays on each run's fractured *test*
+images: the tools' rule was chosen there (chapter 10 says so, and replays the choice on its validation split, where
+the same layer wins, before reporting on test).
 
 `--checkpoint CKPT --data PATH` plays the same game, at every depth and with each method's default layer marked, for a
 model already trained (by `fracture-course train`) on a dataset with fracture boxes, FracAtlas for instance: its

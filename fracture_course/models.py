@@ -78,6 +78,10 @@ class SimpleCNN(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(self.n_features, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():  # raw pixels (uint8) would fail inside the first convolution with a dtype message
+            raise TypeError(f"{type(self).__name__} takes float images, normalised (about mean 0, standard deviation 1); got {x.dtype}. "
+                            "The course's transforms (get_dls) make them; by hand: x.float() / 255, then subtract the training "
+                            "split's mean and divide by its std.")
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.img_size, self.img_size):
             raise ValueError(f"{type(self).__name__} expects a batch [B, {self.in_channels}, {self.img_size}, {self.img_size}], "
                              f"got {list(x.shape)}; resize the images or create the model with matching "

@@ -90,3 +90,11 @@ def test_simple_cnn_bad_arguments():
 
 def test_models_module_exports_registry_api():
     for name in ('MODELS', 'register_model', 'create_model', 'model_names', 'SimpleCNN'): assert name in models.__all__
+
+
+def test_simple_cnn_raw_pixels_say_what_to_do():
+    "uint8 pixels fail early with what is wrong and what to do, not torch's dtype message from inside the convolution"
+    m = SimpleCNN(img_size=16, widths=(4, 4))
+    with pytest.raises(TypeError, match=r'float images, normalised .*got torch.uint8.*transforms \(get_dls\)'):
+        m(torch.zeros(2, 1, 16, 16, dtype=torch.uint8))
+    assert m(torch.zeros(2, 1, 16, 16)).shape == (2, 2)  # floats still pass

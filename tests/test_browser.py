@@ -23,7 +23,6 @@ def free_port() -> int:
 def served(tmp_path_factory):
     "`fracture-course serve` (through serve_command) in a subprocess, for a small untrained checkpoint; (URL, an X-ray PNG)"
     _browser_or_skip()
-    import httpx
     import numpy as np
     from PIL import Image
     from fracture_course.learner import save_checkpoint
@@ -35,9 +34,22 @@ def served(tmp_path_factory):
                            operating_point={'threshold': 0.42, 'temperature': 1.0, 'source': 'browser test'})
     png = d/'xray.png'
     Image.fromarray((np.random.default_rng(0).random((80, 64)) * 255).astype(np.uint8)).save(png)
+    yield from _serve(ckpt, png)
+
+@pytest.fixture(scope='module')
+def served_onnx(served, tmp_path_factory):
+    "The same model exported to ONNX, served: (URL, an X-ray PNG)"
+    from fracture_course.deploy import export_onnx
+    url, png = served
+    ckpt = png.parent/'model.pt'
+    yield from _serve(export_onnx(ckpt, tmp_path_factory.mktemp('served_onnx')/'model.onnx'), png)
+
+def _serve(model, png):
+    "Serve `model` in a subprocess until the fixture ends; yields (URL, png)"
+    import httpx
     port = free_port()
     env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.Popen([sys.executable, '-c', SERVE, str(ckpt), '--port', str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, '-c', SERVE, str(model), '--port', str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url, deadline = f'http://127.0.0.1:{port}', time.time() + 60
     try:
@@ -91,7 +103,23 @@ def test_upload_in_a_browser_shows_probability_call_and_overlay(served, browser)
     img = browser.find_element(By.ID, 'overlay')
     WebDriverWait(browser, 10).until(lambda d: d.execute_script('return arguments[0].complete && arguments[0].naturalWidth', img))
     assert browser.execute_script('return arguments[0].naturalWidth', img) == 256 and img.is_displayed()
-    assert notice.is_displayed()
+    assert notice.is_displayed() and not browser.find_element(By.ID, 'heatmap_note').is_displayed()
+    assert notice.location['y'] < min(browser.find_element(By.ID, k).location['y'] for k in ('form', 'result'))  # above the form and the result
+
+def test_an_exported_model_in_a_browser_says_why_there_is_no_heat_map(served_onnx, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+    url, png = served_onnx
+    browser.get(url + '/')
+    assert 'onnxruntime' in browser.find_element(By.TAG_NAME, 'body').text
+    browser.find_element(By.ID, 'file').send_keys(str(png))
+    browser.find_element(By.ID, 'submit').click()
+    WebDriverWait(browser, 30).until(EC.visibility_of_element_located((By.ID, 'result')))
+    note = browser.find_element(By.ID, 'heatmap_note')
+    assert note.is_displayed() and 'ONNX Runtime does not compute' in note.text and 'serve the .pt checkpoint' in note.text
+    assert not browser.find_element(By.ID, 'figure').is_displayed()
+    assert 'Not for clinical use' in browser.find_element(By.ID, 'notice').text  # the file's intended use
 
 def test_a_bad_file_in_a_browser_shows_the_error_and_the_page_still_works(served, browser, tmp_path):
     from selenium.webdriver.common.by import By

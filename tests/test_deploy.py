@@ -98,6 +98,27 @@ def test_export_command_writes_a_checked_model(ckpt, tmp_path, capsys):
     assert out.is_file() and 'Wrote' in said and 'threshold 0.300' in said and 'agree within' in said
     assert not list(out.parent.glob('*.tmp'))
     assert OnnxModel(out).arch == 'simple_cnn'
+    assert f'Intended use, in the file: {deploy.NOTICE}' in said  # the intended use, as the file carries it
+    assert 'The export and the check took' in said and "the command's start, which loads PyTorch, not counted" in said  # what the time covers
+
+def test_the_intended_use_travels_in_the_onnx_file(onnx_file, tmp_path):
+    "The notice is in the metadata, read back by OnnxModel and served; a file exported before it travelled falls back to the course's"
+    import onnx
+    from fastapi.testclient import TestClient
+    m = OnnxModel(onnx_file)
+    assert m.meta['intended_use'] == m.notice == deploy.NOTICE
+    proto = onnx.load(onnx_file)
+    mine = [p for p in proto.metadata_props if p.key == deploy.META + 'intended_use']
+    assert len(mine) == 1 and json.loads(mine[0].value) == deploy.NOTICE
+    mine[0].value = json.dumps('Teaching only: another intended use.')
+    onnx.save(proto, tmp_path/'other.onnx')
+    c = TestClient(make_app(tmp_path/'other.onnx'))  # the file's own notice, wherever the server shows one
+    assert OnnxModel(tmp_path/'other.onnx').notice == 'Teaching only: another intended use.'
+    assert c.get('/health').json()['notice'] == c.get('/nope').json()['notice'] == 'Teaching only: another intended use.'
+    assert 'Teaching only: another intended use.' in c.get('/').text and deploy.NOTICE not in c.get('/').text
+    proto.metadata_props.remove(mine[0])
+    onnx.save(proto, tmp_path/'older.onnx')
+    assert OnnxModel(tmp_path/'older.onnx').notice == deploy.NOTICE  # exported before the intended use travelled
 
 def test_export_command_bad_inputs(ckpt, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match='nowhere.pt'): deploy.export_command(export_args([str(tmp_path/'nowhere.pt')]))
@@ -245,6 +266,9 @@ def test_page_and_health(client):
     assert page.status_code == 200 and page.headers['content-type'].startswith('text/html')
     html = page.text
     assert 'Not for clinical use' in html and 'id="file"' in html and 'type="file"' in html
+    body = html[html.index('<body>'):]  # the notice comes right under the title, before the model, the form and any result
+    assert body.index('</h1>') < body.index('id="notice"') < min(body.index(k) for k in ('Model:', 'id="form"', 'id="result"', '<script'))
+    assert '<p' not in body[:body.index('<p id="notice"')]
     assert 'src="http' not in html and 'href="http' not in html and '@import' not in html  # no external assets: works offline
     assert client.get('/docs').status_code == 404  # FastAPI's docs page would load scripts from a CDN
     h = client.get('/health').json()
@@ -397,6 +421,11 @@ def test_a_dicom_claiming_more_pixels_than_the_server_takes_is_refused_before_de
 def test_requests_without_a_file_or_too_large_by_header(client, xray):
     r = client.post('/predict', files={'other': ('x.png', xray[0])})
     assert r.status_code == 400 and "field 'file'" in r.json()['error']
+    assert r.json()['error'].startswith("no file: the form has the field 'other', none named 'file'; send the X-ray"), r.text  # curl -F other=@x.png
+    r = client.post('/predict', files={'image': ('x.png', xray[0]), 'note': (None, b'left wrist')})
+    assert r.status_code == 400 and "the form has the fields 'image', 'note', none named 'file'" in r.json()['error'], r.text
+    r = client.post('/predict', content=b'--b--\r\n', headers={'content-type': 'multipart/form-data; boundary=b'})  # a form with no field
+    assert r.status_code == 400 and r.json()['error'].startswith('no file: the form is empty;'), r.text
     r = client.post('/predict', data={'other': 'x'})  # a form, but not one that can carry a file
     assert r.status_code == 415 and 'application/x-www-form-urlencoded' in r.json()['error'] and 'curl -F file=@' in r.json()['error']
     r = client.post('/predict', content=xray[0], headers={'content-type': 'image/png'})  # the image's bytes as the body
@@ -409,8 +438,9 @@ def test_requests_without_a_file_or_too_large_by_header(client, xray):
     assert r.status_code == 413 and 'bytes' in r.json()['error']
     assert client.post('/predict', files={'file': ('ok.png', xray[0])}).status_code == 200
 
-def test_a_chunked_upload_is_refused_once_it_passes_the_limit(client, xray):
+def test_a_chunked_upload_is_refused_once_it_passes_the_limit(client, xray, caplog):
     "No Content-Length to judge by: the body is counted as it arrives (a real server's case: test_a_real_server_stops_reading_a_chunked_upload)"
+    import logging
     boundary = 'fracture-course-test'
     head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n'
             'Content-Type: image/png\r\n\r\n').encode()
@@ -418,7 +448,9 @@ def test_a_chunked_upload_is_refused_once_it_passes_the_limit(client, xray):
         yield head
         for _ in range(40): yield b'\0' * 2**16  # 2.6 MB, against the fixture's limit of a few hundred kB
         yield f'\r\n--{boundary}--\r\n'.encode()
-    r = client.post('/predict', content=body(), headers={'content-type': f'multipart/form-data; boundary={boundary}'})
+    with caplog.at_level(logging.WARNING):
+        r = client.post('/predict', content=body(), headers={'content-type': f'multipart/form-data; boundary={boundary}'})
+    assert not [rec.getMessage() for rec in caplog.records if rec.name.startswith(('fracture_course', 'python_multipart', 'multipart'))]  # no 400 logged for a 413 answered
     assert r.status_code == 413 and r.json()['error'].startswith('upload of more than ') and 'this server accepts up to' in r.json()['error'], r.text
     assert 'content-length' not in r.request.headers  # nothing declared: the middleware counted (TestClient hands the body over whole)
     assert r.headers['connection'] == 'close'  # the rest of the body is never read: the connection is not reused
@@ -448,6 +480,9 @@ def test_an_onnx_model_serves_without_heatmaps(onnx_file, client, xray):
     oc = TestClient(make_app(onnx_file))
     d = oc.post('/predict?heatmap=true', files={'file': ('knee.png', xray[0])}).json()
     assert d['runtime'] == 'onnxruntime' and d['heatmap_png'] is None and d['heatmap'] is None
+    assert d['heatmap_note'].startswith('no heat map from an exported model') and 'serve the .pt checkpoint' in d['heatmap_note']
+    assert 'heatmap_note' not in oc.post('/predict', files={'file': ('knee.png', xray[0])}).json()  # not asked for: nothing to explain
+    assert 'heatmap_note' not in client.post('/predict?heatmap=true', files={'file': ('knee.png', xray[0])}).json()  # a checkpoint has its map
     assert abs(d['probability'] - client.post('/predict', files={'file': ('knee.png', xray[0])}).json()['probability']) < 1e-4
     assert oc.get('/health').json()['runtime'] == 'onnxruntime'
 
@@ -511,8 +546,10 @@ def test_truncated_uploads_are_refused_while_others_decode_beside_them(live_serv
     with ThreadPoolExecutor(8) as ex: results = [r for rs in ex.map(client_run, range(8)) for r in rs]
     assert all(code == (422 if is_cut else 200) for is_cut, code in results), results
 
-def test_a_real_server_stops_reading_a_chunked_upload(live_server):
-    "A chunked upload of 512 MB to a server that takes 32 MB: 413 once the limit is passed, long before the client is done"
+def test_a_real_server_stops_reading_a_chunked_upload(live_server, caplog):
+    "A chunked upload of 512 MB to a server that takes 32 MB: 413 once the limit is passed, long before the client is done; the log says no 400"
+    import logging
+    caplog.set_level(logging.WARNING)
     host, port = live_server.removeprefix('http://').split(':')
     boundary, MB = 'fracture-course-test', 2**20
     sock = socket.create_connection((host, int(port)), timeout=60)
@@ -536,6 +573,7 @@ def test_a_real_server_stops_reading_a_chunked_upload(live_server):
     assert answer.startswith(b'HTTP/1.1 413'), answer[:200]
     assert b'upload of more than' in answer and b'this server accepts up to 32 MB' in answer, answer
     assert sent[0] < 128 * MB, f'{sent[0] // MB} MB sent before the refusal'
+    assert not [r.getMessage() for r in caplog.records if r.name == 'fracture_course.deploy'], 'the server logged another answer than its 413'
     import httpx
     assert httpx.get(live_server + '/health').status_code == 200  # still up
 

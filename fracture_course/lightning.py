@@ -35,7 +35,7 @@ from .evaluate import _json_ready
 
 # %% auto #0
 __all__ = ['LEARNER_TO_LIGHTNING', 'COURSE_STRATEGIES', 'COURSE_PRECISIONS', 'NOTEBOOK_STRATEGIES', 'fracture_metrics',
-           'epoch_line', 'FractureModule', 'is_distributed', 'FractureDataModule', 'quiet_lightning',
+           'epoch_line', 'FractureModule', 'quiet_lightning', 'is_distributed', 'FractureDataModule',
            'history_from_csv', 'plot_csv_log', 'in_notebook', 'available_devices', 'check_devices', 'best_weights',
            'fit_on_devices']
 
@@ -132,11 +132,30 @@ class FractureModule(L.LightningModule):
         sched = OneCycleCB(**self.one_cycle)._make(opt, int(self.trainer.estimated_stepping_batches))  # the Learner's schedule
         return {'optimizer': opt, 'lr_scheduler': {'scheduler': sched, 'interval': 'step'}}
 
+# %% ../nbs/12_lightning.ipynb #925bfce0
+@contextmanager
+def quiet_lightning(enabled:bool=True # False: change nothing (a caller that wants Lightning's own lines)
+                   ):
+    "Silence Lightning's start-up lines and its advice for big machines (a single-worker loader is the course's choice on CPUs)"
+    if not enabled: yield; return
+    logs = [logging.getLogger(n) for n in ('lightning.pytorch', 'lightning.fabric', 'lightning')]
+    levels = [l.level for l in logs]
+    for l in logs: l.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for msg in ('.*does not have many workers.*', '.*LeafSpec.*', '.*exists and is not empty.*', '.*The number of training batches.*',
+                        '.*is smaller than the logging interval.*', '.*tensorboardX.*', '.*Checkpoint directory.*', '.*no `val_dataloader`.*'):
+                warnings.filterwarnings('ignore', msg)
+            yield
+    finally:
+        for l, lv in zip(logs, levels): l.setLevel(lv)
+
 # %% ../nbs/12_lightning.ipynb #8b04d2bf
 def is_distributed(trainer) -> bool:
     "Whether `trainer` runs a data-parallel strategy (each process must then see its own shard)"
     return trainer is not None and isinstance(trainer.strategy, DDPStrategy)
 
+# %% ../nbs/12_lightning.ipynb #e2577dbf
 class FractureDataModule(L.LightningDataModule):
     "The course's cached loaders (`run_loaders`): unchanged on one device; disjoint shards of them under DDP"
     def __init__(self,
@@ -178,24 +197,6 @@ class FractureDataModule(L.LightningDataModule):
     def train_dataloader(self): return self._shard(self.dls.train, train=True)
     def val_dataloader(self): return self._shard(self.dls.valid)
     def test_dataloader(self): return self._shard(self.dls.test)
-
-# %% ../nbs/12_lightning.ipynb #925bfce0
-@contextmanager
-def quiet_lightning(enabled:bool=True # False: change nothing (a caller that wants Lightning's own lines)
-                   ):
-    "Silence Lightning's start-up lines and its advice for big machines (a single-worker loader is the course's choice on CPUs)"
-    if not enabled: yield; return
-    logs = [logging.getLogger(n) for n in ('lightning.pytorch', 'lightning.fabric', 'lightning')]
-    levels = [l.level for l in logs]
-    for l in logs: l.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            for msg in ('.*does not have many workers.*', '.*LeafSpec.*', '.*exists and is not empty.*', '.*The number of training batches.*',
-                        '.*is smaller than the logging interval.*', '.*tensorboardX.*', '.*Checkpoint directory.*', '.*no `val_dataloader`.*'):
-                warnings.filterwarnings('ignore', msg)
-            yield
-    finally:
-        for l, lv in zip(logs, levels): l.setLevel(lv)
 
 # %% ../nbs/12_lightning.ipynb #4a7e5e47
 def history_from_csv(path:Path|str, # a `CSVLogger`'s metrics.csv
@@ -292,6 +293,7 @@ def best_weights(path:str|Path # a checkpoint `ModelCheckpoint` wrote
     ckpt = torch.load(path, map_location='cpu', weights_only=False)  # a file this run has just written
     return {k[len('model.'):]: v for k, v in ckpt['state_dict'].items() if k.startswith('model.')}, ckpt['epoch'] + 1
 
+# %% ../nbs/12_lightning.ipynb #36cdd8ff
 def _stages(recipe:Recipe, net:nn.Module, epochs:int, lr:float) -> list:
     "(epochs, learning rates, head only) of each fit, as `fit_recipe` trains: head-only epochs first for pretrained backbones"
     main = (epochs, discriminative_lrs(net, lr, recipe.div) if recipe.div else lr, False)

@@ -4,7 +4,7 @@
     python benchmarks/bench_deploy.py --export-all    # also: export time and parity of every registered model
     python benchmarks/bench_deploy.py --checkpoint runs/lite0/best.pt
     python benchmarks/bench_deploy.py --server-only --uploads ../shared/data/FracAtlas/images/Fractured   # real X-rays as uploads
-    python benchmarks/bench_deploy.py --checkpoint ~/.cache/fracture_course/deploy/best.pt --resampling ../shared/data/FracAtlas/images/Fractured
+    python benchmarks/bench_deploy.py --checkpoint ~/.cache/fracture_course/deploy/synthetic/best.pt --resampling ../shared/data/FracAtlas/images/Fractured
                                                       # how far other resizers move a deployed model's probabilities and calls
 
 Models are untrained unless --checkpoint is given (speed does not depend on the weights). Each figure is the median

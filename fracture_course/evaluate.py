@@ -16,14 +16,11 @@ import pandas as pd
 import torch
 from torch import nn
 import torch.nn.functional as F
-from torchmetrics.functional.classification import (binary_average_precision, binary_calibration_error, binary_confusion_matrix,
-                                                    binary_precision_recall_curve, binary_roc, multiclass_f1_score,
-                                                    multiclass_precision, multiclass_recall)
 
 from .data import (CLASSES, MAX_COLOUR, MIN_SIDE, FractureData, label_from_name, TruncatedImage, UnreadableImage, load_course_data, load_dataset,
                                   load_image, split_digest)
 from .transforms import MIN_STD, Preset, decode_resize, eval_tfms
-from .learner import METRICS, _flat_probs, binary_metrics, load_checkpoint
+from .learner import METRICS, _flat_probs, binary_metrics, load_checkpoint, tmc
 from .tta import get_logits
 from .tta import hflip
 
@@ -49,7 +46,7 @@ METRIC_NAMES = ('accuracy', 'sensitivity', 'specificity', 'precision', 'f1', 'au
 def _ap(probs, targets, threshold=None):
     "Average precision (area under the precision-recall curve); NaN without fractures"
     if not bool((targets == 1).any()): return float('nan')
-    return binary_average_precision(probs, targets).item()
+    return tmc.binary_average_precision(probs, targets).item()
 
 def _checked_probs(probs) -> torch.Tensor:
     "`probs` as a flat float tensor, refused when a value is NaN or outside 0..1 (torchmetrics would take them all for logits)"
@@ -85,7 +82,7 @@ def evaluation_metrics(probs:torch.Tensor, # probability of `fractured` per imag
 def confusion_matrix(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5) -> torch.Tensor:
     "Counts [[TN, FP], [FN, TP]]: rows are the true class, columns the predicted one"
     p = _checked_probs(probs)
-    return binary_confusion_matrix(p, _checked_targets(targets, len(p)), threshold)
+    return tmc.binary_confusion_matrix(p, _checked_targets(targets, len(p)), threshold)
 
 # %% ../nbs/09_evaluation.ipynb #89ec941c
 def classification_report(probs:torch.Tensor, targets:torch.Tensor, threshold:float=0.5,
@@ -95,9 +92,9 @@ def classification_report(probs:torch.Tensor, targets:torch.Tensor, threshold:fl
     kw = dict(num_classes=2, average=None)
     support, called = torch.bincount(targets, minlength=2), torch.bincount(preds, minlength=2)
     nan_where = lambda v, undefined: np.where(undefined.numpy(), np.nan, v.numpy())
-    df = pd.DataFrame({'precision': nan_where(multiclass_precision(preds, targets, **kw), called == 0),
-                       'recall': nan_where(multiclass_recall(preds, targets, **kw), support == 0),
-                       'f1': nan_where(multiclass_f1_score(preds, targets, **kw), (support == 0) & (called == 0)),
+    df = pd.DataFrame({'precision': nan_where(tmc.multiclass_precision(preds, targets, **kw), called == 0),
+                       'recall': nan_where(tmc.multiclass_recall(preds, targets, **kw), support == 0),
+                       'f1': nan_where(tmc.multiclass_f1_score(preds, targets, **kw), (support == 0) & (called == 0)),
                        'support': support.numpy()}, index=list(classes))
     df.loc['macro average'] = [*df[['precision', 'recall', 'f1']].mean(), df['support'].sum()]
     return df.astype({'support': int})
@@ -222,7 +219,7 @@ def plot_roc(probs:torch.Tensor, targets:torch.Tensor, ax=None, threshold:float|
     if ax is None: _, ax = plt.subplots(figsize=(3.8, 3.6))
     p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p))
     if len(t.unique()) < 2: return _undefined_curve(ax, 'ROC curve', 'undefined: the images are all of one class')
-    fpr, tpr, _ = binary_roc(p, t)
+    fpr, tpr, _ = tmc.binary_roc(p, t)
     m = evaluation_metrics(p, t, 0.5 if threshold is None else threshold)
     line, = ax.plot(fpr, tpr, label=f"{label} (AUROC {m['auroc']:.2f})")
     if threshold is not None: ax.plot(1 - m['specificity'], m['sensitivity'], 'o', color=line.get_color())
@@ -236,7 +233,7 @@ def plot_pr(probs:torch.Tensor, targets:torch.Tensor, ax=None, threshold:float|N
     if ax is None: _, ax = plt.subplots(figsize=(3.8, 3.6))
     p = torch.as_tensor(probs).float().flatten(); t = _checked_targets(targets, len(p))
     if not (t == 1).any(): return _undefined_curve(ax, 'precision-recall curve', 'undefined: no fractured images')
-    prec, rec, _ = binary_precision_recall_curve(p, t)
+    prec, rec, _ = tmc.binary_precision_recall_curve(p, t)
     m = evaluation_metrics(p, t, 0.5 if threshold is None else threshold)
     line, = ax.plot(rec, prec, label=f"{label} (AP {m['average_precision']:.2f})")
     if threshold is not None and not math.isnan(m['precision']): ax.plot(m['sensitivity'], m['precision'], 'o', color=line.get_color())

@@ -6,7 +6,7 @@ Docs: https://github.com/fracture-course/fracture_course/learner.html.md"""
 
 # %% ../nbs/05_learner.ipynb #fa0718e1
 from __future__ import annotations
-import contextlib, inspect, math, os, time, warnings
+import contextlib, importlib, inspect, math, os, time, warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -15,8 +15,6 @@ from typing import Callable, Mapping, Sequence
 import pandas as pd
 import torch
 from torch import nn
-from torchmetrics.functional.classification import (binary_accuracy, binary_auroc, binary_f1_score,
-                                                    binary_precision, binary_recall, binary_specificity)
 
 from . import __version__
 from .config import pick_device, progress_bar
@@ -24,13 +22,22 @@ from .data import CLASSES
 from .models import MODELS, create_model, model_names
 
 # %% auto #0
-__all__ = ['METRICS', 'DEFAULT_METRICS', 'EVENTS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'accuracy', 'sensitivity',
-           'specificity', 'precision', 'f1', 'auroc', 'binary_metrics', 'CancelFitException', 'CancelEpochException',
-           'CancelBatchException', 'Callback', 'checked_lr', 'param_groups', 'Learner', 'DeviceCB', 'MixedPrecisionCB',
-           'TrainingDiverged', 'LearnerWarning', 'Recorder', 'ProgressCB', 'plot_history', 'LRFindResult',
-           'LRFinderWarning', 'lr_suggestion', 'LRFinderCB', 'constant_loss', 'BatchSchedulerCB', 'OneCycleCB',
-           'SaveBestCB', 'EarlyStoppingCB', 'GradClipCB', 'freeze', 'unfreeze', 'trainable', 'count_params',
-           'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'update_checkpoint']
+__all__ = ['tmc', 'METRICS', 'DEFAULT_METRICS', 'EVENTS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'LazyModule', 'accuracy',
+           'sensitivity', 'specificity', 'precision', 'f1', 'auroc', 'binary_metrics', 'CancelFitException',
+           'CancelEpochException', 'CancelBatchException', 'Callback', 'checked_lr', 'param_groups', 'Learner',
+           'DeviceCB', 'MixedPrecisionCB', 'TrainingDiverged', 'LearnerWarning', 'Recorder', 'ProgressCB',
+           'plot_history', 'LRFindResult', 'LRFinderWarning', 'lr_suggestion', 'LRFinderCB', 'constant_loss',
+           'BatchSchedulerCB', 'OneCycleCB', 'SaveBestCB', 'EarlyStoppingCB', 'GradClipCB', 'freeze', 'unfreeze',
+           'trainable', 'count_params', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'update_checkpoint']
+
+# %% ../nbs/05_learner.ipynb #af8e5aac
+class LazyModule:
+    "A module imported at the first access to one of its attributes, not before"
+    def __init__(self, name:str): self._name = name  # e.g. 'torchmetrics.functional.classification'
+    def __getattr__(self, attr:str): return getattr(importlib.import_module(self._name), attr)
+    def __repr__(self): return f'LazyModule({self._name!r})'
+
+tmc = LazyModule('torchmetrics.functional.classification')  # torchmetrics' metrics, imported at first use
 
 # %% ../nbs/05_learner.ipynb #fcb77291
 def _in_unit(v:float) -> float:
@@ -42,22 +49,22 @@ def _nan_unless(ok:bool, f):
 
 def accuracy(probs, targets, threshold=0.5):
     "Share of items whose prediction (probability above `threshold`) is right"
-    return _in_unit(binary_accuracy(probs, targets, threshold).item())
+    return _in_unit(tmc.binary_accuracy(probs, targets, threshold).item())
 def sensitivity(probs, targets, threshold=0.5):
     "Share of fractures (label 1) predicted as fractures; NaN when there are none"
-    return _nan_unless(bool((targets == 1).any()), lambda: binary_recall(probs, targets, threshold))
+    return _nan_unless(bool((targets == 1).any()), lambda: tmc.binary_recall(probs, targets, threshold))
 def specificity(probs, targets, threshold=0.5):
     "Share of non-fractures (label 0) predicted as such; NaN when there are none"
-    return _nan_unless(bool((targets == 0).any()), lambda: binary_specificity(probs, targets, threshold))
+    return _nan_unless(bool((targets == 0).any()), lambda: tmc.binary_specificity(probs, targets, threshold))
 def precision(probs, targets, threshold=0.5):
     "Share of predicted fractures that are fractures; NaN when nothing is predicted positive"
-    return _nan_unless(bool((probs > threshold).any()), lambda: binary_precision(probs, targets, threshold))
+    return _nan_unless(bool((probs > threshold).any()), lambda: tmc.binary_precision(probs, targets, threshold))
 def f1(probs, targets, threshold=0.5):
     "Harmonic mean of precision and sensitivity"
-    return _nan_unless(bool((targets == 1).any() or (probs > threshold).any()), lambda: binary_f1_score(probs, targets, threshold))
+    return _nan_unless(bool((targets == 1).any() or (probs > threshold).any()), lambda: tmc.binary_f1_score(probs, targets, threshold))
 def auroc(probs, targets, threshold=None):
     "Area under the ROC curve of the fracture probability (threshold-free); NaN with a single class"
-    return _nan_unless(bool((targets == 1).any() and (targets == 0).any()), lambda: binary_auroc(probs, targets))
+    return _nan_unless(bool((targets == 1).any() and (targets == 0).any()), lambda: tmc.binary_auroc(probs, targets))
 
 METRICS = dict(accuracy=accuracy, sensitivity=sensitivity, recall=sensitivity, specificity=specificity,
                precision=precision, f1=f1, auroc=auroc)

@@ -27,6 +27,14 @@ def test_help_lists_every_command_without_importing_the_chapters():
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert 'heavy: []' in r.stdout and all(name in r.stdout for name, *_ in COMMANDS), r.stdout + r.stderr
 
+def test_commands_that_compute_no_metric_leave_torchmetrics_unimported():
+    "Importing torchmetrics takes about 2 s: predict, export, serve and every --help start without it; the first metric imports it"
+    code = ('import sys\nfrom fracture_course.cli import build_parser\nbuild_parser(["predict"]); build_parser(["evaluate"]); build_parser(["train"])\n'
+            'print("before:", "torchmetrics" in sys.modules)\nimport torch\nfrom fracture_course.learner import auroc\n'
+            'print("auroc:", auroc(torch.tensor([0.2, 0.9, 0.4]), torch.tensor([0, 1, 1])), "after:", "torchmetrics" in sys.modules)')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert 'before: False' in r.stdout and 'auroc: 1.0 after: True' in r.stdout, r.stdout + r.stderr
+
 def test_the_console_script_prints_warnings_as_plain_lines():
     "A user of the command reads `warning: ...`, not the library's file, line number and source line; in-process callers keep Python's own"
     code = ('import sys, warnings\nfrom fracture_course.cli import main\nmain(["audit", "/nonexistent"])\nwarnings.warn("5 truncated image(s)")\n'

@@ -17,11 +17,11 @@ from PIL import Image, ImageChops, ImageFile, ImageOps, ImageStat, UnidentifiedI
 
 # %% auto #0
 __all__ = ['CLASSES', 'POSITIVE', 'SPLITS', 'DICOM_EXTS', 'IMAGE_EXTS', 'EMPTY_FILE', 'NOT_AN_IMAGE', 'MIN_SIDE', 'MAX_COLOUR',
-           'NOT_RADIOGRAPHS', 'REGIONS', 'LAYOUTS', 'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'LEAVE_OUT', 'label_from_name',
-           'Item', 'FractureData', 'UnreadableImage', 'DamagedImageWarning', 'DataWarning', 'TruncatedImage',
-           'is_dicom', 'colour_spread', 'load_image', 'deflated_size', 'write_dicom', 'dicom_summary', 'read_dicom',
-           'modality_warning', 'file_digest', 'fingerprints', 'per_file', 'split_items', 'split_digest', 'split_of',
-           'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes',
+           'NOT_RADIOGRAPHS', 'REGIONS', 'LAYOUTS', 'KNOWN_KAGGLE', 'KAGGLE_INPUT', 'LEAVE_OUT', 'LEAVE_OUT_DEFAULT',
+           'label_from_name', 'Item', 'FractureData', 'UnreadableImage', 'DamagedImageWarning', 'DataWarning',
+           'TruncatedImage', 'is_dicom', 'colour_spread', 'load_image', 'deflated_size', 'write_dicom', 'dicom_summary',
+           'read_dicom', 'modality_warning', 'file_digest', 'fingerprints', 'per_file', 'split_items', 'split_digest',
+           'split_of', 'read_split_folders', 'read_class_folders', 'read_fracatlas', 'read_manifest', 'item_boxes',
            'looks_like_dicom', 'header_problem', 'LeftOutWarning', 'drop_unopenable', 'load_dataset', 'write_manifest',
            'kaggle_datasets', 'resolve_source', 'describe_source', 'load_course_data', 'ImageDataset', 'AuditReport',
            'audit', 'colour_pictures', 'add_audit_args', 'audit_command', 'trivial_baseline', 'plot_class_balance',
@@ -1495,8 +1495,8 @@ def add_audit_args(p):
     p.add_argument('--near-bits', type=int, default=0, metavar='N', help='perceptual-hash bits near-duplicates may differ in (default 0)')
     p.add_argument('--seed', type=int, help="seed of the split made for unsplit datasets (default: the settings' seed, FRACTURE_SEED or 42, as train uses)")
     p.add_argument('--manifest', metavar='FILE.csv', help='also write the dataset as a CSV manifest (its files, labels and splits) without the files of --leave-out, to train on instead')
-    p.add_argument('--leave-out', default='unreadable,damaged,too-small,colour', metavar='KINDS',
-                   help=f"comma-separated findings whose files --manifest leaves out, of: {', '.join(LEAVE_OUT)} (default: unreadable,damaged,too-small,colour)")
+    p.add_argument('--leave-out', metavar='KINDS',
+                   help=f"with --manifest: comma-separated findings whose files it leaves out, of: {', '.join(LEAVE_OUT)} (default: {LEAVE_OUT_DEFAULT})")
 
 def _is_audit_report(path:Path) -> bool:
     "Is `path` a report an earlier audit wrote (which a new one may replace)?"
@@ -1504,19 +1504,12 @@ def _is_audit_report(path:Path) -> bool:
     except (OSError, ValueError, UnicodeDecodeError): return False
     return isinstance(d, dict) and {'counts', 'duplicates', 'label_disagreements'} <= set(d)
 
-def _is_our_manifest(path:Path) -> bool:
-    "Is `path` a manifest an earlier `--manifest` wrote (which a new one may replace)?"
-    try:
-        with open(path, newline='') as f: return next(csv.reader(f), [])[:3] == ['path', 'label', 'split']
-    except (OSError, UnicodeDecodeError, csv.Error): return False
-
 def _check_output_path(out:Path, # the file an option names
                        data:Path, # the dataset's folder or manifest
                        option:str='--json', # the option, for the message
-                       suffix:str='.json', # the ending its name must have
-                       ours:Callable=_is_audit_report, # is an existing file one this option wrote before (and may replace)?
+                       suffix:str='.json', # the ending its name must have: '.json' (a report, which may replace an earlier report) or '.csv' (a manifest, which replaces nothing)
                       ):
-    "Refuse an output file that cannot be written, or whose writing would replace a file of the dataset (its manifest, say)"
+    "Refuse an output file that cannot be written, or whose writing would replace a file of the dataset (its manifest, say) or, for a manifest, any file"
     root, what = (data if data.is_dir() else data.parent).resolve(), {'.json': 'report', '.csv': 'manifest'}[suffix]
     if out.is_dir() or not out.parent.is_dir():
         raise ValueError(f"{option} {out}: {'is a folder' if out.is_dir() else 'its folder does not exist'}; give a file in an existing folder.")
@@ -1525,12 +1518,18 @@ def _check_output_path(out:Path, # the file an option names
     inside = root in out.resolve().parents
     if suffix == '.csv' and data.is_dir() and inside:
         raise ValueError(f"{option} {out}: inside the dataset's folder {root}, where reading the dataset would find it; write the manifest outside that folder.")
-    if out.exists() and not ours(out):
-        if inside: raise ValueError(f"{option} {out}: this file belongs to the dataset in {root}; write the {what} outside the dataset's folder.")
-        if suffix == '.csv': raise ValueError(f"{option} {out}: a file that is not a manifest the audit wrote is there; choose another name, or move that file.")
+    if suffix == '.csv' and out.exists(): raise ValueError(f"{option} {out}: the file exists, and the audit replaces no file: delete it, or give another name.")
+    if out.exists() and inside and not _is_audit_report(out):
+        raise ValueError(f"{option} {out}: this file belongs to the dataset in {root}; write the {what} outside the dataset's folder.")
 
-def _leave_out_kinds(text:str) -> list:
-    "The findings `--leave-out` names, checked"
+LEAVE_OUT_DEFAULT = 'unreadable,damaged,too-small,colour'  # what `--manifest` leaves out unless told
+
+def _leave_out_kinds(text:str|None, # what --leave-out says (None: not given)
+                     manifest:str|None # what --manifest says
+                    ) -> list:
+    "The findings whose files `--manifest` leaves out, checked; `--leave-out` without `--manifest` is refused"
+    if text is not None and not manifest: raise ValueError(f"--leave-out {text}: it says what --manifest leaves out; add --manifest FILE.csv")
+    text = LEAVE_OUT_DEFAULT if text is None else text
     kinds = [k.strip().replace('_', '-') for k in text.split(',') if k.strip()]
     if (bad := [k for k in kinds if k not in LEAVE_OUT]): raise ValueError(f"--leave-out {text}: {', '.join(bad)} is not one of {', '.join(LEAVE_OUT)}")
     return kinds
@@ -1541,25 +1540,29 @@ def _write_kept(data:FractureData, report:AuditReport, out:Path, kinds:list) -> 
     drop = report.files_of(*kinds)
     write_manifest(data, out, leave_out=drop)
     gone = {os.path.abspath(p) for p in drop}
+    before = data.counts()
     left = FractureData(data.name, data.root, [o for o in data.items if os.path.abspath(o.path) not in gone]).counts()
     told = ', '.join(f'{k} {len(v)}' for k, v in by_kind.items()) or 'nothing (--leave-out is empty)'
-    lines = [f"Manifest written to {out}: {len(data) - len(gone):,} of {len(data):,} images, the same labels and splits (left out: {told}).",
-             f"  Train on it: fracture-course train --data {out} (or FRACTURE_DATASET={out})."]
-    lines += [f"  warning: the {s} split has no {c} left; `train` refuses it. Leave fewer files out, or add images of that class."
-              for s, n in left.items() if sum(n.values()) for c in CLASSES if not n[c]]
+    with open(out, newline='') as f: columns = next(csv.reader(f))
+    lines = [f"Manifest written to {out}: {len(data) - len(gone):,} of {len(data):,} images, each in its split with its label "
+             f"(columns {', '.join(columns)}; left out: {told}).", f"  Train on it: fracture-course train --data {out} (or FRACTURE_DATASET={out})."]
+    for s, n in before.items():
+        if not sum(n.values()): continue
+        if not sum(left.get(s, {}).values()): lines.append(f"  warning: the {s} split has no image left; reading the manifest would make one up from the others, or go without it. Leave fewer files out.")
+        else: lines += [f"  warning: the {s} split has no {c} left; `train` refuses it. Leave fewer files out, or add images of that class." for c in CLASSES if not left[s][c]]
     return '\n'.join(lines)
 
 def audit_command(args) -> int:
     "Run `fracture-course audit`"
     import sys
     if args.near_bits < 0 or args.near_bits > 64: raise ValueError(f'--near-bits must be between 0 and 64, not {args.near_bits}')
+    kinds = _leave_out_kinds(args.leave_out, args.manifest)  # before the dataset is read
     from fracture_course.config import settings_value, get_config
     seed = args.seed if args.seed is not None else settings_value('seed')  # the split `train` draws, so the audit describes it
     if args.path and not (args.path.startswith('kaggle:') or args.path in ('synthetic', 'auto')): data = load_dataset(args.path, seed=seed)
     else: data = load_course_data(get_config(**({'dataset': args.path} if args.path else {}), seed=seed), verbose=False)  # as train finds it
     if args.json and args.json != '-': _check_output_path(Path(args.json), Path(data.source or data.root))  # before the audit, not after
-    kinds = _leave_out_kinds(args.leave_out)
-    if args.manifest: _check_output_path(Path(args.manifest), Path(data.source or data.root), '--manifest', '.csv', _is_our_manifest)
+    if args.manifest: _check_output_path(Path(args.manifest), Path(data.source or data.root), '--manifest', '.csv')
     rep = audit(data, near_bits=args.near_bits)
     js = json.dumps(rep.to_dict(), indent=2, default=str)
     if args.json == '-': print(js)

@@ -1001,37 +1001,46 @@ def test_audit_writes_a_manifest_without_the_files_it_leaves_out(tmp_path, capsy
         warnings.simplefilter('ignore')
         assert main(['audit', str(root), '--manifest', str(kept)]) == 0
         out = capsys.readouterr().out
-        assert f"Manifest written to {kept}: {len(data) - 3:,} of {len(data):,} images" in out
-        assert '(left out: unreadable 0, damaged 1, too-small 1, colour 1)' in out and f'fracture-course train --data {kept}' in out
+        assert f"Manifest written to {kept}: {len(data) - 3:,} of {len(data):,} images, each in its split with its label" in out
+        assert '(columns path, label, split; left out: unreadable 0, damaged 1, too-small 1, colour 1)' in out and f'fracture-course train --data {kept}' in out
         fewer = load_dataset(kept)
         gone = {root/'train'/'not fractured'/'1_0.jpg', root/'test'/'fractured'/'red.png', root/'val'/'fractured'/'thumb.png'}
         assert len(fewer) == len(data) - 3 and not gone & {o.path for o in fewer.items}
         assert {(o.path, o.split, o.label) for o in fewer.items} == {(o.path, o.split, o.label) for o in data.items if o.path not in gone}
-        assert main(['audit', str(root), '--manifest', str(kept), '--leave-out', 'different_labels']) == 0  # its own manifest may be replaced
-        assert len(load_dataset(kept)) == len(data) - 2 and '(left out: different-labels 2)' in capsys.readouterr().out
-        assert main(['audit', str(root), '--json', '-', '--manifest', str(kept), '--leave-out', 'damaged']) == 0  # JSON alone on stdout
+        assert main(['audit', str(root), '--manifest', str(kept), '--leave-out', 'damaged']) == 1  # it replaces no file, not even its own
+        assert 'the file exists, and the audit replaces no file' in capsys.readouterr().err and len(load_dataset(kept)) == len(data) - 3
+        assert main(['audit', str(root), '--manifest', str(tmp_path/'k2.csv'), '--leave-out', 'different_labels']) == 0
+        assert len(load_dataset(tmp_path/'k2.csv')) == len(data) - 2 and 'left out: different-labels 2)' in capsys.readouterr().out
+        assert main(['audit', str(root), '--json', '-', '--manifest', str(tmp_path/'k3.csv'), '--leave-out', 'damaged']) == 0  # JSON alone on stdout
         o = capsys.readouterr(); assert json.loads(o.out)['damaged'] and 'Manifest written to' in o.err
     for f in (root/'val'/'fractured').iterdir():
         if f.name != 'thumb.png': f.unlink()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        assert main(['audit', str(root), '--manifest', str(kept), '--leave-out', 'too-small']) == 0
+        assert main(['audit', str(root), '--manifest', str(tmp_path/'k4.csv'), '--leave-out', 'too-small']) == 0
     assert "warning: the valid split has no fractured left; `train` refuses it" in capsys.readouterr().out
+    for f in (root/'val'/'not fractured').iterdir(): f.unlink()  # the validation split: the thumbnail alone
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        assert main(['audit', str(root), '--manifest', str(tmp_path/'k5.csv'), '--leave-out', 'too-small']) == 0
+    assert "warning: the valid split has no image left; reading the manifest would make one up" in capsys.readouterr().out
 
 
 def test_audit_manifest_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
-    "A bad --leave-out, a manifest inside the dataset's folder, over the dataset's own CSV or over another file: refused by name, before the audit, nothing written"
+    "A bad --leave-out (or one without --manifest), a manifest inside the dataset's folder, over the dataset's own CSV or over any file: refused by name, before the audit, nothing written"
     from fracture_course.cli import main
     from fracture_course.data import write_manifest
     root = tree(tmp_path/'ds', ['train', 'val', 'test'], n=3)
     (tmp_path/'notes.csv').write_text('mine\n')
-    own = write_manifest(load_dataset(root), tmp_path/'own.csv')
+    own = write_manifest(load_dataset(root), tmp_path/'own.csv'); own_text = own.read_text()  # a user's manifest, in the audit's own format
     for args, why in ((['--manifest', str(tmp_path/'k.csv'), '--leave-out', 'damaged,dupes'], 'dupes is not one of unreadable, damaged'),
                       (['--manifest', str(root/'kept.csv')], "inside the dataset's folder .*write the manifest outside"),
-                      (['--manifest', str(tmp_path/'notes.csv')], 'not a manifest the audit wrote'),
+                      (['--manifest', str(tmp_path/'notes.csv')], 'the file exists, and the audit replaces no file'),
+                      (['--manifest', str(own)], 'the file exists'),
+                      (['--leave-out', 'damaged'], 'it says what --manifest leaves out; add --manifest FILE.csv'),
                       (['--manifest', str(tmp_path/'k.txt')], "the manifest's name must end in .csv"),
                       (['--manifest', str(tmp_path/'no'/'k.csv')], 'its folder does not exist')):
         assert main(['audit', str(root), *args]) == 1
         o = capsys.readouterr(); assert 'Audit of' not in o.out and __import__('re').search(why, o.err), o.err
     assert main(['audit', str(own), '--manifest', str(own)]) == 1 and 'this is the dataset being audited' in capsys.readouterr().err
-    assert (tmp_path/'notes.csv').read_text() == 'mine\n' and not (root/'kept.csv').exists() and not (tmp_path/'k.csv').exists()
+    assert (tmp_path/'notes.csv').read_text() == 'mine\n' and own.read_text() == own_text and not (root/'kept.csv').exists() and not (tmp_path/'k.csv').exists()

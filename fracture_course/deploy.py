@@ -204,7 +204,7 @@ def predict_command(args) -> int:
     x, ok, failed = load_inputs(args.images, m.preset)
     probs = m.predict(x, args.batch_size)
     return interpret.report_predictions(f"# {m.arch} from {args.checkpoint} (ONNX Runtime, CPU); threshold {thr:.4f} ({source})",
-                                        args.images, probs, ok, failed, thr, m.class_names, args.csv)
+                                        args.images, probs, ok, failed, thr, m.class_names, args.csv, m.notice)  # the file's own intended use
 
 # %% ../nbs/13_deploy.ipynb #89deb8be
 MAX_UPLOAD_MB = 32          # uploads larger than this are refused (413)

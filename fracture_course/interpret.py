@@ -160,6 +160,7 @@ def heatmaps(cams:torch.Tensor, # [B, h, w] Grad-CAM maps
 
 def gradcam(model:nn.Module, x:torch.Tensor, layer:nn.Module|str|None=None, target:int|torch.Tensor=1) -> torch.Tensor:
     "Grad-CAM heat maps [B, H, W] in [0, 1] of the batch `x` (layer: `cam_layer`'s choice by default)"
+    _check_cam_input(x)  # before its shape picks the layer
     layer = layer if layer is not None else cam_layer(model, x.shape[-1], x.shape[1])[1]
     with GradCAM(model, layer) as gc: return heatmaps(gc(x, target), x.shape[-2:])
 
@@ -302,6 +303,7 @@ def heatmap(model:nn.Module, x:torch.Tensor, # a batch of model inputs [B, C, H,
             target:int|torch.Tensor=1) -> torch.Tensor:
     "Heat maps [B, H, W] in [0, 1] of `x` by `method` (LayerCAM by default, the one that points best) at `layer`"
     m = _cam_method(method)
+    _check_cam_input(x)  # before its shape picks the layer
     if layer is None: layer = explain_layer(model, x.shape[-1], x.shape[1], method)[1]
     with m.cls(model, layer) as c: return heatmaps(c(x, target), x.shape[-2:])
 
@@ -333,9 +335,10 @@ def report_predictions(header:str, # the first line: model, file, threshold and 
                        images:Sequence, probs:torch.Tensor, # the image paths asked for, the probabilities of the readable ones
                        ok:list, failed:list, # positions of the readable images in `images`; (path, reason) of the others
                        threshold:float, class_names:Sequence[str],
-                       csv_path:str|Path|None=None) -> int: # also write a CSV row per image here, the unreadable ones included
-    "Print the header, `NOTICE` as a '#' line, a line per scored image (probability, call, file) and the unreadable ones on stderr; 1 if any failed, else 0"
-    print(header); print(f"# {NOTICE}"); print("probability\tcall\timage")
+                       csv_path:str|Path|None=None, # also write a CSV row per image here, the unreadable ones included
+                       notice:str=NOTICE) -> int: # the model's intended use (an exported file carries its own)
+    "Print the header, `notice` as a '#' line, a line per scored image (probability, call, file) and the unreadable ones on stderr; 1 if any failed, else 0"
+    print(header); print(f"# {notice}"); print("probability\tcall\timage")
     rows = [None] * len(images)  # in the order asked for, one per image, duplicates included
     for i, p in zip(ok, probs.tolist()):
         print(f"{p:.4f}\t{class_names[int(p > threshold)]}\t{images[i]}")
@@ -350,7 +353,7 @@ def report_predictions(header:str, # the first line: model, file, threshold and 
     if csv_path:
         with open(csv_path, 'w', newline='') as f:
             w = csv.DictWriter(f, ['image', 'probability', 'call', 'threshold', 'note', 'notice']); w.writeheader()
-            w.writerows({**r, 'notice': NOTICE} for r in rows)  # a last column: readers of the first five are unchanged
+            w.writerows({**r, 'notice': notice} for r in rows)  # a last column: readers of the first five are unchanged
     if not failed: return 0
     print(f"{len(failed)} of {len(images)} image(s) could not be read (listed above)" + ("; the others were scored." if len(failed) < len(images) else "; none was scored."), file=sys.stderr)
     return 1

@@ -101,7 +101,7 @@ def test_export_command_writes_a_checked_model(ckpt, tmp_path, capsys):
     assert f'Intended use, in the file: {deploy.NOTICE}' in said  # the intended use, as the file carries it
     assert 'The export and the check took' in said and "the command's start, which loads PyTorch, not counted" in said  # what the time covers
 
-def test_the_intended_use_travels_in_the_onnx_file(onnx_file, tmp_path):
+def test_the_intended_use_travels_in_the_onnx_file(onnx_file, synth, tmp_path, capsys):
     "The notice is in the metadata, read back by OnnxModel and served; a file exported before it travelled falls back to the course's"
     import onnx
     from fastapi.testclient import TestClient
@@ -116,6 +116,9 @@ def test_the_intended_use_travels_in_the_onnx_file(onnx_file, tmp_path):
     assert OnnxModel(tmp_path/'other.onnx').notice == 'Teaching only: another intended use.'
     assert c.get('/health').json()['notice'] == c.get('/nope').json()['notice'] == 'Teaching only: another intended use.'
     assert 'Teaching only: another intended use.' in c.get('/').text and deploy.NOTICE not in c.get('/').text
+    assert deploy.predict_command(predict_args([str(tmp_path/'other.onnx'), str(synth[1][0]), '--csv', str(tmp_path/'o.csv')])) == 0
+    assert '# Teaching only: another intended use.' in capsys.readouterr().out  # predict says the file's own notice too
+    assert 'Teaching only: another intended use.' in (tmp_path/'o.csv').read_text() and deploy.NOTICE not in (tmp_path/'o.csv').read_text()
     proto.metadata_props.remove(mine[0])
     onnx.save(proto, tmp_path/'older.onnx')
     assert OnnxModel(tmp_path/'older.onnx').notice == deploy.NOTICE  # exported before the intended use travelled

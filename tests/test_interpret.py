@@ -119,6 +119,8 @@ def test_gradcam_bad_inputs_say_what_to_do_and_leave_the_model_working():
     with pytest.raises(ValueError, match='one per image'): gradcam(model, x, model[4], target=torch.tensor([0, 1, 1]))
     with pytest.raises(ValueError, match=r'float inputs, got torch.uint8.*eval_tfms\(preset\)\(x\)'): heatmap(model, (x * 40 + 100).clamp(0, 255).byte(), layer=model[4])
     with pytest.raises(ValueError, match=r'batch of model inputs \[B, C, H, W\].*x\[None\]'): gradcam(model, x[0], model[4])
+    for f in (gradcam, heatmap):  # without a layer too: the input is checked before its shape picks one
+        with pytest.raises(ValueError, match=r'batch of model inputs \[B, C, H, W\].*x\[None\]'): f(model, x[0])
     still_works()
     m = create_model('simple_cnn', img_size=64, widths=(8, 16, 32)).eval(); x64 = torch.randn(2, 1, 64, 64)
     assert torch.allclose(heatmap(m, x64, layer='body.1'), heatmap(m, x64, layer=m.body[1]))  # a dotted name is the module it names

@@ -673,7 +673,8 @@ def _truncated_note(paths:list, # the truncated files scored
                    ) -> str:
     "One warning for the truncated files an evaluation scored: how many, of which class, the first three, where the rest are"
     from collections import Counter
-    labels = Counter(o.label_name for o in items if str(o.path) in set(paths))
+    scored = set(paths)
+    labels = Counter(o.label_name for o in items if str(o.path) in scored)
     return (f"warning: {len(paths)} truncated file(s) ({', '.join(f'{k} {n}' for k, n in labels.items())}) were scored on the part that decodes, "
             f"as training read them: {', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''} (all in metrics.json's 'truncated'; "
             f"`fracture-course audit` lists every damaged file of {name}, and its `--manifest` leaves them out)")

@@ -34,7 +34,9 @@ __all__ = ['tmc', 'METRICS', 'DEFAULT_METRICS', 'EVENTS', 'CHECKPOINT_FORMAT', '
 class LazyModule:
     "A module imported at the first access to one of its attributes, not before"
     def __init__(self, name:str): self._name = name  # e.g. 'torchmetrics.functional.classification'
-    def __getattr__(self, attr:str): return getattr(importlib.import_module(self._name), attr)
+    def __getattr__(self, attr:str):
+        if attr.startswith('__') or attr == '_name': raise AttributeError(attr)  # copy and pickle ask before __init__ has run: no import, no recursion
+        return getattr(importlib.import_module(self._name), attr)
     def __repr__(self): return f'LazyModule({self._name!r})'
 
 tmc = LazyModule('torchmetrics.functional.classification')  # torchmetrics' metrics, imported at first use

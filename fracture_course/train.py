@@ -176,15 +176,17 @@ def _fits(model:str, recipe:Recipe, side:int, kwargs:dict) -> str|None:
 
 def check_input_sides(model:str, # a registered model name
                       recipe:Recipe, sizes:list, # the input side of each epoch (`epoch_sizes`)
-                      option:str='--size', # how the user gave the side, for the message
+                      image_size:int|None=None, # the image size asked for (`--size`); default: the largest of `sizes`
                      ) -> None:
     "Raise a `ValueError` with the smallest side that works when `model` cannot take inputs of a side in `sizes`"
+    asked = image_size or max(sizes)
     kw = {**recipe.model_kwargs, **({'pretrained': False} if 'pretrained' in _model_params(model) else {})}  # shapes need no weights
     for side in sorted(set(sizes)):
         if (why := _fits(model, recipe, side, kw)) is None: continue
         least = next((s for s in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256) if s > side and _fits(model, recipe, s, kw) is None), None)
-        raise ValueError(f"{option} {max(sizes)}: {model} cannot take inputs of {side} x {side} pixels ({why})"
-                         + (f"; use {option} {least} or more" if least else '') + " (the quick profile trains at 64)")
+        todo = '' if least is None else (f"; use --size {least} or more" if side == asked else
+                                         f"; its recipe's sizes train some epochs at {side} px, which need to be {least} px or more")
+        raise ValueError(f"--size {asked}: {model} cannot take inputs of {side} x {side} pixels ({why}){todo} (the quick profile trains at 64)")
 
 # %% ../nbs/91_train.ipynb #4b902033
 def box_plan(recipe:Recipe, data:FractureData, progress:bool=True) -> tuple[str, str]:
@@ -677,7 +679,7 @@ def train_command(args) -> int:
     given = asked_for(args, cfg)  # a recipe's own epochs and lr give way to what the user asked for
     weights = starting_weights(args)
     rc, epochs, lr, sizes = run_plan(args.model, cfg, given)
-    check_input_sides(args.model, rc, sizes)  # before any image is read
+    check_input_sides(args.model, rc, sizes, cfg.image_size)  # before any image is read
     over = lambda v, s: f" (the recipe's, over the settings' {s:g})" if v != s else ''  # the line above shows the settings
     say(f"recipe of {args.model} ({cfg.profile} profile): preset {rc.preset}, augmentation {rc.aug}, peak lr {lr:g}{over(lr, cfg.lr)}, "
         f"{epochs} epochs{over(epochs, cfg.epochs)}" + (f" after {rc.freeze_epochs} head-only" if rc.freeze_epochs else '')

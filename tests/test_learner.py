@@ -510,7 +510,7 @@ def test_one_hot_targets_fail_before_training_with_what_to_do():
 def test_metrics_stay_in_their_range(monkeypatch):
     "float32 rounding can put torchmetrics' AUROC a hair above 1 (1.0000001 seen in a checkpoint): clamped where computed"
     import fracture_course.learner as L
-    monkeypatch.setattr(L.tmc, 'binary_auroc', lambda p, t: torch.tensor(1.0000001), raising=False)  # on the lazy module: no import
+    monkeypatch.setattr(L.tmc, 'binary_auroc', lambda p, t: torch.tensor(1.0000001), raising=False)  # on the lazy module's instance
     monkeypatch.setattr(L.tmc, 'binary_accuracy', lambda p, t, th: torch.tensor(-1e-7), raising=False)
     m = binary_metrics(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]))
     assert m['auroc'] == 1.0 and m['accuracy'] == 0.0
@@ -562,3 +562,12 @@ def test_load_checkpoint_names_the_overrides_and_the_size_mismatch(tmp_path):
     msg = str(e.value)
     assert "m.pt: the saved weights do not fit a 'simple_cnn' model" in msg and 'size mismatch for head.1.weight' in msg
     assert "overrides {'img_size': 32} are the likely cause" in msg and "'img_size': 16" in msg and 'Error(s) in loading' not in msg
+
+
+def test_the_lazy_module_imports_at_first_use_and_copies_without_recursion():
+    "LazyModule: an attribute imports the module; copy and pickle (which look up dunders before __init__ runs) work"
+    import copy, pickle
+    from fracture_course.learner import LazyModule
+    lazy = LazyModule('json')
+    assert lazy.dumps([1]) == '[1]' and copy.copy(lazy)._name == 'json' and pickle.loads(pickle.dumps(lazy)).loads('2') == 2
+    with pytest.raises(ModuleNotFoundError): LazyModule('no_such_module_here').anything

@@ -603,7 +603,7 @@ class SaveBestCB(Callback):
     def after_fit(self, learn):
         if self.best is None and learn.history and all(self.monitor in r for r in learn.history):  # never a silent "best" model
             values = {_fmt(float(r[self.monitor])) for r in learn.history}
-            warnings.warn(f"SaveBestCB kept no epoch: {self.monitor} was {' / '.join(sorted(values))} (not a number) in every epoch, so the model "
+            warnings.warn(f"SaveBestCB kept no epoch: {self.monitor} was {' / '.join(sorted(values))} (never a finite number) in every epoch, so the model "
                           "keeps the last epoch's weights" + ("" if self.path is None else f" and {self.path} was not written") + ". A metric is "
                           "undefined (NaN) when its split lacks a class, e.g. AUROC or sensitivity on a validation split without fractures: "
                           "check the split, or monitor valid_loss.", LearnerWarning, stacklevel=2)

@@ -171,21 +171,21 @@ def _fits(model:str, recipe:Recipe, side:int, kwargs:dict) -> str|None:
     preset = imagenet_preset(side) if recipe.preset.startswith('imagenet') else grey_preset(side)  # only its channels and size are used
     try:
         with torch.device('meta'): build_model(model, preset, **kwargs).eval()(torch.empty(2, preset.channels, side, side))
-    except (ValueError, RuntimeError) as e: return str(e).splitlines()[0]
+    except (ValueError, RuntimeError, NotImplementedError) as e: return str(e).splitlines()[0] or type(e).__name__
     return None
 
 def check_input_sides(model:str, # a registered model name
                       recipe:Recipe, sizes:list, # the input side of each epoch (`epoch_sizes`)
                       image_size:int|None=None, # the image size asked for (`--size`); default: the largest of `sizes`
                      ) -> None:
-    "Raise a `ValueError` with the smallest side that works when `model` cannot take inputs of a side in `sizes`"
+    "Raise a `ValueError` with the smallest side that works when `model` cannot take inputs of a side in `sizes` (no side working: a model the meta device cannot run, left to training)"
     asked = image_size or max(sizes)
     kw = {**recipe.model_kwargs, **({'pretrained': False} if 'pretrained' in _model_params(model) else {})}  # shapes need no weights
     for side in sorted(set(sizes)):
         if (why := _fits(model, recipe, side, kw)) is None: continue
         least = next((s for s in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256) if s > side and _fits(model, recipe, s, kw) is None), None)
-        todo = '' if least is None else (f"; use --size {least} or more" if side == asked else
-                                         f"; its recipe's sizes train some epochs at {side} px, which need to be {least} px or more")
+        if least is None: return  # no side runs on the meta device (a forward pass that reads values, say): nothing to judge by
+        todo = f"; use --size {least} or more" if side == asked else f"; its recipe's sizes train some epochs at {side} px, which need to be {least} px or more"
         raise ValueError(f"--size {asked}: {model} cannot take inputs of {side} x {side} pixels ({why}){todo} (the quick profile trains at 64)")
 
 # %% ../nbs/91_train.ipynb #4b902033

@@ -402,3 +402,20 @@ def test_cli_train_refuses_a_size_the_network_cannot_take_before_reading_the_dat
             err = capsys.readouterr().err
             assert f'--size {size}: {model} cannot take inputs of {size} x {size} pixels' in err and f'use --size {least} or more' in err, err
     assert not (tmp_path/'o'/'best.pt').exists()
+
+
+def test_a_model_the_meta_device_cannot_run_is_left_to_training():
+    "check_input_sides refuses only when a larger side works: a forward pass that reads values (no meta run at any size) is not refused"
+    from torch import nn
+    from fracture_course.models import MODELS, register_model
+    from fracture_course.train import check_input_sides, recipe_for
+    @register_model('reads_values_test')
+    class ReadsValues(nn.Module):
+        def __init__(self, in_channels=1): super().__init__(); self.fc = nn.Linear(in_channels, 2)
+        def forward(self, x):
+            if x.std().item() > 1e9: raise ValueError('never')  # .item(): no meta tensor has a value
+            return self.fc(x.mean((2, 3)))
+    try:
+        check_input_sides('reads_values_test', recipe_for('simple_cnn'), [64], 64)  # no error: training will tell
+        with pytest.raises(ValueError, match='use --size 8 or more'): check_input_sides('simple_cnn', recipe_for('simple_cnn'), [4], 4)
+    finally: MODELS.pop('reads_values_test', None)
